@@ -1,0 +1,76 @@
+"""Settings come from the guide's environment variables and fail loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from willowe_tasks.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("KAFKA_BROKER", "KAFKA_CLIENT_ID", "KAFKA_GROUP_ID",
+                 "KAFKA_RETRY_INITIAL", "KAFKA_RETRY_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+
+
+def test_defaults_are_the_guides() -> None:
+    settings = load_settings()
+    assert settings.kafka_broker == "localhost:9092"
+    assert settings.kafka_client_id == "willowe-notifications"
+    assert settings.kafka_group_id == "notifications-group"
+    assert settings.kafka_retry_initial == 100
+    assert settings.kafka_retry_retries == 8
+
+
+def test_environment_overrides_and_broker_lists_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BROKER", "kafka-1:9092, kafka-2:9093")
+    monkeypatch.setenv("KAFKA_RETRY_RETRIES", "3")
+    settings = load_settings()
+    assert settings.bootstrap_servers == ["kafka-1:9092", "kafka-2:9093"]
+    assert settings.kafka_retry_retries == 3
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("KAFKA_GROUP_ID=from-dotenv\nKAFKA_CLIENT_ID=dotenv-client\n")
+    monkeypatch.setenv("KAFKA_CLIENT_ID", "from-env")
+    settings = load_settings()
+    assert settings.kafka_group_id == "from-dotenv"
+    assert settings.kafka_client_id == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("KAFKA_BROKER", "localhost", "host:port"),
+        ("KAFKA_BROKER", "localhost:99999", "host:port"),
+        ("KAFKA_BROKER", " , ", "host:port"),
+        ("KAFKA_RETRY_INITIAL", "fast", "integer"),
+        ("KAFKA_RETRY_INITIAL", "0", "greater than or equal to 1"),
+        ("KAFKA_RETRY_RETRIES", "-1", "greater than or equal to 0"),
+        ("KAFKA_GROUP_ID", "", "at least 1 character"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_what_it_expected(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert f"{variable}:" in message
+    assert expected in message
+
+
+def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BROKER", "nope")
+    monkeypatch.setenv("KAFKA_RETRY_RETRIES", "many")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "KAFKA_BROKER:" in str(raised.value)
+    assert "KAFKA_RETRY_RETRIES:" in str(raised.value)
