@@ -22,7 +22,11 @@ processes sharing the database file exactly one caller wins a pair. The loser
 gets False while the pair is delivered or while the winner's lease
 (``lease_s``, which must exceed the longest possible push including HTTP
 timeouts) is running. After ``mark_delivered`` the pair is never claimed
-again, until :meth:`SQLiteDeliveryLog.prune` forgets it.
+again, until :meth:`SQLiteDeliveryLog.prune` forgets it. "All" means the
+processes of one host (or a local disk they share): SQLite locking is not
+reliable over NFS, and workers on other hosts with their own file are not
+covered -- partitioning Kafka by user keeps a user's notifications on one
+consumer, but a rebalance can still move them.
 
 The gap is a worker that dies (or stalls past its lease) after the provider
 accepted the push and before ``mark_delivered`` committed: the ledger cannot
@@ -32,7 +36,10 @@ False and moves the row to the ``uncertain`` state, logging a warning once, so
 the phone is not pushed again; the cost is that a worker which died *before*
 pushing leaves that device without this notification. That is the chosen side
 for a dating app: a duplicate "new match" or message alert is worse than a
-rare missed one, and the app shows the state anyway when opened. These pairs
+rare missed one. A push that
+timed out belongs here too: the caller must not ``release`` it, since the
+provider may have accepted it. A failed ``mark_delivered`` (database locked
+past ``busy_timeout``) leaves the claim, so it also ends up here. These pairs
 are reported by :meth:`SQLiteDeliveryLog.maybe_delivered` and counted in
 :meth:`SQLiteDeliveryLog.counts`. A caller that prefers at-least-once for some
 notification passes ``reclaim_expired=True`` and may then push twice.
@@ -40,8 +47,9 @@ notification passes ``reclaim_expired=True`` and may then push twice.
 Duplicates that do get through (``reclaim_expired=True``, a ``prune`` window
 shorter than Kafka's redelivery horizon, a lost database file) are invisible on
 the phone when the push carries a collapse id derived from the notification
-id (``apns-collapse-id``, FCM ``collapse_key`` / Android ``tag``): the second
-copy replaces the first instead of showing twice.
+id (``apns-collapse-id``, at most 64 bytes; FCM ``collapse_key`` / Android
+notification ``tag``): the second copy replaces the first instead of showing
+twice.
 
 The ledger never stores tokens: callers pass :func:`token_key` (a sha256
 digest; push tokens carry far too much entropy to be recovered from it), and
