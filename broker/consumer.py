@@ -1,0 +1,304 @@
+"""The Dramatiq consumer of one Kafka topic.
+
+Threading, which decides most of this module's shape:
+
+* ``__next__`` (and ``close``) run on Dramatiq's consumer thread, the only
+  thread that touches the ``KafkaConsumer`` (it is not thread-safe).
+* ``ack``/``nack`` run on worker threads. They only record completion in
+  the message's own :class:`~broker.offsets.PartitionTracker` (thread-safe);
+  the consumer thread turns that into commits. A nack first produces the
+  record to the dead-letter topic through the broker's thread-safe producer.
+* The rebalance listener runs on kafka-python's IO thread; it commits what
+  is finished of the revoked partitions, retires their trackers (so late
+  acks are ignored: the new owner will redeliver those records) and drops
+  their buffered records.
+
+Each message carries its tracker, so an ack that reaches a *newer* consumer
+(Dramatiq restarts consumers after a connection error) still lands in the
+right place, or is ignored if that assignment is over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+from dramatiq.common import q_name, xq_name
+from dramatiq.errors import ConnectionClosed, DecodeError
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.errors import KafkaError
+
+from broker.dead_letters import dead_letter_headers
+from broker.offsets import PartitionTracker
+
+if TYPE_CHECKING:
+    from broker.kafka import KafkaBroker
+
+__all__ = ["KafkaMessageProxy"]
+
+#: How often finished offsets are committed while messages keep flowing.
+COMMIT_INTERVAL_S = 0.2
+
+#: Longest single wait inside ``__next__``, so commits and rebalances keep moving.
+MAX_POLL_WAIT_MS = 200
+
+
+class KafkaMessageProxy(dramatiq.MessageProxy):
+    """A message plus where it came from: its record and its partition's tracker."""
+
+    def __init__(self, message: dramatiq.Message, record: ConsumerRecord,
+                 tracker: PartitionTracker) -> None:
+        super().__init__(message)
+        self._record = record
+        self._tracker = tracker
+
+    @property
+    def kafka_record(self) -> ConsumerRecord:
+        return self._record
+
+
+class _RebalanceListener(AsyncConsumerRebalanceListener):
+    def __init__(self, consumer: _KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._consumer._revoke(set(revoked), commit=True)
+
+    async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        # Evicted from the group: a commit would be refused; just let go.
+        self._consumer._revoke(set(lost), commit=False)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._consumer._assign(set(assigned))
+
+
+class _KafkaConsumer(dramatiq.Consumer):
+    _generations = iter(range(1, 1 << 62))
+
+    def __init__(self, broker: KafkaBroker, queue_name: str, prefetch: int, timeout_ms: int,
+                 consumer_options: dict[str, Any]) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{queue_name}")
+        self.broker = broker
+        self.queue_name = queue_name
+        self.prefetch = max(1, prefetch)
+        self.timeout_ms = timeout_ms
+        self._lock = threading.Lock()  # guards _trackers and _buffer (IO thread vs ours)
+        self._trackers: dict[TopicPartition, PartitionTracker] = {}
+        self._buffer: deque[ConsumerRecord] = deque()
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._room = threading.Event()  # set by acks: maybe room under prefetch now
+        self._paused = False
+        options = {
+            "group_id": broker.group_id,
+            "client_id": broker.client_id,
+            "enable_auto_commit": False,
+            # Messages enqueued before the group first joined must not be skipped.
+            "auto_offset_reset": "earliest",
+            "partition_assignment_strategy": [CooperativeStickyAssignor],
+            "max_poll_records": max(self.prefetch, 1),
+            **consumer_options,
+        }
+        try:
+            self._consumer = KafkaConsumer(**options)
+            self._consumer.subscribe([queue_name], listener=_RebalanceListener(self))
+        except KafkaError as e:
+            raise ConnectionClosed(
+                f"can't consume {queue_name!r} from {broker.bootstrap_servers}: {e}"
+            ) from None
+
+    # -- Dramatiq's consumer interface --------------------------------------
+
+    def __next__(self) -> KafkaMessageProxy | None:
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        try:
+            while True:
+                self._maybe_commit()
+                buffered = self._next_buffered()
+                if buffered is not None:
+                    proxy = self._to_message(*buffered)
+                    if proxy is not None:
+                        return proxy
+                    continue
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                room = self.prefetch - self._in_progress()
+                if room <= 0:
+                    # Full: stop fetching but keep polling, or the group drops us.
+                    self._set_paused(True)
+                    self._room.clear()
+                    self._consumer.poll(timeout_ms=0)
+                    if remaining_ms <= 0:
+                        return None
+                    self._room.wait(min(remaining_ms, MAX_POLL_WAIT_MS) / 1000)
+                    continue
+                self._set_paused(False)
+                batches = self._consumer.poll(
+                    timeout_ms=max(0, min(remaining_ms, MAX_POLL_WAIT_MS)), max_records=room,
+                )
+                self._buffer_records(batches)
+                if not batches and remaining_ms <= 0:
+                    return None
+        except KafkaError as e:
+            raise ConnectionClosed(f"consuming {self.queue_name!r} failed: {e}") from None
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        self._finish(message)
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        assert isinstance(message, KafkaMessageProxy)
+        record = message.kafka_record
+        error = message._exception
+        self._dead_letter(
+            record,
+            reason="failed",
+            error_type=type(error).__name__ if error else "Failed",
+            error_message=str(error) if error else "message failed",
+            retries=message.options.get("retries", 0),
+        )
+        self._finish(message)
+
+    def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
+        # Nothing to do: what isn't committed is delivered again to the group.
+        pass
+
+    def close(self) -> None:
+        try:
+            offsets = {}
+            with self._lock:
+                for tp, tracker in self._trackers.items():
+                    offset = tracker.retire()
+                    if offset is not None and offset > self._committed.get(tp, -1):
+                        offsets[tp] = OffsetAndMetadata(offset, "", -1)
+                self._trackers.clear()
+                self._buffer.clear()
+            if offsets:
+                self._consumer.commit(offsets)
+        except KafkaError as e:
+            self.logger.warning("Final commit of %r failed (its messages will be redelivered): %s",
+                                self.queue_name, e)
+        finally:
+            self._consumer.close(autocommit=False)
+
+    # -- internals -------------------------------------------------------
+
+    def _finish(self, message: dramatiq.MessageProxy) -> None:
+        assert isinstance(message, KafkaMessageProxy)
+        if not message._tracker.finish(message.kafka_record.offset):
+            self.logger.debug("Ignoring ack of %s: its partition was reassigned.",
+                              message.message_id)
+        self._room.set()
+
+    def _in_progress(self) -> int:
+        with self._lock:
+            return len(self._buffer) + sum(t.in_progress for t in self._trackers.values())
+
+    def _next_buffered(self) -> tuple[ConsumerRecord, PartitionTracker] | None:
+        with self._lock:
+            while self._buffer:
+                record = self._buffer.popleft()
+                tracker = self._trackers.get(TopicPartition(record.topic, record.partition))
+                if tracker is not None:
+                    tracker.started(record.offset)
+                    return record, tracker
+        return None
+
+    def _buffer_records(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        with self._lock:
+            for tp, records in batches.items():
+                if tp in self._trackers:
+                    self._buffer.extend(records)
+
+    def _to_message(
+        self, record: ConsumerRecord, tracker: PartitionTracker
+    ) -> KafkaMessageProxy | None:
+        try:
+            message = dramatiq.Message.decode(record.value)
+        except DecodeError as e:
+            self.logger.error("Undecodable record at %s:%d offset %d; dead-lettering it.",
+                              record.topic, record.partition, record.offset)
+            self._dead_letter(record, reason="undecodable", error_type=type(e).__name__,
+                              error_message=str(e.__cause__ or e))
+            tracker.finish(record.offset)
+            return None
+        # The topic we read it from is its queue, whatever the producer wrote:
+        # Dramatiq routes the ack by queue name.
+        if message.queue_name != self.queue_name:
+            message = message.copy(queue_name=self.queue_name)
+        return KafkaMessageProxy(message, record, tracker)
+
+    def _dead_letter(self, record: ConsumerRecord, **why: Any) -> None:
+        headers = dead_letter_headers(
+            record.headers, source_topic=record.topic, source_partition=record.partition,
+            source_offset=record.offset, **why,
+        )
+        self.broker._produce_and_wait(
+            xq_name(q_name(self.queue_name)), record.value, key=record.key, headers=headers,
+        )
+
+    def _maybe_commit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_INTERVAL_S:
+            return
+        self._last_commit = now
+        offsets = {}
+        with self._lock:
+            for tp, tracker in self._trackers.items():
+                offset = tracker.committable()
+                if offset is not None and offset > self._committed.get(tp, -1):
+                    offsets[tp] = OffsetAndMetadata(offset, "", -1)
+        if offsets:
+            self._consumer.commit_async(offsets, callback=self._on_commit)
+
+    def _on_commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
+        if isinstance(result, Exception):
+            # Harmless: the next commit carries the same or higher offsets.
+            self.logger.warning("Commit on %r failed, will retry: %s", self.queue_name, result)
+            return
+        with self._lock:
+            for tp, meta in offsets.items():
+                if meta.offset > self._committed.get(tp, -1):
+                    self._committed[tp] = meta.offset
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        assigned = self._consumer.assignment()
+        if paused:
+            self._consumer.pause(*assigned)
+        else:
+            self._consumer.resume(*self._consumer.paused())
+        self._paused = paused
+
+    def _assign(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._trackers[tp] = PartitionTracker(tp, next(self._generations))
+                self._committed.pop(tp, None)
+            if self._paused:
+                self._consumer.pause(*partitions)
+        self.logger.info("Assigned %s", sorted(tp.partition for tp in partitions))
+
+    def _revoke(self, partitions: set[TopicPartition], *, commit: bool) -> None:
+        offsets = {}
+        with self._lock:
+            for tp in partitions:
+                tracker = self._trackers.pop(tp, None)
+                if tracker is None:
+                    continue
+                offset = tracker.retire()
+                if commit and offset is not None and offset > self._committed.get(tp, -1):
+                    offsets[tp] = OffsetAndMetadata(offset, "", -1)
+                self._committed.pop(tp, None)
+            self._buffer = deque(
+                r for r in self._buffer if TopicPartition(r.topic, r.partition) not in partitions
+            )
+        if offsets:
+            self._consumer.commit_async(offsets)
+        self.logger.info("Revoked %s", sorted(tp.partition for tp in partitions))

@@ -1,0 +1,54 @@
+"""What a dead letter carries besides the original bytes: why it died.
+
+Records on ``<queue>.XQ`` keep the value and headers they had on their
+source topic, plus ``x-dead-letter-*`` headers that say why, so an operator
+can read the reason with ``kafka-console-consumer --property print.headers=true``
+and a tool can send the record back to its source unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+__all__ = ["HEADER_PREFIX", "dead_letter_headers", "header_dict"]
+
+#: Prefix of the headers the broker adds to a dead letter.
+HEADER_PREFIX = "x-dead-letter-"
+
+#: Longest error message kept in a header; a traceback belongs in logs.
+MAX_REASON_CHARS = 2000
+
+Headers = list[tuple[str, bytes]]
+
+
+def dead_letter_headers(
+    original: Sequence[tuple[str, bytes]] | None,
+    *,
+    reason: str,
+    error_type: str,
+    error_message: str,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    retries: int | None = None,
+) -> Headers:
+    """The original headers (minus any earlier dead-letter ones) plus ours."""
+    kept = [(k, v) for k, v in (original or ()) if not k.startswith(HEADER_PREFIX)]
+    added = {
+        "reason": reason,
+        "exception": error_type,
+        "error": error_message[:MAX_REASON_CHARS],
+        "source-topic": source_topic,
+        "source-partition": str(source_partition),
+        "source-offset": str(source_offset),
+        "time-ms": str(int(time.time() * 1000)),
+    }
+    if retries is not None:
+        added["retries"] = str(retries)
+    return kept + [(HEADER_PREFIX + k, v.encode("utf-8", "replace")) for k, v in added.items()]
+
+
+def header_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """Headers as text, for tests and tools (the last value of a key wins)."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in (headers or ())}

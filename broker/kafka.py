@@ -1,0 +1,349 @@
+"""A Dramatiq broker on Apache Kafka.
+
+Each Dramatiq queue is a topic, with ``<queue>.DQ`` for delayed messages
+(retries) and ``<queue>.XQ`` for dead letters. Actor priorities can pick the
+topic through *priority bands*, so urgent work never waits behind a backlog
+of less urgent work in the same partition; each topic gets its own consumer
+and prefetch budget in the worker.
+
+Delivery is at least once: a message is committed only after the actor has
+finished with it (or it has been written to the dead-letter topic), and
+only the contiguous prefix of finished offsets is ever committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dramatiq
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
+from dramatiq.errors import ConnectionFailed, QueueJoinTimeout, QueueNotFound
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import OffsetSpec
+from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError, KafkaError
+from kafka.producer.future import FutureRecordMetadata
+
+from broker.consumer import _KafkaConsumer
+from broker.topics import TopicSpec, create_missing
+
+__all__ = ["BatchSendError", "KafkaBroker"]
+
+#: Message option naming the Kafka partition key (default: none, load spreads).
+PARTITION_KEY_OPTION = "partition_key"
+
+#: How long send() waits for Kafka to acknowledge a message, in milliseconds.
+DEFAULT_SEND_TIMEOUT_MS = 30_000
+
+#: Topics declare_queue creates get this many partitions unless told otherwise.
+DEFAULT_PARTITIONS = 3
+
+#: Retention of topics declare_queue creates: 7 days.
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+#: How often join() looks at the group's committed offsets.
+JOIN_POLL_INTERVAL_S = 0.1
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",  # with idempotence: no loss, no duplicates from producer retries
+    "enable_idempotence": True,
+    "linger_ms": 2,
+    # Fail a send() within seconds when Kafka is away, instead of kafka-python's minute.
+    "max_block_ms": 10_000,
+    "request_timeout_ms": 10_000,
+    "delivery_timeout_ms": 25_000,
+}
+
+
+class BatchSendError(ConnectionFailed):
+    """Some messages of a ``broker.batch()`` were not accepted by Kafka.
+
+    ``failed`` lists ``(message, exception)`` pairs; every other message of the
+    batch was stored.
+    """
+
+    def __init__(self, failed: list[tuple[dramatiq.Message, BaseException]]) -> None:
+        self.failed = failed
+        first = failed[0][1]
+        super().__init__(f"{len(failed)} message(s) of the batch were not sent; first: {first}")
+
+
+class KafkaBroker(dramatiq.Broker):
+    """A Dramatiq broker backed by Kafka.
+
+    Parameters:
+      bootstrap_servers: "host:port" or a list of them.
+      group_id: consumer group of the workers.
+      client_id: Kafka client id.
+      middleware: as for any Dramatiq broker (None: Dramatiq's defaults).
+      priority_queues: ``[(max_priority, queue_name), …]`` most urgent first;
+        an actor left on the "default" queue goes to the first band whose
+        ``max_priority`` is ≥ its priority (the last band takes the rest).
+      create_topics: create missing topics (with .DQ/.XQ) on first use.
+      topic_partitions, topic_retention_ms: shape of topics it creates.
+      send_timeout_ms: how long send() waits for Kafka's acknowledgement.
+      producer_options, consumer_options: passed to kafka-python as is.
+      **client_options: passed to producer, consumer and admin client alike
+        (security_protocol, sasl_*, ssl_*, …).
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str | Sequence[str] = "localhost:9092",
+        group_id: str = "dramatiq",
+        client_id: str = "dramatiq",
+        middleware: list[dramatiq.Middleware] | None = None,
+        priority_queues: Sequence[tuple[int, str]] = (),
+        create_topics: bool = True,
+        topic_partitions: int = DEFAULT_PARTITIONS,
+        topic_retention_ms: int = DEFAULT_RETENTION_MS,
+        send_timeout_ms: int = DEFAULT_SEND_TIMEOUT_MS,
+        producer_options: dict[str, Any] | None = None,
+        consumer_options: dict[str, Any] | None = None,
+        **client_options: Any,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        if isinstance(bootstrap_servers, str):
+            bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+        if not bootstrap_servers:
+            raise ValueError("bootstrap_servers must name at least one host:port")
+        if send_timeout_ms <= 0:
+            raise ValueError(f"send_timeout_ms must be positive, got {send_timeout_ms}")
+        self.logger = logging.getLogger(f"{__name__}.KafkaBroker")
+        self.bootstrap_servers = list(bootstrap_servers)
+        self.group_id = group_id
+        self.client_id = client_id
+        self.priority_queues = list(priority_queues)
+        self.create_topics = create_topics
+        self.topic_partitions = topic_partitions
+        self.topic_retention_ms = topic_retention_ms
+        self.send_timeout_ms = send_timeout_ms
+        self._client_options = client_options
+        self._producer_options = {**_PRODUCER_DEFAULTS, **(producer_options or {})}
+        self._consumer_options = consumer_options or {}
+        self.queues: set[str] = set()
+        self.actor_options.add(PARTITION_KEY_OPTION)
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+        self._producer_pid = 0
+        self._admin: KafkaAdminClient | None = None
+        self._topics_ready: set[str] = set()
+        self._batch = threading.local()
+
+    # -- declaring -------------------------------------------------------
+
+    def declare_actor(self, actor: dramatiq.Actor) -> None:
+        if self.priority_queues and actor.queue_name == "default":
+            actor.queue_name = self.queue_for_priority(actor.priority)
+        super().declare_actor(actor)
+
+    def queue_for_priority(self, priority: int) -> str:
+        """The queue (topic) of the band an actor priority falls in."""
+        for ceiling, queue_name in self.priority_queues:
+            if priority <= ceiling:
+                return queue_name
+        return self.priority_queues[-1][1]
+
+    def declare_queue(self, queue_name: str) -> None:
+        if queue_name in self.queues:
+            return
+        self.emit_before("declare_queue", queue_name)
+        self.queues.add(queue_name)
+        self.emit_after("declare_queue", queue_name)
+        delayed = dq_name(queue_name)
+        self.delay_queues.add(delayed)
+        # Without this the worker never starts a consumer for the delay topic.
+        self.emit_after("declare_delay_queue", delayed)
+
+    def get_declared_queues(self) -> set[str]:
+        return self.queues.copy()
+
+    # -- sending ----------------------------------------------------------
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        queue_name = message.queue_name
+        if q_name(queue_name) not in self.queues:
+            raise QueueNotFound(queue_name)
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(
+                queue_name=queue_name,
+                options={**message.options, "eta": current_millis() + delay},
+            )
+        self.emit_before("enqueue", message, delay)
+        key = message.options.get(PARTITION_KEY_OPTION)
+        headers = [
+            ("dramatiq-message-id", message.message_id.encode()),
+            ("dramatiq-actor", message.actor_name.encode()),
+        ]
+        future = self._send(queue_name, message.encode(), key=key, headers=headers)
+        pending = getattr(self._batch, "pending", None)
+        if pending is not None:
+            pending.append((message, future))
+        else:
+            self._wait(future, queue_name)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Send many messages and wait for Kafka once, at the end of the block.
+
+        Raises :class:`BatchSendError` naming the messages Kafka didn't take.
+        Batches are per thread; nested batches join the outer one.
+        """
+        if getattr(self._batch, "pending", None) is not None:
+            yield
+            return
+        self._batch.pending = pending = []
+        try:
+            yield
+        finally:
+            self._batch.pending = None
+        failed = []
+        for message, future in pending:
+            try:
+                self._wait(future, message.queue_name)
+            except ConnectionFailed as e:
+                failed.append((message, e.__cause__ or e))
+        if failed:
+            raise BatchSendError(failed)
+
+    def _send(self, topic: str, value: bytes, *, key: Any = None,
+              headers: list[tuple[str, bytes]] | None = None) -> FutureRecordMetadata:
+        self._ensure_topics(topic)
+        if key is not None and not isinstance(key, bytes):
+            key = str(key).encode()
+        try:
+            return self.producer.send(topic, value=value, key=key, headers=headers)
+        except KafkaError as e:
+            raise ConnectionFailed(
+                f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {e}"
+            ) from e
+
+    def _wait(self, future: FutureRecordMetadata, topic: str) -> None:
+        try:
+            future.get(timeout=self.send_timeout_ms / 1000)
+        except KafkaError as e:
+            raise ConnectionFailed(
+                f"Kafka at {','.join(self.bootstrap_servers)} did not take a message "
+                f"for {topic!r}: {e}"
+            ) from e
+
+    def _produce_and_wait(self, topic: str, value: bytes, *, key: Any = None,
+                          headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Used for dead letters: return only once Kafka has the record."""
+        self._wait(self._send(topic, value, key=key, headers=headers), topic)
+
+    @property
+    def producer(self) -> KafkaProducer:
+        # Dramatiq forks worker processes after import: a producer made before the
+        # fork has lost its IO thread, so each process makes its own.
+        with self._lock:
+            if self._producer is None or self._producer_pid != os.getpid():
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                    **self._client_options, **self._producer_options,
+                )
+                self._producer_pid = os.getpid()
+            return self._producer
+
+    @property
+    def admin(self) -> KafkaAdminClient:
+        with self._lock:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                    **self._client_options,
+                )
+            return self._admin
+
+    def _ensure_topics(self, topic: str) -> None:
+        canonical = q_name(topic)
+        if not self.create_topics or canonical in self._topics_ready:
+            return
+        spec = TopicSpec(canonical, partitions=self.topic_partitions,
+                         retention_ms=self.topic_retention_ms)
+        try:
+            existing = set(self.admin.list_topics())
+            create_missing(self.admin, [s for s in spec.with_companions()
+                                        if s.name not in existing])
+        except KafkaError as e:
+            raise ConnectionFailed(f"can't create topics for {canonical!r}: {e}") from e
+        self._topics_ready.add(canonical)
+
+    # -- consuming ----------------------------------------------------------
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> _KafkaConsumer:
+        if q_name(queue_name) not in self.queues:
+            raise QueueNotFound(queue_name)
+        self._ensure_topics(queue_name)
+        options = {"bootstrap_servers": self.bootstrap_servers, **self._client_options,
+                   **self._consumer_options}
+        return _KafkaConsumer(self, queue_name, prefetch, timeout, options)
+
+    # -- test support ----------------------------------------------------------
+
+    def join(self, queue_name: str, *, timeout: int | None = None) -> None:
+        """Wait until the group has processed and committed every message of
+        the queue and its delay queue (raises QueueJoinTimeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        while True:
+            # Delay queue first: its records are re-enqueued before they are acked.
+            if self.backlog(dq_name(queue_name)) == 0 and self.backlog(queue_name) == 0:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(JOIN_POLL_INTERVAL_S)
+
+    def backlog(self, topic: str) -> int:
+        """Messages on ``topic`` not yet committed by the group."""
+        self._ensure_topics(topic)
+        partitions = [TopicPartition(topic, p["partition_index"])
+                      for t in self.admin.describe_topics([topic]) for p in t["partitions"]]
+        ends = self.admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.LATEST))
+        starts = self.admin.list_partition_offsets(
+            dict.fromkeys(partitions, OffsetSpec.EARLIEST))
+        try:
+            committed = self.admin.list_group_offsets({self.group_id: partitions}).get(
+                self.group_id, {})
+        except (CoordinatorNotAvailableError, GroupIdNotFoundError):
+            committed = {}  # the group has not formed yet: nothing committed
+        total = 0
+        for tp in partitions:
+            done = committed.get(tp)
+            done_offset = done.offset if done is not None and done.offset >= 0 else 0
+            # Records flushed (deleted) below the log start count as done.
+            total += max(0, ends[tp].offset - max(done_offset, starts[tp].offset))
+        return total
+
+    def flush(self, queue_name: str) -> None:
+        """Discard every message waiting on the queue, its delay and dead-letter topics."""
+        for topic in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+            self._ensure_topics(topic)
+            partitions = [TopicPartition(topic, p["partition_index"])
+                          for t in self.admin.describe_topics([topic]) for p in t["partitions"]]
+            ends = self.admin.list_partition_offsets(
+                dict.fromkeys(partitions, OffsetSpec.LATEST))
+            to_delete = {tp: ends[tp].offset for tp in partitions if ends[tp].offset > 0}
+            if to_delete:
+                self.admin.delete_records(to_delete)
+
+    def flush_all(self) -> None:
+        for queue_name in self.queues:
+            self.flush(queue_name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None and self._producer_pid == os.getpid():
+                self._producer.close(timeout=self.send_timeout_ms / 1000)
+            self._producer = None
+            if self._admin is not None:
+                self._admin.close()
+            self._admin = None
