@@ -1,0 +1,295 @@
+"""Deliver pushes to Apple Push Notification service over HTTP/2.
+
+Why ``httpx`` and not a dedicated APNs package:
+
+* ``apns2`` (PyAPNs2) cannot even be imported on Python 3.10 and later: its HTTP/2
+  dependency ``hyper`` is unmaintained and uses the ``collections`` aliases that
+  Python 3.10 removed.
+* ``aioapns`` works (h2 on asyncio; django-push-notifications moved to it), but
+  it is asyncio-only, so Dramatiq's worker threads would need the same bridge to
+  an event loop as below, and it brings its own connection pool, JWT handling,
+  retries and result types that we would wrap and translate. With httpx the APNs
+  request is a few lines whose headers, timeouts and error mapping we control.
+* ``httpx`` with HTTP/2 multiplexes every request as a stream on one connection,
+  which is how Apple wants providers to connect (few long-lived connections,
+  many streams each).
+
+Why a loop thread: Dramatiq runs actors on plain worker threads, and httpx's
+*synchronous* HTTP/2 connection is not safe to share between threads (it lets
+one thread write a TLS socket while another reads it and touches the h2 state
+without a common lock; under concurrent use requests fail with "Server
+disconnected" although the server never closed). So each client runs one
+``httpx.AsyncClient(http2=True)`` on a private asyncio loop in a background
+thread, and :meth:`APNsClient.send` hands it the request and blocks until the
+answer: synchronous and thread-safe for the caller, one loop per process rather
+than per worker thread, one connection for all of them.
+
+One :class:`APNsClient` per worker process, shared by all of its threads.
+
+The device token is part of the request path, and httpx logs every request's
+URL at INFO on the ``httpx`` logger; importing this module adds a filter there
+that replaces device tokens in those lines with a hash prefix. (``hpack`` logs
+raw headers at DEBUG: keep that logger above DEBUG in production.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+import time
+from types import TracebackType
+from typing import Final
+
+import certifi
+import httpx
+
+from willowe_tasks.delivery._loop import LoopThread
+from willowe_tasks.delivery.apns_auth import CertificateAuth, TokenAuth
+from willowe_tasks.delivery.errors import (
+    PermanentDeliveryError,
+    TokenRejected,
+    TransientDeliveryError,
+)
+from willowe_tasks.delivery.push import Push, token_ref
+from willowe_tasks.delivery.retry_after import parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+#: Named endpoints accepted by :class:`APNsClient`; anything else must be a URL.
+ENDPOINTS: Final = {
+    "production": "https://api.push.apple.com",
+    "sandbox": "https://api.development.push.apple.com",
+}
+
+#: Apple's limit on the JSON payload of a regular (non-VoIP) notification.
+MAX_PAYLOAD_BYTES = 4096
+
+#: ``apns-priority`` per :attr:`Push.priority`; 10 means "now", 5 "when it saves power".
+APNS_PRIORITY: Final = {"high": "10", "medium": "10", "low": "5"}
+
+#: Background (content-available) pushes must use this priority; Apple rejects 10.
+BACKGROUND_PRIORITY = "5"
+
+#: Apple reasons that mean the device token is dead or belongs to another app.
+TOKEN_REJECTED_REASONS: Final = frozenset(
+    {"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"}
+)
+
+#: Device tokens are hex strings; anything else can never be delivered and must
+#: not reach the request path.
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
+
+PROVIDER: Final = "apns"
+
+#: A request may take this many times ``timeout_s`` in all (connect, write, read).
+OVERALL_TIMEOUT_FACTOR = 3
+
+#: A device path inside a logged URL.
+_DEVICE_PATH = re.compile(r"/3/device/([0-9a-fA-F]+)")
+
+
+class RedactDeviceTokens(logging.Filter):
+    """Replace APNs device tokens in a log record's URL arguments by a hash prefix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, httpx.URL) for arg in record.args
+        ):
+            record.args = tuple(
+                _DEVICE_PATH.sub(_redact, str(arg)) if isinstance(arg, httpx.URL) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def _redact(match: re.Match[str]) -> str:
+    return f"/3/device/<{token_ref(match.group(1))}>"
+
+
+def _install_log_filter() -> None:
+    httpx_logger = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactDeviceTokens) for f in httpx_logger.filters):
+        httpx_logger.addFilter(RedactDeviceTokens())
+
+
+_install_log_filter()
+
+
+class APNsClient:
+    """A thread-safe APNs sender over one multiplexed HTTP/2 connection.
+
+    ``endpoint`` is ``"production"``, ``"sandbox"`` or a base URL (a local fake).
+    ``ca_file`` replaces the public CA bundle, for a fake's throwaway CA.
+    ``timeout_s`` bounds connecting, each read and each write of one request.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        default_topic: str,
+        auth: TokenAuth | CertificateAuth,
+        ca_file: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if not default_topic:
+            raise ValueError("APNsClient needs a default_topic (the app's bundle id)")
+        self.base_url = ENDPOINTS.get(endpoint, endpoint).rstrip("/")
+        if not self.base_url.startswith("https://"):
+            raise ValueError("APNs endpoint must be 'production', 'sandbox' or an https:// URL")
+        self.default_topic = default_topic
+        self._auth = auth
+        self._timeout_s = timeout_s
+        self._context = ssl.create_default_context(cafile=ca_file or certifi.where())
+        if isinstance(auth, CertificateAuth):
+            auth.load_into(self._context)
+        self._io: LoopThread[httpx.AsyncClient] = LoopThread(
+            "apns-io", self._make_http_client, _close_http_client
+        )
+
+    def _make_http_client(self) -> httpx.AsyncClient:
+        # http1=False: APNs speaks HTTP/2 only; without it ALPN would also offer
+        # HTTP/1.1, and a middlebox picking it would serialise every request.
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            http1=False,
+            http2=True,
+            verify=self._context,
+            timeout=httpx.Timeout(self._timeout_s),
+        )
+
+    def __repr__(self) -> str:
+        return f"APNsClient(base_url={self.base_url!r}, default_topic={self.default_topic!r})"
+
+    def __enter__(self) -> APNsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and its thread; the client cannot send afterwards."""
+        self._io.close()
+
+    def send(self, push: Push) -> None:
+        """Deliver ``push`` or raise a :class:`~willowe_tasks.delivery.errors.DeliveryError`.
+
+        Safe to call from many threads at once. Never retries or sleeps by itself:
+        retries belong to the caller (Dramatiq's Retries middleware).
+        """
+        if not _HEX_TOKEN.fullmatch(push.token):
+            raise TokenRejected(
+                "BadDeviceToken", provider=PROVIDER, detail="device token is not hexadecimal"
+            )
+        payload = self._payload(push)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise PermanentDeliveryError(
+                "PayloadTooLarge",
+                provider=PROVIDER,
+                detail=f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}",
+            )
+        headers = self._headers(push)
+        jwt_used = None
+        if isinstance(self._auth, TokenAuth):
+            jwt_used = self._auth.token()
+            headers["authorization"] = f"bearer {jwt_used}"
+        path = f"/3/device/{push.token}"
+
+        async def post(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(path, content=payload, headers=headers)
+
+        try:
+            # httpx bounds each phase by timeout_s; the outer bound only guards
+            # against a request that keeps trickling along.
+            response = self._io.call(post, OVERALL_TIMEOUT_FACTOR * self._timeout_s)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise TransientDeliveryError(
+                "Timeout", provider=PROVIDER, detail=type(exc).__name__
+            ) from exc
+        except httpx.TransportError as exc:
+            raise TransientDeliveryError(
+                "ConnectionError", provider=PROVIDER, detail=f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code == 200:
+            logger.debug(
+                "APNs accepted push %s for device %s",
+                response.headers.get("apns-id"),
+                push.token_ref,
+            )
+            return
+        self._raise_for(response, push, jwt_used)
+
+    @staticmethod
+    def _payload(push: Push) -> bytes:
+        if "aps" in push.data:
+            raise PermanentDeliveryError(
+                "BadPayload", provider=PROVIDER, detail="data must not use the key 'aps'"
+            )
+        aps: dict[str, object] = {}
+        if push.push_type == "background":
+            aps["content-available"] = 1
+        alert = {key: value for key, value in (("title", push.title), ("body", push.body)) if value}
+        if alert:
+            aps["alert"] = alert
+        body = {"aps": aps, **push.data}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _headers(self, push: Push) -> dict[str, str]:
+        if push.push_type == "background":
+            priority = BACKGROUND_PRIORITY
+        else:
+            priority = APNS_PRIORITY[push.priority]
+        # 0 tells APNs "deliver now or never" instead of storing an expired push.
+        expiration = int(push.expires_at) if push.expires_at > time.time() else 0
+        return {
+            "apns-topic": push.topic or self.default_topic,
+            "apns-push-type": push.push_type,
+            "apns-priority": priority,
+            "apns-expiration": str(expiration),
+            "apns-collapse-id": push.collapse_id,
+            "content-type": "application/json",
+        }
+
+    def _raise_for(self, response: httpx.Response, push: Push, jwt_used: str | None) -> None:
+        status = response.status_code
+        reason = _reason(response)
+        apns_id = response.headers.get("apns-id")
+        if status == 410 or reason in TOKEN_REJECTED_REASONS:
+            logger.info("APNs rejected device %s: %s (%s)", push.token_ref, reason, status)
+            raise TokenRejected(reason, provider=PROVIDER, status_code=status)
+        if reason == "ExpiredProviderToken" and jwt_used is not None:
+            # Our JWT outlived Apple's hour (clock skew, a paused process): make a
+            # new one for the next attempt and let the caller retry this push.
+            assert isinstance(self._auth, TokenAuth)
+            self._auth.token_rejected(jwt_used)
+            raise TransientDeliveryError(reason, provider=PROVIDER, status_code=status)
+        if status == 429 or status >= 500:
+            retry_after_s = parse_retry_after(response.headers.get("retry-after"))
+            logger.warning("APNs deferred push %s: %s (%s)", apns_id, reason, status)
+            raise TransientDeliveryError(
+                reason, provider=PROVIDER, status_code=status, retry_after_s=retry_after_s
+            )
+        logger.warning("APNs refused push %s: %s (%s)", apns_id, reason, status)
+        raise PermanentDeliveryError(reason, provider=PROVIDER, status_code=status)
+
+
+async def _close_http_client(client: httpx.AsyncClient) -> None:
+    await client.aclose()
+
+
+def _reason(response: httpx.Response) -> str:
+    """Apple's ``reason`` from the JSON body, or a stand-in naming the status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"]:
+        return body["reason"]
+    return f"HTTP{response.status_code}"
