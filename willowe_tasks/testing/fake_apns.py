@@ -1,0 +1,308 @@
+"""A local APNs that checks requests the way Apple does.
+
+HTTP/2 over TLS only, ``POST /3/device/<hex token>``, the ``apns-*`` headers,
+payload limits and provider-token (JWT) rules, answered with Apple's status
+codes, ``{"reason": ...}`` bodies and ``apns-id`` headers. Its signing key is
+made on the fly and handed out as PEM text and as a ``.p8`` file, so a client in
+another process can authenticate; :meth:`FakeAPNs.issue_client_cert` does the
+same for certificate authentication.
+
+Token-rotation rules follow Apple's documentation: a JWT older than an hour is
+``403 ExpiredProviderToken``; a connection whose JWT changes to one issued less
+than 20 minutes after its previous one gets ``429 TooManyProviderTokenUpdates``.
+Apple tracks rotation per connection (separate worker processes, each with its
+own token and connection, are fine), and so does the fake.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from willowe_tasks.testing._asgi import HTTPRequest, HTTPResponse
+from willowe_tasks.testing._fake import FakeProvider, Outcome
+
+#: Apple's limit on a (non-VoIP) notification payload.
+MAX_PAYLOAD_BYTES = 4096
+
+#: Apple's limit on ``apns-collapse-id``.
+MAX_COLLAPSE_ID_BYTES = 64
+
+#: Provider tokens older than this are rejected as expired.
+TOKEN_MAX_AGE_S = 3600.0
+
+#: A connection's provider token may change at most this often.
+TOKEN_MIN_ROTATION_S = 20 * 60.0
+
+#: Tolerated clock difference for a provider token issued "in the future".
+CLOCK_SKEW_S = 60.0
+
+#: A connection unused this long has been closed by the server (its keep-alive
+#: timeout is shorter), so a new connection on the same client port starts afresh.
+CONNECTION_FORGET_S = 900.0
+
+#: Values Apple accepts in ``apns-push-type``.
+PUSH_TYPES = frozenset(
+    {
+        "alert",
+        "background",
+        "location",
+        "voip",
+        "complication",
+        "fileprovider",
+        "mdm",
+        "liveactivity",
+        "pushtotalk",
+        "widgets",
+        "controls",
+    }
+)
+
+#: Values Apple accepts in ``apns-priority``.
+PRIORITIES = frozenset({"10", "5", "1"})
+
+#: Headers that must not be repeated (Apple: 400 DuplicateHeaders).
+SINGLE_HEADERS = (
+    "authorization",
+    "apns-topic",
+    "apns-push-type",
+    "apns-priority",
+    "apns-expiration",
+    "apns-collapse-id",
+    "apns-id",
+)
+
+_PATH = re.compile(r"/3/device/([^/]*)")
+_HEX = re.compile(r"[0-9a-fA-F]{32,200}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class _Rejection(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _ConnectionToken:
+    token: str
+    iat: int
+    last_used: float
+
+
+class FakeAPNs(FakeProvider):
+    """Fake APNs on ``https://127.0.0.1:<port>`` (HTTP/2 only).
+
+    ``bundle_id`` is the only ``apns-topic`` accepted for alert and background
+    pushes. With ``client_cert_auth`` the TLS handshake requires a client
+    certificate signed by :attr:`ca_file` (see :meth:`issue_client_cert`) instead
+    of a provider token. ``clock`` (unix seconds) judges token ages, so a test
+    can move time forward together with the client's ``TokenAuth``.
+    """
+
+    name = "fake-apns"
+
+    def __init__(
+        self,
+        *,
+        bundle_id: str = "com.willowe.app",
+        team_id: str = "W1LL0WE7EA",
+        key_id: str = "FAKEKEY001",
+        client_cert_auth: bool = False,
+        latency_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            alpn_protocols=["h2"], require_client_cert=client_cert_auth, latency_s=latency_s
+        )
+        self.bundle_id = bundle_id
+        self.team_id = team_id
+        self.key_id = key_id
+        self.client_cert_auth = client_cert_auth
+        self._clock = clock
+        key = ec.generate_private_key(ec.SECP256R1())
+        self._public_key = key.public_key()
+        #: The ``.p8`` signing key as PEM text, for ``TokenAuth(key_pem=...)``.
+        self.signing_key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+        self._signing_key_path = self.directory / f"AuthKey_{key_id}.p8"
+        self._signing_key_path.write_text(self.signing_key_pem)
+        self._state_lock = threading.Lock()
+        self._connection_tokens: dict[str, _ConnectionToken] = {}
+        self._unregistered: dict[str, int] = {}
+
+    @property
+    def signing_key_path(self) -> str:
+        """Path of the ``.p8`` signing key, for ``TokenAuth(key_path=...)``."""
+        return str(self._signing_key_path)
+
+    def issue_client_cert(self, name: str | None = None) -> tuple[str, str]:
+        """A client certificate and key signed by the fake's CA: ``(cert_file, key_file)``."""
+        return self._tls.issue_client_cert(name or self.bundle_id)
+
+    def unregister(self, token: str) -> None:
+        """Answer later pushes to ``token`` with ``410 Unregistered``, as for a
+        deleted app."""
+        with self._state_lock:
+            self._unregistered[token.lower()] = int(self._clock() * 1000)
+
+    # -- request checks --------------------------------------------------------
+
+    async def _handle(self, request: HTTPRequest) -> Outcome:
+        match = _PATH.fullmatch(request.path)
+        token = match.group(1) if match else None
+        payload = _parse_json(request.body)
+        try:
+            self._check(request, token)
+            fault = self._faults.take(token)
+        except _Rejection as rejection:
+            return self._reject(rejection.status, rejection.reason, token, payload)
+        apns_id = request.header("apns-id") or str(uuid.uuid4()).upper()
+        if fault is not None:
+            extra = [("retry-after", fault.retry_after)] if fault.retry_after else []
+            return self._reject(fault.status, fault.reason, token, payload, apns_id, extra)
+        with self._state_lock:
+            unregistered_at = self._unregistered.get(token.lower()) if token else None
+        if unregistered_at is not None:
+            body = {"reason": "Unregistered", "timestamp": unregistered_at}
+            response = HTTPResponse.json(410, body, [("apns-id", apns_id)])
+            return Outcome(response, token, payload, "Unregistered")
+        return Outcome(HTTPResponse(200, [("apns-id", apns_id)]), token, payload)
+
+    def _reject(
+        self,
+        status: int,
+        reason: str,
+        token: str | None,
+        payload: Any,
+        apns_id: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> Outcome:
+        headers = [("apns-id", apns_id or str(uuid.uuid4()).upper()), *(extra or [])]
+        return Outcome(
+            HTTPResponse.json(status, {"reason": reason}, headers), token, payload, reason
+        )
+
+    def _check(self, request: HTTPRequest, token: str | None) -> None:
+        if request.http_version != "2":
+            # Apple only speaks HTTP/2; ALPN offers nothing else, so this is a
+            # client that ignored ALPN.
+            raise _Rejection(505, "HTTPVersionNotSupported")
+        if token is None:
+            raise _Rejection(404, "BadPath")
+        if request.method != "POST":
+            raise _Rejection(405, "MethodNotAllowed")
+        for name in SINGLE_HEADERS:
+            if len(request.header_values(name)) > 1:
+                raise _Rejection(400, "DuplicateHeaders")
+        if not token:
+            raise _Rejection(400, "MissingDeviceToken")
+        if not self.client_cert_auth:
+            self._check_provider_token(request)
+        if not _HEX.fullmatch(token):
+            raise _Rejection(400, "BadDeviceToken")
+        self._check_headers(request)
+        self._check_payload(request)
+
+    def _check_provider_token(self, request: HTTPRequest) -> None:
+        header = request.header("authorization")
+        if not header:
+            raise _Rejection(403, "MissingProviderToken")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _Rejection(403, "InvalidProviderToken")
+        try:
+            if jwt.get_unverified_header(token).get("kid") != self.key_id:
+                raise _Rejection(403, "InvalidProviderToken")
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=["ES256"],
+                options={"verify_iat": False, "require": ["iss", "iat"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise _Rejection(403, "InvalidProviderToken") from exc
+        iat = claims["iat"]
+        if claims["iss"] != self.team_id or not isinstance(iat, int):
+            raise _Rejection(403, "InvalidProviderToken")
+        now = self._clock()
+        if iat > now + CLOCK_SKEW_S:
+            raise _Rejection(403, "InvalidProviderToken")
+        if now - iat > TOKEN_MAX_AGE_S:
+            raise _Rejection(403, "ExpiredProviderToken")
+        self._check_rotation(request.connection, token, iat, now)
+
+    def _check_rotation(self, connection: str, token: str, iat: int, now: float) -> None:
+        with self._state_lock:
+            current = self._connection_tokens.get(connection)
+            if current is not None and now - current.last_used > CONNECTION_FORGET_S:
+                current = None
+            if current is not None and current.token != token:
+                if iat - current.iat < TOKEN_MIN_ROTATION_S:
+                    raise _Rejection(429, "TooManyProviderTokenUpdates")
+                current = None
+            if current is None:
+                current = _ConnectionToken(token, iat, now)
+                self._connection_tokens[connection] = current
+            current.last_used = now
+
+    def _check_headers(self, request: HTTPRequest) -> None:
+        topic = request.header("apns-topic")
+        push_type = request.header("apns-push-type")
+        if not topic:
+            raise _Rejection(400, "MissingTopic")
+        if push_type not in PUSH_TYPES:
+            raise _Rejection(400, "InvalidPushType")
+        expected = self.bundle_id if push_type in ("alert", "background") else None
+        if (expected and topic != expected) or not topic.startswith(self.bundle_id):
+            raise _Rejection(400, "TopicDisallowed")
+        priority = request.header("apns-priority") or "10"
+        if priority not in PRIORITIES:
+            raise _Rejection(400, "BadPriority")
+        if push_type == "background" and priority != "5":
+            raise _Rejection(400, "BadPriority")
+        expiration = request.header("apns-expiration")
+        if expiration is not None and not expiration.isdigit():
+            raise _Rejection(400, "BadExpirationDate")
+        collapse_id = request.header("apns-collapse-id")
+        if collapse_id is not None and len(collapse_id.encode("utf-8")) > MAX_COLLAPSE_ID_BYTES:
+            raise _Rejection(400, "BadCollapseId")
+        apns_id = request.header("apns-id")
+        if apns_id is not None and not _UUID.fullmatch(apns_id):
+            raise _Rejection(400, "BadMessageId")
+
+    def _check_payload(self, request: HTTPRequest) -> None:
+        if not request.body:
+            raise _Rejection(400, "PayloadEmpty")
+        if len(request.body) > MAX_PAYLOAD_BYTES or request.body_truncated:
+            raise _Rejection(413, "PayloadTooLarge")
+        payload = _parse_json(request.body)
+        # Apple documents no reason for malformed JSON; the fake names it plainly.
+        if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
+            raise _Rejection(400, "BadPayload")
+        if (
+            request.header("apns-push-type") == "background"
+            and payload["aps"].get("content-available") != 1
+        ):
+            raise _Rejection(400, "BadPayload")
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
