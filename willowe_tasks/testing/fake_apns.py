@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from willowe_tasks.testing._asgi import HTTPRequest, HTTPResponse
 from willowe_tasks.testing._fake import FakeProvider, Outcome
+from willowe_tasks.testing._server import KEEP_ALIVE_TIMEOUT_S
 
 #: Apple's limit on a (non-VoIP) notification payload.
 MAX_PAYLOAD_BYTES = 4096
@@ -47,9 +48,10 @@ TOKEN_MIN_ROTATION_S = 20 * 60.0
 #: Tolerated clock difference for a provider token issued "in the future".
 CLOCK_SKEW_S = 60.0
 
-#: A connection unused this long has been closed by the server (its keep-alive
-#: timeout is shorter), so a new connection on the same client port starts afresh.
-CONNECTION_FORGET_S = 900.0
+#: A connection unused this long (real time) has been closed by the server, whose
+#: keep-alive timeout is shorter, so a new connection on the same client port
+#: starts afresh.
+CONNECTION_FORGET_S = KEEP_ALIVE_TIMEOUT_S + 60.0
 
 #: Values Apple accepts in ``apns-push-type``.
 PUSH_TYPES = frozenset(
@@ -98,6 +100,7 @@ class _Rejection(Exception):
 class _ConnectionToken:
     token: str
     iat: int
+    #: time.monotonic() of the last request on the connection.
     last_used: float
 
 
@@ -244,9 +247,10 @@ class FakeAPNs(FakeProvider):
             raise _Rejection(403, "InvalidProviderToken")
         if now - iat > TOKEN_MAX_AGE_S:
             raise _Rejection(403, "ExpiredProviderToken")
-        self._check_rotation(request.connection, token, iat, now)
+        self._check_rotation(request.connection, token, iat)
 
-    def _check_rotation(self, connection: str, token: str, iat: int, now: float) -> None:
+    def _check_rotation(self, connection: str, token: str, iat: int) -> None:
+        now = time.monotonic()
         with self._state_lock:
             current = self._connection_tokens.get(connection)
             if current is not None and now - current.last_used > CONNECTION_FORGET_S:
