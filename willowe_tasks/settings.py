@@ -9,9 +9,10 @@ with :class:`SettingsError`, which names the variable and what it expected.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "get_settings", "load_settings"]
@@ -39,6 +40,53 @@ class Settings(BaseSettings):
         description="First retry backoff in milliseconds; doubles on each retry.",
     )
     kafka_retry_retries: int = Field(8, ge=0, le=1000, description="Retries before a dead letter.")
+
+    # Where the workers keep their state (SQLite files work for several
+    # worker processes on one host; see README for a server database).
+    device_registry_path: Path = Field(Path(".cache/willowe/devices.sqlite3"))
+    delivery_log_path: Path = Field(Path(".cache/willowe/delivery-log.sqlite3"))
+    analytics_path: Path = Field(Path(".cache/willowe/analytics.jsonl"))
+
+    # APNs: token auth (.p8 key) or certificate auth; endpoint production,
+    # sandbox or a URL (local fakes).
+    apns_endpoint: str = Field("sandbox")
+    apns_topic: str = Field("com.willowe.app", min_length=1, description="the app's bundle id")
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_cert_file: Path | None = None
+    apns_cert_key_file: Path | None = None
+    apns_ca_file: Path | None = None
+
+    # FCM HTTP v1 with a service account.
+    fcm_project_id: str | None = None
+    fcm_service_account_file: Path | None = None
+    fcm_endpoint: str | None = None
+    fcm_ca_file: Path | None = None
+
+    push_timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("apns_endpoint")
+    @classmethod
+    def _apns_endpoint(cls, value: str) -> str:
+        if value not in ("production", "sandbox") and not value.startswith("https://"):
+            raise ValueError("expected 'production', 'sandbox' or an https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> Settings:
+        token = (self.apns_key_file, self.apns_key_id, self.apns_team_id)
+        if any(token) and not all(token):
+            raise ValueError(
+                "APNS_KEY_FILE, APNS_KEY_ID and APNS_TEAM_ID go together; set all three"
+            )
+        if bool(self.apns_cert_file) != bool(self.apns_cert_key_file):
+            raise ValueError("APNS_CERT_FILE and APNS_CERT_KEY_FILE go together; set both")
+        if bool(self.fcm_project_id) != bool(self.fcm_service_account_file):
+            raise ValueError(
+                "FCM_PROJECT_ID and FCM_SERVICE_ACCOUNT_FILE go together; set both"
+            )
+        return self
 
     @field_validator("kafka_broker")
     @classmethod
@@ -75,8 +123,10 @@ def get_settings() -> Settings:
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
         message = item["msg"].removeprefix("Value error, ")
-        got = item.get("input")
-        lines.append(f"{field.upper()}: {message} (got {got!r})")
+        if not item["loc"]:  # a rule across several variables names them itself
+            lines.append(message)
+            continue
+        field = str(item["loc"][0])
+        lines.append(f"{field.upper()}: {message} (got {item.get('input')!r})")
     return "invalid settings:\n  " + "\n  ".join(lines)

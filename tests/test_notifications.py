@@ -1,0 +1,277 @@
+"""End to end: actors → real Kafka → worker → fake APNs / FCM."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dramatiq
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+import willowe_tasks
+from broker.dead_letters import header_dict
+from broker.topics import reconcile
+from willowe_tasks import dispatch
+from willowe_tasks.analytics import read_events
+from willowe_tasks.services import build_services, reset_services
+from willowe_tasks.settings import load_settings
+from willowe_tasks.testing import FakeAPNs, FakeFCM
+from willowe_tasks.topics import ALL_TOPIC_SPECS
+
+IOS_TOKEN = "ab" * 32
+IOS_TOKEN_2 = "cd" * 32
+ANDROID_TOKEN = "android-registration-token-1"
+HIGH = "high-priority-notifications"
+MEDIUM = "medium-priority-notifications"
+LOW = "low-priority-notifications"
+
+
+@dataclass
+class App:
+    broker: willowe_tasks.app.KafkaBroker  # type: ignore[name-defined]
+    apns: FakeAPNs
+    fcm: FakeFCM
+    services: willowe_tasks.services.Services  # type: ignore[name-defined]
+    analytics_path: Path
+
+    def join(self, *queues: str) -> None:
+        for queue in queues or (HIGH, MEDIUM, LOW):
+            self.broker.join(queue, timeout=60_000)
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[FakeAPNs, FakeFCM]]:
+    with FakeAPNs() as apns, FakeFCM() as fcm:
+        yield apns, fcm
+
+
+@pytest.fixture
+def app(
+    kafka_bootstrap: str, fakes: tuple[FakeAPNs, FakeFCM], tmp_path: Path
+) -> Iterator[App]:
+    apns, fcm = fakes
+    apns.clear()
+    fcm.clear()
+    settings = load_settings(
+        kafka_broker=kafka_bootstrap,
+        device_registry_path=tmp_path / "devices.sqlite3",
+        delivery_log_path=tmp_path / "ledger.sqlite3",
+        analytics_path=tmp_path / "analytics.jsonl",
+        apns_endpoint=apns.url, apns_ca_file=apns.ca_file, apns_topic=apns.bundle_id,
+        apns_key_file=apns.signing_key_path, apns_key_id=apns.key_id, apns_team_id=apns.team_id,
+        fcm_project_id=fcm.project_id, fcm_service_account_file=fcm.write_service_account(
+            tmp_path / "service-account.json"),
+        fcm_endpoint=fcm.url, fcm_ca_file=fcm.ca_file,
+    )
+    broker = willowe_tasks.broker
+    broker.close()
+    broker.bootstrap_servers = [kafka_bootstrap]
+    # A group of its own, starting where the topics end now: earlier runs'
+    # messages are not this test's business.
+    broker.group_id = f"test-app-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    reconcile(admin, ALL_TOPIC_SPECS)
+    admin.close()
+    broker.flush_all()
+    services = build_services(settings)
+    reset_services(services)
+    dispatch.stats.clear()
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        yield App(broker, apns, fcm, services, settings.analytics_path)
+    finally:
+        worker.stop()
+        reset_services()
+        broker.close()
+
+
+def register_both(app: App, user_id: str = "user123") -> None:
+    app.services.registry.register(user_id, "ios", IOS_TOKEN, app.apns.bundle_id)
+    app.services.registry.register(user_id, "android", ANDROID_TOKEN, "com.willowe.android")
+
+
+def test_a_match_reaches_every_device_of_the_user_with_high_priority(app: App) -> None:
+    # Given a user with an iPhone and an Android phone
+    register_both(app)
+    # When a match is sent, in the guide's words
+    willowe_tasks.send_match.send(
+        "user123", {"name": "Анна", "age": 25, "photo_url": "https://example.com/photo.jpg"})
+    app.join(HIGH)
+    # Then each phone got it once, with the right priority and wording
+    [ios] = app.apns.wait_for(1)
+    [android] = app.fcm.wait_for(1)
+    assert ios.token == IOS_TOKEN
+    assert ios.headers["apns-priority"] == "10"
+    assert ios.headers["apns-push-type"] == "alert"
+    assert ios.headers["apns-topic"] == app.apns.bundle_id
+    assert int(ios.headers["apns-expiration"]) > time.time() + 23 * 3600
+    assert ios.json["aps"]["alert"]["body"] == "Анна, 25"
+    assert "💘" in ios.json["aps"]["alert"]["title"]
+    message = android.json["message"]
+    assert message["token"] == ANDROID_TOKEN
+    assert message["android"]["priority"] == "high"
+    assert message["notification"]["body"] == "Анна, 25"
+    # The collapse id and tag come from the notification id, the same on both.
+    assert ios.headers["apns-collapse-id"] == message["android"]["notification"]["tag"]
+    assert message["data"]["kind"] == "match"
+
+
+def test_a_like_goes_on_the_medium_topic_with_normal_android_priority(app: App) -> None:
+    register_both(app, "user456")
+    sent = willowe_tasks.send_like.send("user456", {"name": "Мария", "age": 28})
+    assert sent.queue_name == MEDIUM
+    app.join(MEDIUM)
+    [ios] = app.apns.wait_for(1)
+    [android] = app.fcm.wait_for(1)
+    assert ios.headers["apns-priority"] == "10"
+    assert android.json["message"]["android"]["priority"] == "normal"
+    assert ios.json["aps"]["alert"]["body"] == "Мария, 28"
+
+
+def test_a_custom_notification_takes_the_topic_of_its_priority_word(app: App) -> None:
+    register_both(app)
+    notification = {"type": "custom-notification", "targetUserId": "user123",
+                    "title": "Новое сообщение", "body": "У вас новое сообщение 💬"}
+    assert willowe_tasks.send_notification.send(notification, "high").queue_name == HIGH
+    assert willowe_tasks.send_notification.send(notification, "low").queue_name == LOW
+    app.join(HIGH, LOW)
+    pushes = app.apns.wait_for(2)
+    assert sorted(p.headers["apns-priority"] for p in pushes) == ["10", "5"]
+    assert {p.json["aps"]["alert"]["title"] for p in pushes} == {"Новое сообщение"}
+    with pytest.raises(ValueError, match="priority must be one of"):
+        willowe_tasks.send_notification.send(notification, "urgent")  # type: ignore[arg-type]
+
+
+def test_analytics_go_to_the_sink_not_to_phones(app: App) -> None:
+    register_both(app)
+    willowe_tasks.track_event.send("user_login", {"userId": "user123", "timestamp": 1732450000000})
+    app.join(LOW)
+    [event] = read_events(app.analytics_path)
+    assert event["event"] == "user_login"
+    assert event["properties"] == {"userId": "user123", "timestamp": 1732450000000}
+    assert app.apns.received == [] and app.fcm.received == []
+
+
+def end_offsets(bootstrap: list[str], topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    total = sum(consumer.end_offsets(partitions).values())
+    consumer.close()
+    return total
+
+
+@pytest.mark.parametrize(
+    ("send", "field"),
+    [
+        (lambda: willowe_tasks.send_match.send("user123", {"name": "Анна", "age": "old"}),
+         "payload.age"),
+        (lambda: willowe_tasks.send_match.send("user123", {"name": "Анна", "age": 12}),
+         "payload.age"),
+        (lambda: willowe_tasks.send_like.send("", {"name": "Мария", "age": 28}), "user_id"),
+        (lambda: willowe_tasks.send_like.send("u1", {"age": 28}), "payload.name"),
+        (lambda: willowe_tasks.send_match.send("u1", {"name": "A", "age": 30, "photo_url": "x"}),
+         "payload.photo_url"),
+        (lambda: willowe_tasks.send_notification.send({"type": "x", "title": "t", "body": "b"}),
+         "notification.targetUserId"),
+        (lambda: willowe_tasks.track_event.send("User Login!", {}), "event"),
+    ],
+)
+def test_invalid_input_is_rejected_at_send_before_it_reaches_kafka(
+    app: App, send: object, field: str
+) -> None:
+    before = {t: end_offsets(app.broker.bootstrap_servers, t) for t in (HIGH, MEDIUM, LOW)}
+    with pytest.raises(ValidationError) as raised:
+        send()  # type: ignore[operator]
+    assert field in str(raised.value)
+    after = {t: end_offsets(app.broker.bootstrap_servers, t) for t in (HIGH, MEDIUM, LOW)}
+    assert after == before
+
+
+def test_an_unregistered_token_is_removed_and_the_other_device_still_gets_it(app: App) -> None:
+    register_both(app)
+    app.services.registry.register("user123", "ios", IOS_TOKEN_2, app.apns.bundle_id)
+    app.apns.fail(410, "Unregistered", token=IOS_TOKEN)
+    willowe_tasks.send_match.send("user123", {"name": "Анна", "age": 25})
+    app.join(HIGH)
+    assert {d.token for d in app.services.registry.devices_for("user123")} == {
+        IOS_TOKEN_2, ANDROID_TOKEN}
+    assert {p.token for p in app.apns.delivered} == {IOS_TOKEN_2}
+    assert len(app.fcm.delivered) == 1
+
+
+def test_a_429_with_retry_after_is_retried_after_that_delay_without_repushing_others(
+    app: App,
+) -> None:
+    register_both(app)
+    app.apns.fail(429, "TooManyRequests", retry_after=2)
+    willowe_tasks.send_match.send("user123", {"name": "Анна", "age": 25})
+    app.join(HIGH)
+    first, second = app.apns.wait_for(2)
+    assert (first.status, second.status) == (429, 200)
+    assert second.received_at - first.received_at >= 2.0
+    # Android got it on the first attempt and is not pushed again by the retry.
+    assert len(app.fcm.received) == 1
+
+
+def test_a_500_is_retried_then_dead_lettered_with_the_providers_reason(app: App) -> None:
+    app.services.registry.register("user789", "ios", IOS_TOKEN, app.apns.bundle_id)
+    app.apns.fail(500, "InternalServerError", times=10)
+    message = willowe_tasks.send_match.send_with_options(
+        args=("user789", {"name": "Анна", "age": 25}), max_retries=2)
+    app.join(HIGH)
+    assert [p.status for p in app.apns.received] == [500, 500, 500]
+    [dead] = read_dead_letters(app, f"{HIGH}.XQ", message.message_id)
+    assert dead["x-dead-letter-exception"] == "Retry"
+    assert "InternalServerError" in dead["x-dead-letter-error"]
+    assert dead["x-dead-letter-retries"] == "3"
+
+
+def test_an_expired_notification_is_dropped_and_counted(app: App) -> None:
+    register_both(app)
+    message = willowe_tasks.send_fast_match.message("user123", {"name": "Анна", "age": 25})
+    stale = message.copy(message_timestamp=message.message_timestamp - 16 * 60 * 1000)
+    app.broker.enqueue(stale)
+    app.join(HIGH)
+    assert dispatch.stats["expired"] == 1
+    assert app.apns.received == [] and app.fcm.received == []
+
+
+def test_a_record_that_fails_validation_in_the_worker_is_dead_lettered_with_the_reason(
+    app: App,
+) -> None:
+    register_both(app)
+    # Another producer skipped send()'s validation.
+    bad = willowe_tasks.send_match.message("user123", {"name": "Анна", "age": 25})
+    bad = bad.copy(args=("user123", {"name": "Анна", "age": -1}))
+    producer = KafkaProducer(bootstrap_servers=app.broker.bootstrap_servers)
+    producer.send(HIGH, bad.encode()).get(timeout=30)
+    producer.close()
+    app.join(HIGH)
+    [dead] = read_dead_letters(app, f"{HIGH}.XQ", bad.message_id)
+    assert dead["x-dead-letter-exception"] == "InvalidPayload"
+    assert "payload.age" in dead["x-dead-letter-error"]
+    assert app.apns.received == []
+
+
+def read_dead_letters(app: App, topic: str, message_id: str) -> list[dict[str, str]]:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=app.broker.bootstrap_servers, auto_offset_reset="earliest",
+        consumer_timeout_ms=5000, group_id=None,
+    )
+    found = []
+    for record in consumer:
+        try:
+            body = json.loads(record.value)
+        except ValueError:
+            continue
+        if body.get("message_id") == message_id:
+            found.append(header_dict(record.headers))
+    consumer.close()
+    return found

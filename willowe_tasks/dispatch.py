@@ -1,0 +1,136 @@
+"""Deliver one notification to each of its user's devices, at most once each.
+
+Kafka delivers a message at least once, and a retry re-runs the whole
+notification; the delivery ledger is what keeps either from reaching a
+phone twice: a device is pushed only after this worker *claims* the
+(notification, device) pair, and is marked delivered as soon as the provider
+accepts it. Devices that already got the notification are skipped on a
+retry. See the README's "Delivery guarantees" for where this stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import dramatiq
+
+from willowe_tasks.delivery import (
+    DeliveryError,
+    PermanentDeliveryError,
+    Push,
+    TokenRejected,
+    TransientDeliveryError,
+)
+from willowe_tasks.delivery.push import Priority
+from willowe_tasks.delivery_log import token_key
+from willowe_tasks.devices import Device
+from willowe_tasks.services import Services
+
+__all__ = ["Notification", "NotificationFailed", "deliver", "stats"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a claim on a (notification, device) pair lasts, as a multiple of the
+#: push timeout: long enough to cover a slow provider, short enough to recover.
+CLAIM_LEASE_FACTOR = 3
+
+#: Counters for this process (expired, pushed, skipped, token_removed, …).
+stats: Counter[str] = Counter()
+
+
+class NotificationFailed(PermanentDeliveryError):
+    """A provider refused the notification for good: it goes to the dead letters."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    kind: str
+    user_id: str
+    title: str
+    body: str
+    priority: Priority
+    expires_at: float
+    data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def collapse_id(self) -> str:
+        # Same id on every redelivery: a rare duplicate replaces the first alert.
+        return self.id[:64]
+
+
+def deliver(notification: Notification, services: Services, *, push_timeout_s: float) -> None:
+    """Push ``notification`` to every device of its user.
+
+    Returns when each device has it (or was skipped); raises
+    ``dramatiq.Retry`` when some device failed transiently, and
+    :class:`NotificationFailed` when one refused it for good.
+    """
+    if time.time() >= notification.expires_at:
+        stats["expired"] += 1
+        logger.info("Dropping expired %s notification %s.", notification.kind, notification.id)
+        return
+    transient: list[TransientDeliveryError] = []
+    permanent: list[PermanentDeliveryError] = []
+    lease_s = push_timeout_s * CLAIM_LEASE_FACTOR
+    for device in services.registry.devices_for(notification.user_id):
+        key = token_key(device.token)
+        if not services.ledger.claim(notification.id, key, lease_s=lease_s):
+            stats["skipped"] += 1  # delivered before, or another worker has it
+            continue
+        try:
+            _push(notification, device, services)
+        except TokenRejected as e:
+            services.registry.unregister(device.token)
+            services.ledger.release(notification.id, key)
+            stats["token_removed"] += 1
+            logger.info("Removed %s device %s: %s.", device.platform, device.token_fingerprint,
+                        e.reason)
+        except TransientDeliveryError as e:
+            services.ledger.release(notification.id, key)
+            transient.append(e)
+        except DeliveryError as e:
+            services.ledger.release(notification.id, key)
+            permanent.append(e if isinstance(e, PermanentDeliveryError)
+                             else PermanentDeliveryError(e.reason, provider=e.provider))
+        else:
+            services.ledger.mark_delivered(notification.id, key)
+            stats["pushed"] += 1
+    if permanent:
+        first = permanent[0]
+        raise NotificationFailed(first.reason, provider=first.provider,
+                                 status_code=first.status_code, detail=first.detail)
+    if transient:
+        raise _retry(transient)
+
+
+def _push(notification: Notification, device: Device, services: Services) -> None:
+    client = services.apns if device.platform == "ios" else services.fcm
+    if client is None:
+        raise PermanentDeliveryError(
+            "NotConfigured", provider="apns" if device.platform == "ios" else "fcm",
+            detail=f"no credentials configured for {device.platform} devices",
+        )
+    client.send(Push(
+        token=device.token,
+        title=notification.title,
+        body=notification.body,
+        data={"kind": notification.kind, "notification_id": notification.id,
+              **notification.data},
+        priority=notification.priority,
+        expires_at=notification.expires_at,
+        collapse_id=notification.collapse_id,
+        topic=device.app_id if device.platform == "ios" else None,
+    ))
+
+
+def _retry(errors: list[TransientDeliveryError]) -> dramatiq.Retry:
+    """A Retry that honours the longest Retry-After any provider asked for."""
+    waits = [e.retry_after_s for e in errors if e.retry_after_s is not None]
+    reasons = ", ".join(sorted({f"{e.provider} {e.reason}" for e in errors}))
+    if waits:
+        return dramatiq.Retry(f"provider asked to wait: {reasons}", delay=int(max(waits) * 1000))
+    return dramatiq.Retry(f"transient delivery failure: {reasons}")
