@@ -39,6 +39,7 @@ import logging
 import re
 import ssl
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Final
 
@@ -139,6 +140,8 @@ class APNsClient:
         self.base_url = ENDPOINTS.get(endpoint, endpoint).rstrip("/")
         if not self.base_url.startswith("https://"):
             raise ValueError("APNs endpoint must be 'production', 'sandbox' or an https:// URL")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"ca_file {ca_file!r} is not a file")
         self.default_topic = default_topic
         self._auth = auth
         self._timeout_s = timeout_s

@@ -100,6 +100,8 @@ class FCMClient:
             credentials = service_account.Credentials.from_service_account_info(
                 service_account_info, scopes=[FCM_SCOPE]
             )
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"ca_file {ca_file!r} is not a file")
         self.project_id = project_id
         self._timeout_s = timeout_s
         self._fcm = _PyFCM(
@@ -279,10 +281,15 @@ class _PyFCM(FCMNotification):
             ) from exc
 
     def parse_response(self, response: requests.Response) -> dict[str, Any]:
-        if response.status_code == 200:
-            body = _json(response)
-            return body if isinstance(body, dict) else {}
-        raise _error_for(response)
+        try:
+            if response.status_code == 200:
+                body = _json(response)
+                return body if isinstance(body, dict) else {}
+            raise _error_for(response)
+        finally:
+            # The body is read by now; without this, a response kept alive by a
+            # traceback would keep its socket open after close().
+            response.close()
 
 
 class _AuthRequest(google.auth.transport.requests.Request):
