@@ -62,8 +62,8 @@ lint: | $(VENV)/.installed ## ruff and mypy
 	$(BIN)/ruff check broker willowe_tasks tests
 	$(BIN)/mypy broker willowe_tasks
 
-demo: topics ## the main job: Kafka up, topics made, shown with Kafka's own tool
-	$(LOCALKAFKA) tool kafka-topics --describe
+demo: topics ## the main job: workers deliver the guide's examples to local fake APNs/FCM
+	$(BIN)/python -m willowe_tasks.demo
 
 clean: ## remove the virtualenv, caches and the local Kafka's jars and data
 	-$(LOCALKAFKA) stop 2>/dev/null

@@ -1,0 +1,210 @@
+"""``make demo``: the whole product on the local Kafka, against local fakes
+of APNs and FCM.
+
+It registers demo devices, starts worker processes (``dramatiq
+willowe_tasks``), sends the integration guide's examples, prints what each
+phone received, in what order and how long after sending, then stops
+everything it started. The topics are emptied first: the local Kafka is a
+development box, and leftovers from earlier runs would be pushed too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+
+from willowe_tasks.analytics import read_events
+from willowe_tasks.devices import SQLiteDeviceRegistry, token_fingerprint
+from willowe_tasks.settings import load_settings
+from willowe_tasks.testing import FakeAPNs, FakeFCM, ReceivedRequest
+from willowe_tasks.topics import PRIORITY_TOPICS
+
+#: Demo phones: (user, platform, token, app id).
+DEVICES = [
+    ("user123", "ios", "a1" * 32, "com.willowe.app"),
+    ("user123", "android", "demo-android-registration-token-user123", "com.willowe.android"),
+    ("user456", "ios", "b2" * 32, "com.willowe.app"),
+]
+
+#: Pushes the examples should produce: match ×2 devices, like ×1, custom ×2.
+EXPECTED_PUSHES = 5
+
+#: Bounds on every wait of the demo.
+WORKER_READY_TIMEOUT_S = 90.0
+DELIVERY_TIMEOUT_S = 60.0
+
+
+def main() -> int:
+    settings = load_settings()
+    home = Path(".cache/demo").resolve()
+    shutil.rmtree(home, ignore_errors=True)  # safe to run twice: a fresh registry and ledger
+    home.mkdir(parents=True)
+    group_id = f"demo-{int(time.time())}"
+    with FakeAPNs() as apns, FakeFCM() as fcm:
+        env = {
+            **os.environ,
+            "KAFKA_BROKER": settings.kafka_broker,
+            "KAFKA_GROUP_ID": group_id,
+            "DEVICE_REGISTRY_PATH": str(home / "devices.sqlite3"),
+            "DELIVERY_LOG_PATH": str(home / "delivery-log.sqlite3"),
+            "ANALYTICS_PATH": str(home / "analytics.jsonl"),
+            "APNS_ENDPOINT": apns.url, "APNS_CA_FILE": apns.ca_file,
+            "APNS_TOPIC": apns.bundle_id, "APNS_KEY_FILE": apns.signing_key_path,
+            "APNS_KEY_ID": apns.key_id, "APNS_TEAM_ID": apns.team_id,
+            "FCM_PROJECT_ID": fcm.project_id, "FCM_ENDPOINT": fcm.url,
+            "FCM_CA_FILE": fcm.ca_file,
+            "FCM_SERVICE_ACCOUNT_FILE": fcm.write_service_account(home / "service-account.json"),
+        }
+        os.environ.update(env)  # this process sends with the same settings
+        _say(f"Fake APNs on {apns.url}, fake FCM on {fcm.url}")
+        _register_devices(home / "devices.sqlite3")
+        _empty_topics(settings.bootstrap_servers)
+        workers = _start_workers(env, home / "workers.log")
+        try:
+            _wait_for_workers(settings.bootstrap_servers, group_id, workers)
+            sent_at = _send_examples()
+            _report(apns, fcm, sent_at, home / "analytics.jsonl")
+        finally:
+            _stop_workers(workers)
+    return 0
+
+
+def _register_devices(path: Path) -> None:
+    registry = SQLiteDeviceRegistry(path)
+    for user_id, platform, token, app_id in DEVICES:
+        registry.register(user_id, platform, token, app_id)
+        _say(f"Registered {platform:<7} device {token_fingerprint(token)} for {user_id}")
+    registry.close()
+
+
+def _empty_topics(bootstrap: list[str]) -> None:
+    from willowe_tasks import broker
+
+    for _, spec in PRIORITY_TOPICS:
+        broker.flush(spec.name)
+    _say("Emptied the notification topics of earlier runs.")
+
+
+def _start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    dramatiq = Path(sys.executable).with_name("dramatiq")
+    command = [str(dramatiq), "willowe_tasks", "--processes", "2", "--threads", "4"]
+    _say(f"Starting workers: {' '.join(command[1:])} (log: {log})")
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_for_workers(bootstrap: list[str], group_id: str,
+                      workers: subprocess.Popen[bytes]) -> None:
+    # Each worker process has a consumer per topic and per delay topic.
+    wanted = 2 * 2 * len(PRIORITY_TOPICS)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            if workers.poll() is not None:
+                raise SystemExit(f"workers exited with status {workers.returncode}; "
+                                 "see .cache/demo/workers.log")
+            group = admin.describe_groups([group_id]).get(group_id, {})
+            members = len(group.get("members", []))
+            if group.get("group_state") == "Stable" and members >= wanted:
+                _say(f"Workers ready: {members} consumers in group {group_id}.")
+                return
+            time.sleep(0.5)
+    finally:
+        admin.close()
+    raise SystemExit(f"workers did not join group {group_id} within "
+                     f"{WORKER_READY_TIMEOUT_S:.0f}s; see .cache/demo/workers.log")
+
+
+def _send_examples() -> dict[str, float]:
+    from willowe_tasks import send_like, send_match, send_notification, track_event
+
+    sent_at: dict[str, float] = {}
+
+    def mark(label: str, send: object) -> None:
+        sent_at[label] = time.time()
+        send()  # type: ignore[operator]
+        _say(f"Sent {label}")
+
+    # The low-priority event goes first: priority, not order, decides who waits.
+    mark("analytics user_login", lambda: track_event.send(
+        "user_login", {"userId": "user123", "timestamp": int(time.time() * 1000)}))
+    mark("match for user123 (Анна, 25)", lambda: send_match.send(
+        "user123", {"name": "Анна", "age": 25, "photo_url": "https://example.com/photo.jpg"}))
+    mark("like for user456 (Мария, 28)", lambda: send_like.send(
+        "user456", {"name": "Мария", "age": 28}))
+    mark("custom high «Новое сообщение»", lambda: send_notification.send(
+        {"type": "custom-notification", "target_user_id": "user123",
+         "title": "Новое сообщение", "body": "У вас новое сообщение"}, "high"))
+    return sent_at
+
+
+def _report(apns: FakeAPNs, fcm: FakeFCM, sent_at: dict[str, float], analytics: Path) -> None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if len(apns.delivered) + len(fcm.delivered) >= EXPECTED_PUSHES:
+            break
+        time.sleep(0.1)
+    pushes = sorted(
+        [("ios", p) for p in apns.delivered] + [("android", p) for p in fcm.delivered],
+        key=lambda item: item[1].received_at,
+    )
+    print()
+    print(f"{'#':>2}  {'phone':<24} {'title':<26} {'body':<24} {'after send':>10}")
+    for n, (platform, push) in enumerate(pushes, 1):
+        title, body, kind = _texts(platform, push)
+        user = next((u for u, _, t, _ in DEVICES if t == push.token), "?")
+        label = next((k for k in sent_at if _matches(k, kind)), None)
+        after = f"{(push.received_at - sent_at[label]) * 1000:.0f} ms" if label else "?"
+        print(f"{n:>2}  {user + ' ' + platform:<24} {title:<26} {body:<24} {after:>10}")
+    events = read_events(analytics) if analytics.exists() else []
+    for event in events:
+        print(f"    analytics sink: {event['event']} {event['properties']}")
+    print()
+    got = len(pushes)
+    status = "OK" if got == EXPECTED_PUSHES and events else "INCOMPLETE"
+    print(f"{status}: {got}/{EXPECTED_PUSHES} pushes delivered, {len(events)} analytics event(s).")
+    if status != "OK":
+        raise SystemExit(1)
+
+
+def _texts(platform: str, push: ReceivedRequest) -> tuple[str, str, str]:
+    if platform == "ios":
+        alert = push.json["aps"]["alert"]
+        return alert["title"], alert["body"], push.json.get("kind", "")
+    message = push.json["message"]
+    return (message["notification"]["title"], message["notification"]["body"],
+            message["data"]["kind"])
+
+
+def _matches(label: str, kind: str) -> bool:
+    return {"match": "match for", "like": "like for",
+            "custom-notification": "custom"}.get(kind, "\0") in label
+
+
+def _stop_workers(workers: subprocess.Popen[bytes]) -> None:
+    if workers.poll() is None:
+        _say("Stopping workers …")
+        os.killpg(workers.pid, signal.SIGTERM)
+        try:
+            workers.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(workers.pid, signal.SIGKILL)
+            workers.wait(timeout=10)
+    _say("Workers stopped; fakes stopped.")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
