@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dramatiq
 
@@ -79,7 +80,13 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
     for device in services.registry.devices_for(notification.user_id):
         key = token_key(device.token)
         if not services.ledger.claim(notification.id, key, lease_s=lease_s):
-            stats["skipped"] += 1  # delivered before, or another worker has it
+            if _settled(services, notification.id, key):
+                stats["skipped"] += 1  # pushed before (or maybe, by a worker that died)
+                continue
+            # Another worker holds a live claim. It may die before pushing: look
+            # again once its lease is over, rather than dropping the device.
+            transient.append(TransientDeliveryError(
+                "ClaimedElsewhere", provider=_provider(device), retry_after_s=lease_s))
             continue
         try:
             _push(notification, device, services)
@@ -107,11 +114,20 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
         raise _retry(transient)
 
 
+def _settled(services: Services, notification_id: str, key: str) -> bool:
+    return (key in services.ledger.delivered(notification_id)
+            or key in services.ledger.maybe_delivered(notification_id))
+
+
+def _provider(device: Device) -> Literal["apns", "fcm"]:
+    return "apns" if device.platform == "ios" else "fcm"
+
+
 def _push(notification: Notification, device: Device, services: Services) -> None:
     client = services.apns if device.platform == "ios" else services.fcm
     if client is None:
         raise PermanentDeliveryError(
-            "NotConfigured", provider="apns" if device.platform == "ios" else "fcm",
+            "NotConfigured", provider=_provider(device),
             detail=f"no credentials configured for {device.platform} devices",
         )
     client.send(Push(
