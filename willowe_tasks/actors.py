@@ -81,11 +81,12 @@ def _actor(model: type[BaseModel], *, actor_name: str, priority: int,
            **options: Any) -> Callable[[Callable[..., None]], ValidatingActor]:
     def decorate(fn: Callable[..., None]) -> ValidatingActor:
         actor = dramatiq.actor(
-            fn, actor_class=ValidatingActor, actor_name=actor_name, priority=priority,
+            actor_class=ValidatingActor, actor_name=actor_name, priority=priority,
             broker=broker,
             # Bad payloads and refused pushes can't get better by retrying.
             throws=(InvalidPayload, NotificationFailed), **options,
-        )
+        )(fn)
+        assert isinstance(actor, ValidatingActor)
         actor.arguments = model
         return actor
     return decorate
