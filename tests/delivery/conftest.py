@@ -13,6 +13,7 @@ from delivery_support import FakeClock
 
 from willowe_tasks.delivery import APNsClient, FCMClient, TokenAuth
 from willowe_tasks.testing import FakeAPNs, FakeFCM
+from willowe_tasks.testing.fake_fcm import new_service_account_key_pem
 
 
 @pytest.fixture
@@ -65,9 +66,15 @@ def apns_client(make_apns_client: Callable[..., APNsClient]) -> APNsClient:
     return make_apns_client()
 
 
+@pytest.fixture(scope="session")
+def service_account_key_pem() -> str:
+    """One RSA key for every FakeFCM: making one costs ~0.1 s."""
+    return new_service_account_key_pem()
+
+
 @pytest.fixture
-def fake_fcm() -> Iterator[FakeFCM]:
-    with FakeFCM() as fake:
+def fake_fcm(service_account_key_pem: str) -> Iterator[FakeFCM]:
+    with FakeFCM(service_account_key_pem=service_account_key_pem) as fake:
         yield fake
 
 

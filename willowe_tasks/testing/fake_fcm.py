@@ -125,6 +125,16 @@ _ANDROID_PRIORITIES = frozenset({"normal", "high", "NORMAL", "HIGH"})
 _RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type"})
 
 
+def new_service_account_key_pem() -> str:
+    """A new RSA private key in PKCS#8 PEM, as in a Google service-account file."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
 class _Invalid(Exception):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -143,17 +153,29 @@ class FakeFCM(FakeProvider):
 
     name = "fake-fcm"
 
-    def __init__(self, *, project_id: str = "willowe-test", latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        project_id: str = "willowe-test",
+        latency_s: float = 0.0,
+        service_account_key_pem: str | None = None,
+    ) -> None:
         super().__init__(alpn_protocols=["h2", "http/1.1"], latency_s=latency_s)
         self.project_id = project_id
         self.client_email = f"push-sender@{project_id}.iam.gserviceaccount.com"
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        # A fresh 2048-bit RSA key takes ~0.1 s; a test suite may pass one in
+        # to share it between many short-lived fakes.
+        if service_account_key_pem is None:
+            service_account_key_pem = new_service_account_key_pem()
+        # The key was made by new_service_account_key_pem(); skipping RSA's
+        # consistency check saves ~35 ms per fake.
+        key = serialization.load_pem_private_key(
+            service_account_key_pem.encode(), None, unsafe_skip_rsa_key_validation=True
+        )
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("a service account key must be an RSA private key")
         self._public_key = key.public_key()
-        self._private_key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode("ascii")
+        self._private_key_pem = service_account_key_pem
         self._private_key_id = secrets.token_hex(20)
         self._state_lock = threading.Lock()
         self._access_tokens: dict[str, float] = {}
