@@ -129,7 +129,7 @@ def test_token_endpoint_rejects_bad_grants(
     ],
 )
 def test_token_endpoint_checks_the_assertion(
-    fake_fcm: FakeFCM, http: httpx.Client, claims: dict[str, object], error: str
+    fake_fcm: FakeFCM, http: httpx.Client, claims: dict[str, Any], error: str
 ) -> None:
     form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion(fake_fcm, **claims)}
     response = http.post("/token", data=form)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from typing import Any
 
 import pytest
 from delivery_support import APNS_TOKEN, make_push
@@ -52,7 +53,7 @@ def test_collapse_id_is_limited_to_64_bytes_not_characters() -> None:
         {"collapse_id": ""},
     ],
 )
-def test_invalid_pushes_fail_at_construction(overrides: dict[str, object]) -> None:
+def test_invalid_pushes_fail_at_construction(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         make_push(**overrides)
 

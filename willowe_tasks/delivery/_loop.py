@@ -16,8 +16,8 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class LoopThread(Generic[T]):
         self,
         name: str,
         setup: Callable[[], T],
-        teardown: Callable[[T], Awaitable[None]],
+        teardown: Callable[[T], Coroutine[Any, Any, None]],
     ) -> None:
         self._name = name
         self._setup = setup

@@ -281,15 +281,10 @@ class _PyFCM(FCMNotification):
             ) from exc
 
     def parse_response(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            if response.status_code == 200:
-                body = _json(response)
-                return body if isinstance(body, dict) else {}
-            raise _error_for(response)
-        finally:
-            # The body is read by now; without this, a response kept alive by a
-            # traceback would keep its socket open after close().
-            response.close()
+        if response.status_code == 200:
+            body = _json(response)
+            return body if isinstance(body, dict) else {}
+        raise _error_for(response)
 
 
 class _AuthRequest(google.auth.transport.requests.Request):
