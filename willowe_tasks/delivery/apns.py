@@ -24,7 +24,9 @@ thread, and :meth:`APNsClient.send` hands it the request and blocks until the
 answer: synchronous and thread-safe for the caller, one loop per process rather
 than per worker thread, one connection for all of them.
 
-One :class:`APNsClient` per worker process, shared by all of its threads.
+One :class:`APNsClient` per worker process, shared by all of its threads. It may
+be built before Dramatiq forks its workers: the loop thread and the connection
+are made on first use in each process, and made anew in a forked child.
 
 The device token is part of the request path, and httpx logs every request's
 URL at INFO on the ``httpx`` logger; importing this module adds a filter there
