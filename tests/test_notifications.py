@@ -285,3 +285,29 @@ def read_dead_letters(app: App, topic: str, message_id: str) -> list[dict[str, s
             found.append(header_dict(record.headers))
     consumer.close()
     return found
+
+
+def test_failed_messages_are_logged_without_their_arguments(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_both(app, "secret-user-42")
+    bad = willowe_tasks.send_match.message("secret-user-42", {"name": "Тайна", "age": 25})
+    bad = bad.copy(args=("secret-user-42", {"name": "Тайна", "age": -1}))
+    with caplog.at_level("DEBUG"):
+        app.broker.enqueue(bad)
+        app.join(HIGH)
+    # kafka-python's own DEBUG lines dump the wire; everything above it must not.
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("kafka"))
+    assert f"send_match[{bad.message_id}]" in ours
+    assert "Тайна" not in ours
+    assert "secret-user-42" not in ours
+
+
+@pytest.mark.parametrize(
+    ("actor", "topic"),
+    [(willowe_tasks.send_match, HIGH), (willowe_tasks.send_fast_match, HIGH),
+     (willowe_tasks.send_like, MEDIUM), (willowe_tasks.send_one_night, MEDIUM),
+     (willowe_tasks.track_event, LOW)],
+)
+def test_each_actor_sends_to_the_topic_of_its_priority(actor: dramatiq.Actor, topic: str) -> None:
+    assert actor.queue_name == topic

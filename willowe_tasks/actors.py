@@ -26,6 +26,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ValidationError, create_model
 
+from willowe_tasks import logs
 from willowe_tasks.app import broker
 from willowe_tasks.dispatch import Notification, NotificationFailed, deliver
 from willowe_tasks.kinds import KINDS, PRIORITIES, NotificationKind, retention_s
@@ -88,6 +89,7 @@ def _actor(model: type[BaseModel], *, actor_name: str, priority: int,
         )(fn)
         assert isinstance(actor, ValidatingActor)
         actor.arguments = model
+        actor.logger.addFilter(logs.RedactActorArguments())
         return actor
     return decorate
 

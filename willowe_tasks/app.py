@@ -7,6 +7,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from broker import KafkaBroker
+from willowe_tasks import logs
 from willowe_tasks.settings import Settings, get_settings
 from willowe_tasks.topics import PRIORITY_TOPICS
 
@@ -30,5 +31,6 @@ def build_broker(settings: Settings) -> KafkaBroker:
     )
 
 
+logs.install()
 broker = build_broker(get_settings())
 dramatiq.set_broker(broker)
