@@ -49,6 +49,10 @@ COMMIT_INTERVAL_S = 0.2
 #: Longest single wait inside ``__next__``, so commits and rebalances keep moving.
 MAX_POLL_WAIT_MS = 200
 
+#: How long each poll waits while prefetch is full (all partitions paused):
+#: how soon a finished message makes room for the next fetch.
+PAUSED_POLL_MS = 10
+
 
 class KafkaMessageProxy(dramatiq.MessageProxy):
     """A message plus where it came from: its record and its partition's tracker."""
@@ -94,7 +98,6 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._buffer: deque[ConsumerRecord] = deque()
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
-        self._room = threading.Event()  # set by acks: maybe room under prefetch now
         self._paused = False
         options = {
             "group_id": broker.group_id,
@@ -108,6 +111,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         }
         try:
             self._consumer = KafkaConsumer(**options)
+            _work_around_join_bugs(self._consumer)
             self._consumer.subscribe([queue_name], listener=_RebalanceListener(self))
         except KafkaError as e:
             raise ConnectionClosed(
@@ -131,12 +135,16 @@ class _KafkaConsumer(dramatiq.Consumer):
                 room = self.prefetch - self._in_progress()
                 if room <= 0:
                     # Full: stop fetching but keep polling, or the group drops us.
+                    # The poll must *wait* (not timeout_ms=0 plus a sleep out
+                    # here): kafka-python finishes a rebalance only inside a
+                    # poll that is waiting when the join completes, so a full
+                    # consumer polling with 0 would never get through one.
                     self._set_paused(True)
-                    self._room.clear()
-                    self._consumer.poll(timeout_ms=0)
                     if remaining_ms <= 0:
                         return None
-                    self._room.wait(min(remaining_ms, MAX_POLL_WAIT_MS) / 1000)
+                    # (Nothing comes back from paused partitions; kept if it did.)
+                    self._buffer_records(self._consumer.poll(
+                        timeout_ms=max(1, min(remaining_ms, PAUSED_POLL_MS))))
                     continue
                 self._set_paused(False)
                 batches = self._consumer.poll(
@@ -193,7 +201,6 @@ class _KafkaConsumer(dramatiq.Consumer):
         if not message._tracker.finish(message.kafka_record.offset):
             self.logger.debug("Ignoring ack of %s: its partition was reassigned.",
                               message.message_id)
-        self._room.set()
 
     def _in_progress(self) -> int:
         with self._lock:
@@ -302,3 +309,48 @@ class _KafkaConsumer(dramatiq.Consumer):
         if offsets:
             self._consumer.commit_async(offsets)
         self.logger.info("Revoked %s", sorted(tp.partition for tp in partitions))
+
+
+def _work_around_join_bugs(consumer: KafkaConsumer) -> None:
+    """Make kafka-python 3.0.x finish every group join it starts.
+
+    Its ``join_group_async`` waits for the JoinGroup/SyncGroup task only as
+    long as the current ``poll()`` allows, leaving the task running when the
+    poll times out. Two bugs follow (seen with 3.0.12); both leave a member
+    in REBALANCING with no partitions until the group expels it, and both
+    bite a group like ours, whose consumers subscribe to different topics and
+    poll with short timeouts:
+
+    1. If the task finished while no poll was waiting for it, the next poll
+       sees ``is_done`` and sends a *new* JoinGroup, throwing the finished
+       join's assignment away (and restarting the rebalance for everyone).
+    2. When the leader joins because its metadata changed, its own
+       assignment records the new metadata, so ``need_rejoin()`` turns false
+       while the join is still in flight: no later poll collects its result.
+
+    The fix hands a finished join's result to the next poll instead of
+    dropping it, and keeps ``need_rejoin()`` true until a started join has
+    been collected. It touches only this consumer's coordinator, and does
+    nothing if kafka-python's internals no longer look as expected.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    needed = ("_join_task", "rejoining", "join_group_async", "need_rejoin", "_manager")
+    if coordinator is None or not all(hasattr(coordinator, name) for name in needed):
+        return
+    join_group_async = coordinator.join_group_async
+    need_rejoin = coordinator.need_rejoin
+
+    async def collect_finished_join(timeout_ms: int | None = None) -> Any:
+        task = coordinator._join_task
+        if task is not None and task.is_done and task.succeeded():
+            assignment = task.value
+            # A pending task that yields the finished join's result: not
+            # is_done yet, so join_group_async awaits it instead of rejoining.
+            coordinator._join_task = coordinator._manager.call_soon(lambda: assignment)
+        return await join_group_async(timeout_ms=timeout_ms)
+
+    def need_rejoin_or_unfinished() -> bool:
+        return bool(coordinator.rejoining) or bool(need_rejoin())
+
+    coordinator.join_group_async = collect_finished_join
+    coordinator.need_rejoin = need_rejoin_or_unfinished
