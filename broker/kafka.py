@@ -63,14 +63,20 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
 class BatchSendError(ConnectionFailed):
     """Some messages of a ``broker.batch()`` were not accepted by Kafka.
 
-    ``failed`` lists ``(message, exception)`` pairs; every other message of the
-    batch was stored.
+    ``failed`` lists ``(message, exception)`` pairs; every other message sent
+    in the block was stored. A send that fails outright (Kafka unreachable for
+    ``max_block_ms``) ends the block there: it is the last entry of ``failed``,
+    and the block's later sends never ran.
     """
 
-    def __init__(self, failed: list[tuple[dramatiq.Message, BaseException]]) -> None:
+    def __init__(self, failed: list[tuple[dramatiq.Message, BaseException]],
+                 bootstrap_servers: Sequence[str] = ()) -> None:
         self.failed = failed
         first = failed[0][1]
-        super().__init__(f"{len(failed)} message(s) of the batch were not sent; first: {first}")
+        where = f" to Kafka at {','.join(bootstrap_servers)}" if bootstrap_servers else ""
+        super().__init__(
+            f"{len(failed)} message(s) of the batch were not sent{where}; first: {first}"
+        )
 
 
 class KafkaBroker(dramatiq.Broker):
@@ -125,7 +131,18 @@ class KafkaBroker(dramatiq.Broker):
         self.topic_retention_ms = topic_retention_ms
         self.send_timeout_ms = send_timeout_ms
         self._client_options = client_options
-        self._producer_options = {**_PRODUCER_DEFAULTS, **(producer_options or {})}
+        # One dict, not two ** expansions in the call: an option given both for
+        # all clients and in the defaults (request_timeout_ms, say) would be a
+        # TypeError ("got multiple values for keyword argument").
+        self._producer_options = {**_PRODUCER_DEFAULTS, **client_options,
+                                  **(producer_options or {})}
+        # kafka-python first waits bootstrap_timeout_ms (30 s) for any broker to
+        # answer, and only then applies max_block_ms: without this a send to an
+        # unreachable Kafka would block 30 s, not the max_block_ms asked for.
+        self._producer_options.setdefault("bootstrap_timeout_ms",
+                                          self._producer_options["max_block_ms"])
+        self._admin_options = {"bootstrap_timeout_ms": self._producer_options["max_block_ms"],
+                               **client_options}
         self._consumer_options = consumer_options or {}
         self.queues: set[str] = set()
         self.actor_options.add(PARTITION_KEY_OPTION)
@@ -178,12 +195,23 @@ class KafkaBroker(dramatiq.Broker):
             )
         self.emit_before("enqueue", message, delay)
         key = message.options.get(PARTITION_KEY_OPTION)
+        if key is None:
+            # partition_key is declared as an actor option, so an actor may set
+            # one for all its messages; a message's own key still wins.
+            actor = self.actors.get(message.actor_name)
+            key = actor.options.get(PARTITION_KEY_OPTION) if actor is not None else None
         headers = [
             ("dramatiq-message-id", message.message_id.encode()),
             ("dramatiq-actor", message.actor_name.encode()),
         ]
-        future = self._send(queue_name, message.encode(), key=key, headers=headers)
         pending = getattr(self._batch, "pending", None)
+        try:
+            future = self._send(queue_name, message.encode(), key=key, headers=headers)
+        except ConnectionFailed as e:
+            if pending is not None:
+                # batch() turns this into BatchSendError naming this message.
+                self._batch.refused = (message, e)
+            raise
         if pending is not None:
             pending.append((message, future))
         else:
@@ -201,9 +229,19 @@ class KafkaBroker(dramatiq.Broker):
         if getattr(self._batch, "pending", None) is not None:
             yield
             return
-        self._batch.pending = pending = []
+        pending: list[tuple[dramatiq.Message, FutureRecordMetadata]] = []
+        self._batch.pending = pending
+        self._batch.refused = None
+        aborted: ConnectionFailed | None = None
         try:
             yield
+        except ConnectionFailed as e:
+            refused = self._batch.refused
+            if refused is None or refused[1] is not e:
+                raise
+            # A send of this batch could not even reach the producer (Kafka
+            # unreachable): report it, and what else failed, as the batch's error.
+            aborted = e
         finally:
             self._batch.pending = None
         failed = []
@@ -212,8 +250,11 @@ class KafkaBroker(dramatiq.Broker):
                 self._wait(future, message.queue_name)
             except ConnectionFailed as e:
                 failed.append((message, e.__cause__ or e))
+        if aborted is not None:
+            failed.append((self._batch.refused[0], aborted.__cause__ or aborted))
+        self._batch.refused = None
         if failed:
-            raise BatchSendError(failed)
+            raise BatchSendError(failed, self.bootstrap_servers) from aborted
 
     def _send(self, topic: str, value: bytes, *, key: Any = None,
               headers: list[tuple[str, bytes]] | None = None) -> FutureRecordMetadata:
@@ -247,10 +288,10 @@ class KafkaBroker(dramatiq.Broker):
         # fork has lost its IO thread, so each process makes its own.
         with self._lock:
             if self._producer is None or self._producer_pid != os.getpid():
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-                    **self._client_options, **self._producer_options,
-                )
+                self._producer = KafkaProducer(**{
+                    "bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
+                    **self._producer_options,
+                })
                 self._producer_pid = os.getpid()
             return self._producer
 
@@ -258,10 +299,10 @@ class KafkaBroker(dramatiq.Broker):
     def admin(self) -> KafkaAdminClient:
         with self._lock:
             if self._admin is None:
-                self._admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-                    **self._client_options,
-                )
+                self._admin = KafkaAdminClient(**{
+                    "bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
+                    **self._admin_options,
+                })
             return self._admin
 
     def _ensure_topics(self, topic: str) -> None:
@@ -275,7 +316,9 @@ class KafkaBroker(dramatiq.Broker):
             create_missing(self.admin, [s for s in spec.with_companions()
                                         if s.name not in existing])
         except KafkaError as e:
-            raise ConnectionFailed(f"can't create topics for {canonical!r}: {e}") from e
+            raise ConnectionFailed(
+                f"can't create topics for {canonical!r} on {','.join(self.bootstrap_servers)}: {e}"
+            ) from e
         self._topics_ready.add(canonical)
 
     # -- consuming ----------------------------------------------------------
@@ -293,14 +336,32 @@ class KafkaBroker(dramatiq.Broker):
     def join(self, queue_name: str, *, timeout: int | None = None) -> None:
         """Wait until the group has processed and committed every message of
         the queue and its delay queue (raises QueueJoinTimeout)."""
+        if q_name(queue_name) not in self.queues:
+            raise QueueNotFound(queue_name)
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        topics = (dq_name(queue_name), queue_name)
         while True:
-            # Delay queue first: its records are re-enqueued before they are acked.
-            if self.backlog(dq_name(queue_name)) == 0 and self.backlog(queue_name) == 0:
+            # Both backlogs read as zero is not enough: a retry written to .DQ
+            # (or a due delay written back to the queue) between the two reads
+            # would be missed. A message moving between the two topics is always
+            # written before its old record is committed, so if neither topic
+            # gained a record while both backlogs read zero, nothing is in flight.
+            before = self._end_offsets(topics)
+            if all(self.backlog(topic) == 0 for topic in topics) \
+                    and self._end_offsets(topics) == before:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueueJoinTimeout(queue_name)
             time.sleep(JOIN_POLL_INTERVAL_S)
+
+    def _end_offsets(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        partitions = []
+        for topic in topics:
+            self._ensure_topics(topic)
+            partitions += [TopicPartition(topic, p["partition_index"])
+                           for t in self.admin.describe_topics([topic]) for p in t["partitions"]]
+        ends = self.admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.LATEST))
+        return {tp: ends[tp].offset for tp in partitions}
 
     def backlog(self, topic: str) -> int:
         """Messages on ``topic`` not yet committed by the group."""
