@@ -346,10 +346,16 @@ class KafkaBroker(dramatiq.Broker):
             # would be missed. A message moving between the two topics is always
             # written before its old record is committed, so if neither topic
             # gained a record while both backlogs read zero, nothing is in flight.
-            before = self._end_offsets(topics)
-            if all(self.backlog(topic) == 0 for topic in topics) \
-                    and self._end_offsets(topics) == before:
-                return
+            try:
+                before = self._end_offsets(topics)
+                if all(self.backlog(topic) == 0 for topic in topics) \
+                        and self._end_offsets(topics) == before:
+                    return
+            except KafkaError as e:
+                # A Kafka that is restarting answers "not ready" for a while;
+                # that is "not done yet", not a reason to give up the wait.
+                if not e.retriable:
+                    raise
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueueJoinTimeout(queue_name)
             time.sleep(JOIN_POLL_INTERVAL_S)
