@@ -49,6 +49,11 @@ COMMIT_INTERVAL_S = 0.2
 #: Longest single wait inside ``__next__``, so commits and rebalances keep moving.
 MAX_POLL_WAIT_MS = 200
 
+#: How long close() waits for its final commit. A Kafka that has not answered
+#: by then is away, and waiting kafka-python's 30 s for each consumer would
+#: only stall the worker's shutdown: uncommitted messages are delivered again.
+FINAL_COMMIT_TIMEOUT_MS = 5_000
+
 #: How long each poll waits while prefetch is full (all partitions paused):
 #: how soon a finished message makes room for the next fetch.
 PAUSED_POLL_MS = 10
@@ -187,7 +192,7 @@ class _KafkaConsumer(dramatiq.Consumer):
                 self._trackers.clear()
                 self._buffer.clear()
             if offsets:
-                self._consumer.commit(offsets)
+                self._consumer.commit(offsets, timeout_ms=FINAL_COMMIT_TIMEOUT_MS)
         except KafkaError as e:
             self.logger.warning("Final commit of %r failed (its messages will be redelivered): %s",
                                 self.queue_name, e)
