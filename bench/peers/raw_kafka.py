@@ -1,0 +1,150 @@
+"""Plain kafka-python producer and consumer loops: the ceiling any broker on
+kafka-python can reach. Same producer settings as ours (acks=all,
+idempotent, linger 2 ms), records as big as ours, commits of consumed
+offsets as ours makes them (asynchronous, every 200 ms)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from _common import (
+    DRAIN_LIMIT_S,
+    Params,
+    child_result,
+    latency_summary,
+    log,
+    main,
+    pace,
+    spawn,
+    timed_rate,
+    wait_until,
+)
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+#: How often the consumer loop commits, as ours does.
+COMMIT_INTERVAL_S = 0.2
+
+
+def _producer(params: Params) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=params["bootstrap"], acks="all",
+                         enable_idempotence=True, linger_ms=2, client_id="bench-raw")
+
+
+def _consumer(params: Params) -> KafkaConsumer:
+    return KafkaConsumer(params["queue"], bootstrap_servers=params["bootstrap"],
+                         group_id=params["group"], enable_auto_commit=False,
+                         auto_offset_reset="earliest", client_id="bench-raw")
+
+
+def _create_topic(params: Params) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=params["bootstrap"])
+    try:
+        admin.create_topics([NewTopic(params["queue"], params["partitions"], 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def _value(params: Params, stamp: float = 0.0) -> bytes:
+    head = f"{stamp:.6f}|".encode()
+    return head + b"x" * max(0, params["record_bytes"] - len(head))
+
+
+def enqueue(params: Params) -> dict[str, Any]:
+    _create_topic(params)
+    producer = _producer(params)
+    topic = params["queue"]
+    producer.send(topic, _value(params)).get(timeout=30)
+    single = timed_rate(params["n_single"],
+                        lambda i: producer.send(topic, _value(params)).get(timeout=30))
+    log(f"single {single:.0f}/s")
+    start = time.perf_counter()
+    futures = [producer.send(topic, _value(params)) for _ in range(params["n_batch"])]
+    for future in futures:
+        future.get(timeout=30)
+    batch = params["n_batch"] / (time.perf_counter() - start)
+    log(f"batch {batch:.0f}/s")
+    producer.close()
+    return {"single_rate": single, "batch_rate": batch, "batch_api": True}
+
+
+def fill(params: Params) -> dict[str, Any]:
+    _create_topic(params)
+    producer = _producer(params)
+    start = time.perf_counter()
+    for _ in range(params["n"]):
+        producer.send(params["queue"], _value(params))
+    producer.flush(timeout=120)
+    rate = params["n"] / (time.perf_counter() - start)
+    producer.close()
+    return {"n": params["n"], "rate": rate}
+
+
+def drain(params: Params) -> dict[str, Any]:
+    wall_start = time.time()
+    start = time.perf_counter()
+    consumer = _consumer(params)
+    done = 0
+    first = None
+    last_commit = 0.0
+    deadline = time.monotonic() + DRAIN_LIMIT_S
+    while done < params["n"] and time.monotonic() < deadline:
+        batches = consumer.poll(timeout_ms=200)
+        for records in batches.values():
+            done += len(records)
+        if batches and first is None:
+            first = time.perf_counter()
+        if time.monotonic() - last_commit > COMMIT_INTERVAL_S:
+            consumer.commit_async()
+            last_commit = time.monotonic()
+    consumer.commit()
+    end = time.perf_counter()
+    consumer.close(autocommit=False)
+    return {"n": done, "seconds": end - start, "rate": done / (end - start),
+            "first_ack_s": (first or end) - start, "wall_start": wall_start}
+
+
+def latency(params: Params) -> dict[str, Any]:
+    _create_topic(params)
+    consumer = _consumer(params)
+    # Joined once a first throwaway record arrives.
+    warm = _producer(params)
+    deadline = time.monotonic() + 60
+    while not consumer.poll(timeout_ms=200):
+        if time.monotonic() > deadline:
+            raise RuntimeError("consumer never received a record")
+        warm.send(params["queue"], _value(params)).get(timeout=30)
+    warm.close()
+    sender = spawn("send", params)
+    latencies: list[float] = []
+    deadline = time.monotonic() + params["count"] / params["rate"] + 60
+    while len(latencies) < params["count"] and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            now = time.time()
+            for record in records:
+                stamp = float(record.value.split(b"|", 1)[0])
+                if stamp > 0:
+                    latencies.append(now - stamp)
+    child_result(sender, 60)
+    consumer.close(autocommit=False)
+    return latency_summary(latencies, params["count"])
+
+
+def send(params: Params) -> dict[str, Any]:
+    producer = _producer(params)
+    producer.send(params["queue"], _value(params)).get(timeout=30)
+    wait_until(params.get("start_at"))
+    # Each send is awaited, as actor.send() awaits Kafka's acknowledgement.
+    sent = pace(params["rate"], params["count"],
+                lambda i: producer.send(params["queue"], _value(params, time.time())).get(30),
+                params["count"] / params["rate"] + 30)
+    producer.close()
+    return {"sent": sent}
+
+
+if __name__ == "__main__":
+    main({"enqueue": enqueue, "fill": fill, "drain": drain, "latency": latency, "send": send})

@@ -1,0 +1,134 @@
+"""Profiles of our broker where it misses a goal: ``python -m bench.profiling``.
+
+Runs one of our peer modes (drain, enqueue, priority phases) under py-spy
+(installed into ``.cache/bench/tools``), samples the worker for a few
+seconds in its steady state, and sums the stacks two ways: by thread role
+(which thread is busy) and by function, inclusive and self (where the time
+goes). The raw stacks stay in ``.cache/bench/profiles`` for a flame graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.config import FULL
+from bench.envs import CACHE, TOOLS, EnvUnavailable
+from bench.log import say
+from bench.runner import kill_all, run_peer
+from bench.scenarios import Context
+from bench.systems import OURS
+
+PROFILES = CACHE / "profiles"
+
+#: Sampling rate, samples per second per thread.
+RATE_HZ = 250
+
+_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def summarize(raw: Path, top: int = 25) -> str:
+    """Text summary of a py-spy ``raw`` file (collapsed stacks + counts)."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    roles: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        total += count
+        roles[_role(frames)] += count
+        for name in set(frames):
+            inclusive[name] += count
+        own[frames[-1]] += count
+    if not total:
+        return "no samples"
+    out = [f"{total} samples", "", "by thread role:"]
+    out += [f"  {100 * c / total:5.1f}%  {r}" for r, c in roles.most_common()]
+    out += ["", f"top {top} inclusive:"]
+    out += [f"  {100 * c / total:5.1f}%  {n}" for n, c in inclusive.most_common(top)]
+    out += ["", f"top {top} self:"]
+    out += [f"  {100 * c / total:5.1f}%  {n}" for n, c in own.most_common(top)]
+    return "\n".join(out) + "\n"
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{match['func']} ({path}:{match['line'] or '?'})"
+
+
+def _role(frames: list[str]) -> str:
+    text = ";".join(frames)
+    for needle, role in (("WorkerThread", "dramatiq worker thread"),
+                         ("ConsumerThread", "dramatiq consumer thread"),
+                         ("NetworkSelector", "kafka-python IO thread"),
+                         ("Sender.run", "kafka-python producer sender"),
+                         ("_dramatiq_peer.py", "main thread (benchmark)")):
+        if needle in text:
+            return role
+    return "other"
+
+
+def profile(mode: str, phase: str | None, seconds: float, n: int) -> Path:
+    """Run our peer in ``mode`` and sample it with py-spy; return the raw file."""
+    try:
+        py_spy = TOOLS.ensure().parent / "py-spy"
+    except EnvUnavailable as e:
+        raise SystemExit(f"can't profile: {e}") from None
+    run_id = time.strftime("%d%H%M") + secrets.token_hex(2)
+    ctx = Context(FULL, "127.0.0.1:9092", run_id, CACHE / "logs", 230)
+    ctx.logdir.mkdir(parents=True, exist_ok=True)
+    name = ctx.name(OURS, f"prof{mode}", 0)
+    params = ctx.params(OURS, name, n=n, n_low=n, n_single=n, n_batch=n, phase=phase,
+                        high_queue=f"{name}-high", low_queue=f"{name}-low", kind="low"
+                        if phase else "noop", high_priority=0, low_priority=100, rate=10.0,
+                        count=int(seconds * 10) + 20)
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    raw = PROFILES / f"{time.strftime('%Y%m%d-%H%M%S')}-{mode}{'-' + phase if phase else ''}.raw"
+    if mode in ("drain", "priority"):
+        run_peer(OURS, "fill", params, timeout_s=300, log_file=ctx.logdir / "profile.log")
+    # py-spy starts the peer itself, so sampling covers its whole life; the
+    # summary is dominated by the steady state as long as ``n`` is large.
+    cmd = [str(py_spy), "record", "--rate", str(RATE_HZ), "--format", "raw", "--output",
+           str(raw), "--nonblocking", "--", str(OURS.python()), str(OURS.script_path), mode,
+           json.dumps(params)]
+    say(f"profiling ours {mode} {phase or ''} ({n} messages) → {raw}")
+    try:
+        subprocess.run(cmd, timeout=600, check=False, capture_output=True)
+    finally:
+        kill_all()
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.profiling", description=__doc__)
+    p.add_argument("mode", choices=["enqueue", "drain", "priority"])
+    p.add_argument("--phase", choices=["baseline", "busy", "idle"])
+    p.add_argument("-n", type=int, default=40_000, help="messages (default 40000)")
+    p.add_argument("--summarize", type=Path, help="only summarize an existing raw file")
+    args = p.parse_args(argv)
+    raw = args.summarize or profile(args.mode, args.phase, 5.0, args.n)
+    text = summarize(raw)
+    raw.with_suffix(".txt").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The benchmark harness still works: its pieces on made-up numbers, and one
+tiny enqueue of ours and of the raw loop through the real peer scripts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# bench/ is a top-level folder run with ``python -m bench``, not an installed
+# package: make it importable from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import goals, report  # noqa: E402
+from bench.config import QUICK  # noqa: E402
+from bench.profiling import summarize  # noqa: E402
+from bench.runner import run_peer  # noqa: E402
+from bench.scenarios import Context, Outcome  # noqa: E402
+from bench.stats import Figure  # noqa: E402
+from bench.systems import OURS, RAW  # noqa: E402
+
+
+def _outcome(**medians: float) -> Outcome:
+    return Outcome({k: Figure.of([v * 0.9, v, v * 1.1], "x") for k, v in medians.items()})
+
+
+def test_a_figure_is_the_median_with_its_spread() -> None:
+    figure = Figure.of([3.0, 1.0, 2.0], "msg/s")
+    assert (figure.median, figure.low, figure.high) == (2.0, 1.0, 3.0)
+    assert figure.show() == "2.00 (1.00–3.00)"
+
+
+def test_goals_compare_medians_and_say_pass_or_miss() -> None:
+    results = {
+        "drain": {"ours": _outcome(rate=3000), "redis": _outcome(rate=2000),
+                  "raw": _outcome(rate=10_000)},
+        "latency": {"ours": _outcome(p99_ms=10), "raw": _outcome(p99_ms=4)},
+    }
+    rows = {r["goal"]: r for r in goals.evaluate(results)}
+    assert rows["drain ≥ 1.0× Dramatiq+Redis"]["status"] == "pass"
+    assert rows["drain ≥ 0.5× raw consumer loop"]["status"] == "MISS"
+    assert rows["latency p99 ≤ 2× raw produce→consume"]["status"] == "MISS"
+    assert rows["drain ≥ 3× Celery on Kafka"]["status"] == "not run"
+    text = report.table(results, goals.evaluate(results), reps=3)
+    assert "| ours (KafkaBroker) | 3,000 (2,700–3,300)" in text
+
+
+def test_profile_summary_groups_samples_by_thread_and_function(tmp_path: Path) -> None:
+    raw = tmp_path / "x.raw"
+    raw.write_text(
+        "Thread.run (threading.py:1);WorkerThread.run (dramatiq/worker.py:534);"
+        "Queue.get (queue.py:180) 3\n"
+        "Thread.run (threading.py:1);ConsumerThread.run (dramatiq/worker.py:314);"
+        "KafkaConsumer.poll (kafka/consumer/group.py:827) 1\n"
+    )
+    text = summarize(raw)
+    assert "75.0%  dramatiq worker thread" in text
+    assert "25.0%  KafkaConsumer.poll (kafka/consumer/group.py:827)" in text
+
+
+@pytest.mark.parametrize("system", [OURS, RAW], ids=lambda s: s.key)
+def test_a_tiny_enqueue_runs_through_the_peer_script(kafka_bootstrap: str, unique_name: str,
+                                                     tmp_path: Path, system) -> None:
+    ctx = Context(QUICK, kafka_bootstrap, "smoke", tmp_path, record_bytes=230)
+    params = ctx.params(system, unique_name, n_single=5, n_batch=50)
+    result, _ = run_peer(system, "enqueue", params, timeout_s=120, log_file=tmp_path / "log")
+    assert result["single_rate"] > 0 and result["batch_rate"] > 0
