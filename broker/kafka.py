@@ -150,6 +150,7 @@ class KafkaBroker(dramatiq.Broker):
         self._producer: KafkaProducer | None = None
         self._producer_pid = 0
         self._admin: KafkaAdminClient | None = None
+        self._admin_pid = 0
         self._topics_ready: set[str] = set()
         self._batch = threading.local()
 
@@ -297,12 +298,16 @@ class KafkaBroker(dramatiq.Broker):
 
     @property
     def admin(self) -> KafkaAdminClient:
+        # Same as the producer: an admin client inherited through a fork (a web
+        # server preloading the app, say) has no IO thread in the child, and its
+        # first request would wait forever.
         with self._lock:
-            if self._admin is None:
+            if self._admin is None or self._admin_pid != os.getpid():
                 self._admin = KafkaAdminClient(**{
                     "bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
                     **self._admin_options,
                 })
+                self._admin_pid = os.getpid()
             return self._admin
 
     def _ensure_topics(self, topic: str) -> None:
@@ -411,6 +416,6 @@ class KafkaBroker(dramatiq.Broker):
             if self._producer is not None and self._producer_pid == os.getpid():
                 self._producer.close(timeout=self.send_timeout_ms / 1000)
             self._producer = None
-            if self._admin is not None:
+            if self._admin is not None and self._admin_pid == os.getpid():
                 self._admin.close()
             self._admin = None
