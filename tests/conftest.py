@@ -27,7 +27,13 @@ def kafka_bootstrap() -> Iterator[str]:
     if broker_answers(configured, timeout_s=5.0):
         yield configured
         return
-    local = LocalKafka(ROOT / ".cache" / "kafka")
+    # Nothing answers: start the local Kafka, on the configured port when it
+    # names this machine (so `make test KAFKA_BROKER=127.0.0.1:19092` runs
+    # beside a development Kafka on 9092).
+    host, _, port = configured.split(",")[0].rpartition(":")
+    if host not in ("localhost", "127.0.0.1"):
+        pytest.exit(f"KAFKA_BROKER={configured} does not answer and is not this machine", 2)
+    local = LocalKafka(ROOT / ".cache" / "kafka", port=int(port), controller_port=int(port) + 1)
     started = local.start()
     try:
         yield local.bootstrap_servers
