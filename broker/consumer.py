@@ -100,6 +100,9 @@ class _KafkaConsumer(dramatiq.Consumer):
         self.timeout_ms = timeout_ms
         self._lock = threading.Lock()  # guards _trackers and _buffer (IO thread vs ours)
         self._trackers: dict[TopicPartition, PartitionTracker] = {}
+        # Retired trackers whose records the worker still runs: they count
+        # against prefetch until acked, though their acks commit nothing.
+        self._draining: list[PartitionTracker] = []
         self._buffer: deque[ConsumerRecord] = deque()
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
@@ -209,7 +212,9 @@ class _KafkaConsumer(dramatiq.Consumer):
 
     def _in_progress(self) -> int:
         with self._lock:
-            return len(self._buffer) + sum(t.in_progress for t in self._trackers.values())
+            self._draining = [t for t in self._draining if t.in_progress > 0]
+            return (len(self._buffer) + sum(t.in_progress for t in self._trackers.values())
+                    + sum(t.in_progress for t in self._draining))
 
     def _next_buffered(self) -> tuple[ConsumerRecord, PartitionTracker] | None:
         with self._lock:
@@ -308,6 +313,7 @@ class _KafkaConsumer(dramatiq.Consumer):
                 if commit and offset is not None and offset > self._committed.get(tp, -1):
                     offsets[tp] = OffsetAndMetadata(offset, "", -1)
                 self._committed.pop(tp, None)
+                self._draining.append(tracker)
             self._buffer = deque(
                 r for r in self._buffer if TopicPartition(r.topic, r.partition) not in partitions
             )

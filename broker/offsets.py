@@ -47,19 +47,19 @@ class PartitionTracker:
     def finish(self, offset: int) -> bool:
         """The record at ``offset`` is done (processed, or dead-lettered).
 
-        Returns False when the tracker is retired and the ack is ignored.
+        Returns False when the tracker is retired: the ack no longer moves the
+        commit, but the record stops counting as in progress (the worker was
+        busy with it until now, and prefetch must see that).
         """
         with self._lock:
-            if self._retired:
-                return False
-            if not self._pending or offset < self._pending[0]:
-                return True  # already counted (a duplicate ack)
-            self._finished.add(offset)
-            while self._pending and self._pending[0] in self._finished:
-                done = self._pending.popleft()
-                self._finished.discard(done)
-                self._next_commit = done + 1
-            return True
+            if self._pending and offset >= self._pending[0]:  # else: a duplicate ack
+                self._finished.add(offset)
+                while self._pending and self._pending[0] in self._finished:
+                    done = self._pending.popleft()
+                    self._finished.discard(done)
+                    if not self._retired:
+                        self._next_commit = done + 1
+            return not self._retired
 
     def committable(self) -> int | None:
         """The offset to commit (the next record to read), or None if nothing
