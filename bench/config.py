@@ -23,11 +23,11 @@ class Sizes:
     threads: int = 8
     #: Partitions of every Kafka topic, for every Kafka-based system.
     partitions: int = 3
-    enqueue_single: int = 2_000
+    enqueue_single: int = 1_000
     enqueue_batch: int = 50_000
     drain: int = 20_000
     #: Seconds of steady sending per latency measurement.
-    latency_seconds: float = 8.0
+    latency_seconds: float = 6.0
     #: Bounds on the messages one latency measurement sends.
     latency_min_count: int = 40
     latency_max_count: int = 6_000
@@ -37,7 +37,7 @@ class Sizes:
     #: Most low-priority backlog a phase queues (it is sized from the drain
     #: rate so it outlasts the window; this is also used when none is known).
     priority_backlog: int = 100_000
-    memory: int = 60_000
+    memory: int = 30_000
 
     def count(self, name: str, scale: float = 1.0) -> int:
         """The size ``name`` (an int field) times a system's ``scale`` for it."""

@@ -85,7 +85,7 @@ def _role(frames: list[str]) -> str:
     return "other"
 
 
-def profile(mode: str, phase: str | None, seconds: float, n: int) -> Path:
+def profile(mode: str, phase: str | None, seconds: float, n: int, gil: bool = False) -> Path:
     """Run our peer in ``mode`` and sample it with py-spy; return the raw file."""
     try:
         py_spy = TOOLS.ensure().parent / "py-spy"
@@ -95,19 +95,21 @@ def profile(mode: str, phase: str | None, seconds: float, n: int) -> Path:
     ctx = Context(FULL, "127.0.0.1:9092", run_id, CACHE / "logs", 230)
     ctx.logdir.mkdir(parents=True, exist_ok=True)
     name = ctx.name(OURS, f"prof{mode}", 0)
-    params = ctx.params(OURS, name, n=n, n_low=n, n_single=n, n_batch=n, phase=phase,
+    # Single sends wait on Kafka (idle time): a few suffice; the batch is what is profiled.
+    params = ctx.params(OURS, name, n=n, n_low=n, n_single=50, n_batch=n, phase=phase,
                         high_queue=f"{name}-high", low_queue=f"{name}-low", kind="low"
                         if phase else "noop", high_priority=0, low_priority=100, rate=10.0,
                         count=int(seconds * 10) + 20)
     PROFILES.mkdir(parents=True, exist_ok=True)
-    raw = PROFILES / f"{time.strftime('%Y%m%d-%H%M%S')}-{mode}{'-' + phase if phase else ''}.raw"
+    label = f"{mode}{'-' + phase if phase else ''}{'-gil' if gil else ''}"
+    raw = PROFILES / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}.raw"
     if mode in ("drain", "priority"):
         run_peer(OURS, "fill", params, timeout_s=300, log_file=ctx.logdir / "profile.log")
     # py-spy starts the peer itself, so sampling covers its whole life; the
     # summary is dominated by the steady state as long as ``n`` is large.
     cmd = [str(py_spy), "record", "--rate", str(RATE_HZ), "--format", "raw", "--output",
-           str(raw), "--nonblocking", "--", str(OURS.python()), str(OURS.script_path), mode,
-           json.dumps(params)]
+           str(raw), "--nonblocking", *(["--gil"] if gil else []), "--",
+           str(OURS.python()), str(OURS.script_path), mode, json.dumps(params)]
     say(f"profiling ours {mode} {phase or ''} ({n} messages) → {raw}")
     try:
         subprocess.run(cmd, timeout=600, check=False, capture_output=True)
@@ -121,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("mode", choices=["enqueue", "drain", "priority"])
     p.add_argument("--phase", choices=["baseline", "busy", "idle"])
     p.add_argument("-n", type=int, default=40_000, help="messages (default 40000)")
+    p.add_argument("--gil", action="store_true",
+                   help="sample only the thread holding the GIL: where CPU goes, not waits")
     p.add_argument("--summarize", type=Path, help="only summarize an existing raw file")
     args = p.parse_args(argv)
-    raw = args.summarize or profile(args.mode, args.phase, 5.0, args.n)
+    raw = args.summarize or profile(args.mode, args.phase, 5.0, args.n, args.gil)
     text = summarize(raw)
     raw.with_suffix(".txt").write_text(text)
     print(text)

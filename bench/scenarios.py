@@ -23,7 +23,7 @@ from bench.systems import System
 STEP_TIMEOUT_S = 420
 
 #: A drain that sees no ack for this long has stalled, in seconds.
-STALL_S = 30.0
+STALL_S = 10.0
 
 #: Latency is measured at this fraction of the system's own drain rate.
 LATENCY_LOAD = 0.2

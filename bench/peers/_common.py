@@ -20,6 +20,10 @@ RESULT_PREFIX = "BENCH-RESULT "
 #: Longest a drain may take in all, in seconds.
 DRAIN_LIMIT_S = 360.0
 
+#: How long a latency run waits, once the sender is done, for messages still
+#: on their way; what has not arrived by then is reported as missing.
+STRAGGLER_S = 10.0
+
 #: Threads a steady-rate sender spreads its sends over.
 SENDER_THREADS = 4
 

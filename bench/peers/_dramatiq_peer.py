@@ -11,6 +11,7 @@ from typing import Any
 
 import dramatiq
 from _common import (
+    STRAGGLER_S,
     Counter,
     Params,
     Sampler,
@@ -172,7 +173,7 @@ def latency(system: System, params: Params) -> dict[str, Any]:
         bench.latencies.clear()
         sender = spawn("send", {**params, "kind": "stamp"})
         child_result(sender, params["count"] / params["rate"] + 60)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STRAGGLER_S
         while len(bench.latencies) < params["count"] and time.monotonic() < deadline:
             time.sleep(0.05)
         return latency_summary(list(bench.latencies), params["count"])
@@ -205,7 +206,7 @@ def priority(system: System, params: Params) -> dict[str, Any]:
             bench.wait_ready("high")
             bench.latencies.clear()
             child_result(spawn("send", {**params, "kind": "high"}), window_s + 60)
-            _wait_for(lambda: len(bench.latencies) >= params["count"], 30)
+            _wait_for(lambda: len(bench.latencies) >= params["count"], STRAGGLER_S)
             return latency_summary(list(bench.latencies), params["count"])
         sampler = Sampler(lambda: low.count)
         try:
@@ -224,7 +225,7 @@ def priority(system: System, params: Params) -> dict[str, Any]:
                                       "backlog_left": params["n_low"] - low.count}
             if sender is not None:
                 child_result(sender, 60)
-                _wait_for(lambda: len(bench.latencies) >= params["count"], 30)
+                _wait_for(lambda: len(bench.latencies) >= params["count"], STRAGGLER_S)
                 result.update(latency_summary(list(bench.latencies), params["count"]))
             return result
         finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 from _common import (
     RESULT_PREFIX,
+    STRAGGLER_S,
     Counter,
     Params,
     child_result,
@@ -132,12 +133,15 @@ def drain(params: Params) -> dict[str, Any]:
 
 def latency(params: Params) -> dict[str, Any]:
     bench = Bench(params)
+    # Publishing declares (creates) the topic; a worker subscribed before it
+    # exists waits for librdkafka's next metadata refresh.
+    bench.send()
 
     def measure() -> dict[str, Any]:
         bench.wait_ready()
         bench.latencies.clear()
         child_result(spawn("send", params), params["count"] / params["rate"] + 60)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STRAGGLER_S
         while len(bench.latencies) < params["count"] and time.monotonic() < deadline:
             time.sleep(0.05)
         return latency_summary(list(bench.latencies), params["count"])
