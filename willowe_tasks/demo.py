@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from willowe_tasks.analytics import read_events
 from willowe_tasks.devices import SQLiteDeviceRegistry, token_fingerprint
@@ -112,7 +113,14 @@ def _wait_for_workers(bootstrap: list[str], group_id: str,
             if workers.poll() is not None:
                 raise SystemExit(f"workers exited with status {workers.returncode}; "
                                  "see .cache/demo/workers.log")
-            group = admin.describe_groups([group_id]).get(group_id, {})
+            try:
+                group = admin.describe_groups([group_id]).get(group_id, {})
+            except KafkaError as e:
+                # A fresh Kafka makes its offsets topic (the group coordinator)
+                # on first use: retriable errors until then.
+                if not e.retriable:
+                    raise
+                group = {}
             members = len(group.get("members", []))
             if group.get("group_state") == "Stable" and members >= wanted:
                 _say(f"Workers ready: {members} consumers in group {group_id}.")
