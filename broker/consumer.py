@@ -49,10 +49,11 @@ COMMIT_INTERVAL_S = 0.2
 #: Longest single wait inside ``__next__``, so commits and rebalances keep moving.
 MAX_POLL_WAIT_MS = 200
 
-#: How long close() waits for its final commit. A Kafka that has not answered
-#: by then is away, and waiting kafka-python's 30 s for each consumer would
-#: only stall the worker's shutdown: uncommitted messages are delivered again.
-FINAL_COMMIT_TIMEOUT_MS = 5_000
+#: How long close() waits for its final commit, and then for leaving the group.
+#: A Kafka that has not answered by then is away, and waiting kafka-python's
+#: 30 s for each would only stall the worker's shutdown: uncommitted messages
+#: are delivered again, and a member that could not leave expires with its session.
+CLOSE_TIMEOUT_MS = 5_000
 
 #: How long each poll waits while prefetch is full (all partitions paused):
 #: how soon a finished message makes room for the next fetch.
@@ -195,12 +196,12 @@ class _KafkaConsumer(dramatiq.Consumer):
                 self._trackers.clear()
                 self._buffer.clear()
             if offsets:
-                self._consumer.commit(offsets, timeout_ms=FINAL_COMMIT_TIMEOUT_MS)
+                self._consumer.commit(offsets, timeout_ms=CLOSE_TIMEOUT_MS)
         except KafkaError as e:
             self.logger.warning("Final commit of %r failed (its messages will be redelivered): %s",
                                 self.queue_name, e)
         finally:
-            self._consumer.close(autocommit=False)
+            self._consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
 
     # -- internals -------------------------------------------------------
 
