@@ -49,6 +49,11 @@ DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: How often join() looks at the group's committed offsets.
 JOIN_POLL_INTERVAL_S = 0.1
 
+#: Every client's defaults. kafka-python backs off reconnecting up to 30 s
+#: (Java clients: 1 s), so after a Kafka restart a worker would sit idle for
+#: up to half a minute more; one second keeps recovery prompt.
+_CLIENT_DEFAULTS: dict[str, Any] = {"reconnect_backoff_max_ms": 1_000}
+
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",  # with idempotence: no loss, no duplicates from producer retries
     "enable_idempotence": True,
@@ -134,14 +139,15 @@ class KafkaBroker(dramatiq.Broker):
         # One dict, not two ** expansions in the call: an option given both for
         # all clients and in the defaults (request_timeout_ms, say) would be a
         # TypeError ("got multiple values for keyword argument").
-        self._producer_options = {**_PRODUCER_DEFAULTS, **client_options,
+        self._producer_options = {**_CLIENT_DEFAULTS, **_PRODUCER_DEFAULTS, **client_options,
                                   **(producer_options or {})}
         # kafka-python first waits bootstrap_timeout_ms (30 s) for any broker to
         # answer, and only then applies max_block_ms: without this a send to an
         # unreachable Kafka would block 30 s, not the max_block_ms asked for.
         self._producer_options.setdefault("bootstrap_timeout_ms",
                                           self._producer_options["max_block_ms"])
-        self._admin_options = {"bootstrap_timeout_ms": self._producer_options["max_block_ms"],
+        self._admin_options = {**_CLIENT_DEFAULTS,
+                               "bootstrap_timeout_ms": self._producer_options["max_block_ms"],
                                **client_options}
         self._consumer_options = consumer_options or {}
         self.queues: set[str] = set()
@@ -332,8 +338,12 @@ class KafkaBroker(dramatiq.Broker):
         if q_name(queue_name) not in self.queues:
             raise QueueNotFound(queue_name)
         self._ensure_topics(queue_name)
-        options = {"bootstrap_servers": self.bootstrap_servers, **self._client_options,
-                   **self._consumer_options}
+        options = {"bootstrap_servers": self.bootstrap_servers, **_CLIENT_DEFAULTS,
+                   # As for the producer: give up on an unreachable Kafka within
+                   # max_block_ms (Dramatiq retries the consumer), not after 30 s
+                   # during which the worker can't even stop this thread.
+                   "bootstrap_timeout_ms": self._producer_options["max_block_ms"],
+                   **self._client_options, **self._consumer_options}
         return _KafkaConsumer(self, queue_name, prefetch, timeout, options)
 
     # -- test support ----------------------------------------------------------
