@@ -33,7 +33,7 @@ DEFAULT_LATENCY_RATE = 200.0
 
 #: Priority: seconds of draining the backlog must outlast beyond the window
 #: (group join, readiness, settling), and the margin on top.
-PRIORITY_SLACK_S = 8.0
+PRIORITY_SLACK_S = 11.0
 PRIORITY_MARGIN = 1.3
 
 #: Memory: the share of the drain (caches and pools warming up) that the

@@ -20,6 +20,11 @@ RESULT_PREFIX = "BENCH-RESULT "
 #: Longest a drain may take in all, in seconds.
 DRAIN_LIMIT_S = 360.0
 
+#: After a worker ran its first message, how long to wait before measuring:
+#: consumers that join a moment later (delay queues) trigger one more
+#: rebalance, and the figures are about the steady state.
+READY_SETTLE_S = 3.0
+
 #: How long a latency run waits, once the sender is done, for messages still
 #: on their way; what has not arrived by then is reported as missing.
 STRAGGLER_S = 10.0

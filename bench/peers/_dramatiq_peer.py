@@ -5,12 +5,14 @@ calls :func:`run`. Imports dramatiq, so only those peers' venvs load it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 from _common import (
+    READY_SETTLE_S,
     STRAGGLER_S,
     Counter,
     Params,
@@ -120,6 +122,7 @@ class Bench:
                 raise RuntimeError("worker never ran a message")
             self.send(kind, 0.0)
             counter.done.wait(0.5)
+        time.sleep(READY_SETTLE_S)
         counter.count = 0
 
 
@@ -241,8 +244,49 @@ def _wait_for(predicate: Any, timeout_s: float) -> bool:
     return True
 
 
+def work(system: System, params: Params) -> dict[str, Any]:
+    """Fault drills: a worker that appends each message's body (its number)
+    to ``ids_file`` before the actor returns, so what was processed is on disk
+    before its ack, and runs until the harness kills it or ``limit_s`` passes."""
+    fd = os.open(params["ids_file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    bench = Bench(system, params, "noop")
+
+    def record(sent: float, body: str) -> None:
+        os.write(fd, f"{body.strip()}\n".encode())
+
+    bench.actors["noop"].fn = record
+    with bench.worker():
+        time.sleep(params["limit_s"])
+    return {"limit_reached": True}
+
+
+def fill_numbered(system: System, params: Params) -> dict[str, Any]:
+    """Fault drills: ``n`` messages whose bodies are their numbers."""
+    system.prepare(params, [params["queue"]])
+    bench = Bench(system, params, "noop")
+    with system.batch(bench.broker):
+        for i in range(params["n"]):
+            bench.actors["noop"].send(0.0, f"{i}")
+    return {"n": params["n"]}
+
+
+def send_once(system: System, params: Params) -> dict[str, Any]:
+    """Fault drills: how long one send takes to fail while Kafka is away."""
+    start = time.perf_counter()
+    try:
+        bench = Bench(system, params, "noop")
+        bench.send("noop")
+        outcome = "sent"
+    except Exception as e:  # the drill reports whatever surfaced
+        outcome = f"{type(e).__module__}.{type(e).__name__}: {str(e)[:200]}"
+    return {"outcome": outcome, "seconds": time.perf_counter() - start}
+
+
 def run(system: System) -> None:
     main({
+        "work": lambda p: work(system, p),
+        "fill-numbered": lambda p: fill_numbered(system, p),
+        "send-once": lambda p: send_once(system, p),
         "enqueue": lambda p: enqueue(system, p),
         "fill": lambda p: fill(system, p),
         "drain": lambda p: drain(system, p),

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import (
+    READY_SETTLE_S,
     RESULT_PREFIX,
     STRAGGLER_S,
     Counter,
@@ -98,6 +99,7 @@ class Bench:
                 raise RuntimeError("worker never ran a task")
             self.send()
             self.done.done.wait(1.0)
+        time.sleep(READY_SETTLE_S)
 
 
 def enqueue(params: Params) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from _common import (
     DRAIN_LIMIT_S,
+    READY_SETTLE_S,
     Params,
     child_result,
     latency_summary,
@@ -119,6 +120,7 @@ def latency(params: Params) -> dict[str, Any]:
             raise RuntimeError("consumer never received a record")
         warm.send(params["queue"], _value(params)).get(timeout=30)
     warm.close()
+    time.sleep(READY_SETTLE_S)
     sender = spawn("send", params)
     latencies: list[float] = []
     deadline = time.monotonic() + params["count"] / params["rate"] + 60
