@@ -1,0 +1,249 @@
+"""Sending: what reaches Kafka, when send() returns, batches, keys and headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import pytest
+from broker_support import BrokerFactory, end_offsets, free_port, read_records, record_count
+from kafka import KafkaAdminClient
+
+from broker import BatchSendError, KafkaBroker
+from broker.topics import TopicSpec, create_missing
+
+
+def test_actors_receive_exactly_what_was_sent(kafka_broker: KafkaBroker, queue_name: str,
+                                              worker: dramatiq.Worker) -> None:
+    # Given an actor that keeps what it receives
+    received: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    @dramatiq.actor(broker=kafka_broker, queue_name=queue_name)
+    def keep(*args: Any, **kwargs: Any) -> None:
+        received.append((args, kwargs))
+
+    # When it is sent positional and keyword arguments, Cyrillic and emoji included
+    keep.send("Привет, мир 👋", 42, 1.5, None, True,
+              nested={"ключ": ["ёжик", "🦔", {"n": -1}]}, empty=[])
+    kafka_broker.join(queue_name, timeout=30_000)
+
+    # Then the actor got them unchanged (JSON round trip: tuples become lists)
+    assert received == [
+        (("Привет, мир 👋", 42, 1.5, None, True),
+         {"nested": {"ключ": ["ёжик", "🦔", {"n": -1}]}, "empty": []}),
+    ]
+
+
+def test_send_returns_only_once_kafka_has_the_message(kafka_broker: KafkaBroker,
+                                                      queue_name: str, admin: KafkaAdminClient,
+                                                      kafka_bootstrap: str) -> None:
+    # Given an actor with no worker running
+    @dramatiq.actor(broker=kafka_broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    # When a message is sent
+    message = noop.send(1)
+
+    # Then, the moment send() returned, Kafka already holds it
+    assert end_offsets(admin, queue_name) == {0: 1}
+    [record] = read_records(kafka_bootstrap, queue_name)
+    assert dramatiq.Message.decode(record.value).message_id == message.message_id
+
+
+def test_records_carry_message_id_and_actor_headers(kafka_broker: KafkaBroker,
+                                                    queue_name: str,
+                                                    kafka_bootstrap: str) -> None:
+    # Given an actor
+    @dramatiq.actor(broker=kafka_broker, queue_name=queue_name, actor_name="header_check")
+    def noop(n: int) -> None: ...
+
+    # When a message is sent
+    message = noop.send(7)
+
+    # Then its record says which message and actor it is, without decoding the value
+    [record] = read_records(kafka_bootstrap, queue_name)
+    headers = dict(record.headers)
+    assert headers["dramatiq-message-id"] == message.message_id.encode()
+    assert headers["dramatiq-actor"] == b"header_check"
+    assert dramatiq.Message.decode(record.value).args == (7,)
+
+
+def test_a_batch_sends_everything_and_waits_once_at_the_end(
+    kafka_broker: KafkaBroker, queue_name: str, admin: KafkaAdminClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an actor, and a spy on the broker's wait for Kafka's acknowledgement
+    @dramatiq.actor(broker=kafka_broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    waits: list[str] = []
+    real_wait = kafka_broker._wait
+
+    def spy(future: Any, topic: str) -> None:
+        waits.append(topic)
+        real_wait(future, topic)
+
+    monkeypatch.setattr(kafka_broker, "_wait", spy)
+
+    # When 300 messages are sent in a batch (with a nested batch inside)
+    with kafka_broker.batch():
+        for n in range(250):
+            noop.send(n)
+        with kafka_broker.batch():
+            for n in range(250, 300):
+                noop.send(n)
+        # Then nothing waited for Kafka inside the block, not even the inner batch's end
+        assert waits == []
+
+    # And the block's end waited for every message, and Kafka has them all
+    assert len(waits) == 300
+    assert record_count(admin, queue_name) == 300
+
+
+def test_a_batch_to_an_unreachable_kafka_raises_batch_send_error_naming_it(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a broker pointed at a port where no Kafka listens, with short timeouts
+    port = free_port()
+    broker = make_broker(
+        bootstrap_servers=f"127.0.0.1:{port}", send_timeout_ms=2_000,
+        producer_options={"max_block_ms": 1_500, "request_timeout_ms": 1_000,
+                          "delivery_timeout_ms": 2_000},
+    )
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    # When a batch is sent through it
+    reached = []
+    with pytest.raises(BatchSendError) as caught, broker.batch():
+        noop.send(1)
+        reached.append("after the first send")  # never: the first send already failed
+
+    # Then the error is a BatchSendError (a Dramatiq ConnectionFailed) naming the address
+    error = caught.value
+    assert isinstance(error, dramatiq.errors.ConnectionFailed)
+    assert f"127.0.0.1:{port}" in str(error)
+    # And it lists the message that was not sent; the block stopped at it
+    assert [(message.actor_name, message.args) for message, _ in error.failed] \
+        == [("noop", (1,))]
+    assert reached == []
+
+
+def test_a_send_to_an_unreachable_kafka_raises_connection_failed_naming_it(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a broker pointed at a dead port, with topic creation off
+    port = free_port()
+    broker = make_broker(
+        bootstrap_servers=f"127.0.0.1:{port}", create_topics=False, send_timeout_ms=2_000,
+        producer_options={"max_block_ms": 1_000, "request_timeout_ms": 1_000},
+    )
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    # When a single message is sent, then a ConnectionFailed names the address
+    with pytest.raises(dramatiq.errors.ConnectionFailed, match=f"127.0.0.1:{port}"):
+        noop.send(1)
+
+
+def test_options_for_every_client_may_repeat_the_brokers_own_defaults(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given options meant for producer, consumer and admin client alike, two of
+    # which the broker also sets for its producer
+    broker = make_broker(request_timeout_ms=20_000, client_id="everyone",
+                         reconnect_backoff_max_ms=2_000)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    # When a message is sent, then it simply arrives
+    noop.send(1)
+    assert record_count(admin, queue_name) == 1
+
+
+def test_a_batch_reports_exactly_the_messages_kafka_refused(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a queue whose topic refuses records over 2 KiB, and an ordinary queue
+    small_only = f"{queue_name}-small"
+    create_missing(admin, TopicSpec(small_only, partitions=1, retention_ms=3_600_000,
+                                    extra_configs={"max.message.bytes": "2048"})
+                   .with_companions())
+    broker = make_broker()
+
+    @dramatiq.actor(broker=broker, queue_name=small_only)
+    def tight(payload: str) -> None: ...
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def roomy(payload: str) -> None: ...
+
+    # When one batch sends small messages to both and one big one to the tight queue
+    with pytest.raises(BatchSendError) as caught, broker.batch():
+        fine = [roomy.send("x" * 10_000), tight.send("small"), roomy.send("ok")]
+        too_big = tight.send("y" * 10_000)
+
+    # Then only the big one is reported, with Kafka's reason
+    [(message, exception)] = caught.value.failed
+    assert message.message_id == too_big.message_id
+    assert "TooLarge" in type(exception).__name__ or "TooLarge" in str(exception)
+    # And every other message of the batch was stored
+    assert record_count(admin, queue_name) == 2
+    assert record_count(admin, small_only) == 1
+    assert len(fine) == 3
+
+
+def test_messages_with_the_same_partition_key_share_a_partition(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # Given a queue with three partitions
+    broker = make_broker(topic_partitions=3)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def event(user: str, n: int) -> None: ...
+
+    # When ten messages are sent with one key, and thirty with thirty keys
+    with broker.batch():
+        for n in range(10):
+            event.send_with_options(args=("user-42", n), partition_key="user-42")
+        for n in range(30):
+            event.send_with_options(args=(f"user-{n}", n), partition_key=f"user-{n}")
+
+    # Then the ten share one partition, in the order they were sent
+    records = read_records(kafka_bootstrap, queue_name)
+    decoded = [(r.partition, dramatiq.Message.decode(r.value).args) for r in records]
+    same_key = [(p, args[1]) for p, args in decoded if args[0] == "user-42"]
+    assert len({p for p, _ in same_key}) == 1
+    assert [n for _, n in same_key] == list(range(10))
+    # And different keys spread over the partitions (the key is what decides)
+    assert len({p for p, args in decoded if args[0] != "user-42"}) > 1
+    # And the key is the record's Kafka key
+    assert {r.key for r in records if dramatiq.Message.decode(r.value).args[0] == "user-42"} \
+        == {b"user-42"}
+
+
+def test_an_actor_level_partition_key_applies_to_all_its_messages(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # Given an actor declared with a partition key of its own, on three partitions
+    broker = make_broker(topic_partitions=3)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, partition_key="ledger")
+    def ledger(n: int) -> None: ...
+
+    # When it is sent many messages
+    with broker.batch():
+        for n in range(20):
+            ledger.send(n)
+        # (a message's own key still wins over the actor's)
+        ledger.send_with_options(args=(99,), partition_key="other")
+
+    # Then they all carry the actor's key and share its partition, in order
+    records = read_records(kafka_bootstrap, queue_name)
+    keyed = [r for r in records if r.key == b"ledger"]
+    assert len(keyed) == 20
+    assert len({r.partition for r in keyed}) == 1
+    assert [dramatiq.Message.decode(r.value).args[0] for r in keyed] == list(range(20))
+    assert [r.key for r in records if r.key != b"ledger"] == [b"other"]
