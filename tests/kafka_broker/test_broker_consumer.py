@@ -1,0 +1,140 @@
+"""The per-topic consumer: prefetch limits, and group membership (every
+queue's consumer gets its partitions, whatever the others are doing)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+from broker_support import BrokerFactory, end_offsets, wait_until
+from kafka import KafkaAdminClient
+
+from broker import KafkaBroker
+from broker.consumer import KafkaMessageProxy
+
+
+def send_keyed(broker: KafkaBroker, queue_name: str, count: int) -> None:
+    broker.declare_queue(queue_name)
+    with broker.batch():
+        for n in range(count):
+            broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="work",
+                                            args=(n,), kwargs={},
+                                            options={"partition_key": f"key-{n}"}))
+
+
+def test_a_consumer_hands_out_no_more_than_its_prefetch(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given ten waiting messages and a consumer allowed three at a time
+    broker = make_broker()
+    send_keyed(broker, queue_name, 10)
+    consumer = broker.consume(queue_name, prefetch=3, timeout=100)
+    try:
+        held: list[dramatiq.MessageProxy] = []
+        deadline = time.monotonic() + 30
+        while len(held) < 3 and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                held.append(message)
+
+        # When none of the three is finished, then no fourth comes, however
+        # often the worker asks
+        assert len(held) == 3
+        for _ in range(10):
+            assert next(consumer) is None
+
+        # When one finishes, then exactly one more comes
+        consumer.ack(held[0])
+        more = None
+        deadline = time.monotonic() + 30
+        while more is None and time.monotonic() < deadline:
+            more = next(consumer)
+        assert more is not None and more.args == (3,)
+        assert next(consumer) is None
+    finally:
+        consumer.close()
+
+
+def test_a_consumer_with_full_prefetch_still_lets_a_rebalance_finish(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a consumer holding as many unfinished messages as its prefetch
+    # allows, on a queue with two partitions and more messages waiting
+    broker = make_broker(topic_partitions=2)
+    send_keyed(broker, queue_name, 20)
+    ends = end_offsets(admin, queue_name)
+    assert all(ends.values()), f"both partitions need messages: {ends}"
+    full = broker.consume(queue_name, prefetch=2, timeout=100)
+    second = broker.consume(queue_name, prefetch=100, timeout=100)
+    got: list[KafkaMessageProxy] = []
+    held: list[KafkaMessageProxy] = []
+    stop = threading.Event()
+
+    def poll(consumer: dramatiq.Consumer, into: list[KafkaMessageProxy]) -> None:
+        while not stop.is_set():
+            message = next(consumer)
+            if isinstance(message, KafkaMessageProxy):
+                into.append(message)
+
+    first_thread = threading.Thread(target=poll, args=(full, held), daemon=True)
+    first_thread.start()
+    second_thread = None
+    try:
+        wait_until(lambda: len(held) == 2, timeout_s=60, what="the first consumer to fill up")
+
+        # When a second consumer joins the group (the full one never acks meanwhile)
+        second_thread = threading.Thread(target=poll, args=(second, got), daemon=True)
+        second_thread.start()
+
+        # Then the rebalance completes: the newcomer gets a partition and its messages
+        wait_until(lambda: got and len(got) >= ends[got[0].kafka_record.partition] - 2,
+                   timeout_s=60, what="the second consumer to get a partition")
+        assert len(held) == 2
+    finally:
+        stop.set()
+        for thread in (first_thread, second_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        full.close()
+        second.close()
+
+
+def test_consumers_of_different_queues_in_one_group_all_get_their_partitions(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given four queues of one broker (one group), one message waiting on each
+    broker = make_broker()
+    queues = [f"{queue_name}-{n}" for n in range(4)]
+    for queue in queues:
+        broker.declare_queue(queue)
+        broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="any", args=(),
+                                        kwargs={}, options={}))
+
+    # When a consumer per queue starts at once, each polling as a worker's would
+    # (short timeouts), and all keep polling until every one got its message
+    consumers = {queue: broker.consume(queue, prefetch=2, timeout=100) for queue in queues}
+    received: dict[str, str] = {}
+    deadline = time.monotonic() + 45
+
+    def consume(queue: str) -> None:
+        consumer = consumers[queue]
+        while len(received) < len(queues) and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                received[queue] = message.queue_name
+                consumer.ack(message)
+
+    threads = [threading.Thread(target=consume, args=(queue,)) for queue in queues]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+
+    # Then every consumer got its own queue's message: none was left without
+    # partitions by a rebalance that never finished
+    assert received == {queue: queue for queue in queues}
