@@ -80,3 +80,18 @@ def test_an_unknown_tool_is_named_in_the_error() -> None:
     )
     assert result.returncode == 1
     assert "unknown Kafka tool 'kafka-nonsense'" in result.stderr
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given uuid4 returns bytes whose base64 starts with "-" first
+    import uuid
+
+    from broker import localkafka
+
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))
+    ids = iter([dash_first, uuid.UUID(int=1)])
+    monkeypatch.setattr(localkafka.uuid, "uuid4", lambda: next(ids))
+    # Then the id made skips it
+    cluster_id = localkafka._cluster_id()
+    assert not cluster_id.startswith("-")
+    assert len(cluster_id) == 22

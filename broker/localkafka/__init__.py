@@ -289,10 +289,14 @@ def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
 
 
 def _cluster_id() -> str:
-    # Kafka wants a base64url-encoded 16-byte UUID.
+    # Kafka wants a base64url-encoded 16-byte UUID. One starting with "-"
+    # (1 in 64) would be read as an option by the storage formatter.
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _split_host_port(hostport: str) -> tuple[str, int]:
