@@ -34,8 +34,20 @@ def facts(bootstrap: str, systems: list[System], redis_version: str | None) -> d
                   "local_jars": _kafka_jar_version()},
         "java": _java_version(),
         "redis_server": redis_version,
+        "commit": _git("rev-parse", "HEAD"),
+        # The broker changes often: say whether the measured code was committed.
+        "broker_uncommitted_changes": bool(_git("status", "--porcelain", "--", "broker")),
         "packages": {s.key: package_versions(s.python(), list(PACKAGES)) for s in systems},
     }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
 
 
 def _cpu_model() -> str:
