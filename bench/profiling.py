@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cleanup import delete_run
 from bench.config import FULL
 from bench.envs import CACHE, TOOLS, EnvUnavailable
 from bench.log import say
@@ -115,6 +116,7 @@ def profile(mode: str, phase: str | None, seconds: float, n: int, gil: bool = Fa
         subprocess.run(cmd, timeout=600, check=False, capture_output=True)
     finally:
         kill_all()
+        delete_run(ctx.bootstrap, f"bench-{run_id}")
     return raw
 
 
