@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient
 from broker.topics import reconcile
 from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
 from willowe_tasks.devices import SQLiteDeviceRegistry
-from willowe_tasks.testing import FakeAPNs, FakeFCM
+from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +40,7 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[dict[str,
             # A short push timeout makes short ledger leases: a claim left by the
             # killed worker expires within seconds.
             "PUSH_TIMEOUT_S": "2",
-            "DEVICE_REGISTRY_PATH": str(tmp_path / "devices.sqlite3"),
-            "DELIVERY_LOG_PATH": str(tmp_path / "ledger.sqlite3"),
-            "ANALYTICS_PATH": str(tmp_path / "analytics.jsonl"),
-            "APNS_ENDPOINT": apns.url, "APNS_CA_FILE": apns.ca_file,
-            "APNS_TOPIC": apns.bundle_id, "APNS_KEY_FILE": apns.signing_key_path,
-            "APNS_KEY_ID": apns.key_id, "APNS_TEAM_ID": apns.team_id,
-            "FCM_PROJECT_ID": fcm.project_id, "FCM_ENDPOINT": fcm.url,
-            "FCM_CA_FILE": fcm.ca_file,
-            "FCM_SERVICE_ACCOUNT_FILE": fcm.write_service_account(tmp_path / "sa.json"),
+            **fake_provider_env(apns, fcm, tmp_path),
         }
         yield env, apns, fcm
 

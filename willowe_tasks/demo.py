@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 from willowe_tasks.analytics import read_events
 from willowe_tasks.devices import SQLiteDeviceRegistry, token_fingerprint
 from willowe_tasks.settings import load_settings
-from willowe_tasks.testing import FakeAPNs, FakeFCM, ReceivedRequest
+from willowe_tasks.testing import FakeAPNs, FakeFCM, ReceivedRequest, fake_provider_env
 from willowe_tasks.topics import PRIORITY_TOPICS
 
 #: Demo phones: (user, platform, token, app id).
@@ -53,15 +53,7 @@ def main() -> int:
             **os.environ,
             "KAFKA_BROKER": settings.kafka_broker,
             "KAFKA_GROUP_ID": group_id,
-            "DEVICE_REGISTRY_PATH": str(home / "devices.sqlite3"),
-            "DELIVERY_LOG_PATH": str(home / "delivery-log.sqlite3"),
-            "ANALYTICS_PATH": str(home / "analytics.jsonl"),
-            "APNS_ENDPOINT": apns.url, "APNS_CA_FILE": apns.ca_file,
-            "APNS_TOPIC": apns.bundle_id, "APNS_KEY_FILE": apns.signing_key_path,
-            "APNS_KEY_ID": apns.key_id, "APNS_TEAM_ID": apns.team_id,
-            "FCM_PROJECT_ID": fcm.project_id, "FCM_ENDPOINT": fcm.url,
-            "FCM_CA_FILE": fcm.ca_file,
-            "FCM_SERVICE_ACCOUNT_FILE": fcm.write_service_account(home / "service-account.json"),
+            **fake_provider_env(apns, fcm, home),
         }
         os.environ.update(env)  # this process sends with the same settings
         _say(f"Fake APNs on {apns.url}, fake FCM on {fcm.url}")

@@ -1,0 +1,32 @@
+"""The environment that points worker processes (``dramatiq willowe_tasks``)
+at local fakes, so a test or demo can run real workers against them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from willowe_tasks.testing.fake_apns import FakeAPNs
+from willowe_tasks.testing.fake_fcm import FakeFCM
+
+__all__ = ["fake_provider_env"]
+
+
+def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path) -> dict[str, str]:
+    """Settings (as environment variables) for workers that deliver to ``apns``
+    and ``fcm`` and keep their registry, ledger and analytics under ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "DEVICE_REGISTRY_PATH": str(home / "devices.sqlite3"),
+        "DELIVERY_LOG_PATH": str(home / "delivery-log.sqlite3"),
+        "ANALYTICS_PATH": str(home / "analytics.jsonl"),
+        "APNS_ENDPOINT": apns.url,
+        "APNS_CA_FILE": apns.ca_file,
+        "APNS_TOPIC": apns.bundle_id,
+        "APNS_KEY_FILE": apns.signing_key_path,
+        "APNS_KEY_ID": apns.key_id,
+        "APNS_TEAM_ID": apns.team_id,
+        "FCM_PROJECT_ID": fcm.project_id,
+        "FCM_ENDPOINT": fcm.url,
+        "FCM_CA_FILE": fcm.ca_file,
+        "FCM_SERVICE_ACCOUNT_FILE": fcm.write_service_account(home / "service-account.json"),
+    }
