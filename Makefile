@@ -65,6 +65,14 @@ lint: | $(VENV)/.installed ## ruff and mypy
 demo: topics ## the main job: workers deliver the guide's examples to local fake APNs/FCM
 	$(BIN)/python -m willowe_tasks.demo
 
+BENCH_ARGS ?=
+
+bench: kafka ## benchmarks against the peers, about 13 min (BENCH_ARGS="--quick" or "--only drain")
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka: worker and broker killed mid-drain
+	$(BIN)/python -m bench.drills
+
 clean: ## remove the virtualenv, caches and the local Kafka's jars and data
 	-$(LOCALKAFKA) stop 2>/dev/null
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache *.egg-info
