@@ -64,13 +64,13 @@ import math
 import os
 import re
 import socket
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+from willowe_tasks._sqlite import ThreadLocalSQLite
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +177,19 @@ class SQLiteDeliveryLog:
             raise ValueError("path: a file path is required (':memory:' is not shared)")
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_s = busy_timeout_s
         self._clock = clock
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
-        self._closed = False
-        with self._write() as conn:
+        self._db = ThreadLocalSQLite(
+            self._path,
+            busy_timeout_s=busy_timeout_s,
+            # FULL: fsync the WAL on every commit. A claim or delivery lost to a
+            # power failure would let a redelivery push again, which is what the
+            # ledger exists to prevent; one fsync per push is cheap next to the
+            # HTTP round trip.
+            synchronous="FULL",
+            name="delivery log",
+            logger=logger,
+        )
+        with self._db.write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -215,7 +220,10 @@ class SQLiteDeliveryLog:
         if not (math.isfinite(lease_s) and lease_s > 0):
             raise ValueError(f"lease_s: must be a positive number of seconds, got {lease_s!r}")
         owner = owner or _default_owner()
-        with self._write() as conn:
+        # write() is BEGIN IMMEDIATE: it takes the write lock before the
+        # SELECT, so check-then-write is atomic across processes; a DEFERRED
+        # transaction could let two claimers both read "no row".
+        with self._db.write() as conn:
             now = self._clock()
             row = conn.execute(
                 "SELECT state, lease_expires_at FROM deliveries"
@@ -271,7 +279,7 @@ class SQLiteDeliveryLog:
         """
         _check_pair(notification_id, token_key)
         owner = _default_owner()
-        with self._write() as conn:
+        with self._db.write() as conn:
             now = self._clock()
             row = conn.execute(
                 "SELECT state FROM deliveries WHERE notification_id = ? AND token_key = ?",
@@ -323,7 +331,7 @@ class SQLiteDeliveryLog:
         """
         _check_pair(notification_id, token_key)
         owner = owner or _default_owner()
-        with self._write() as conn:
+        with self._db.write() as conn:
             cursor = conn.execute(
                 "DELETE FROM deliveries WHERE notification_id = ? AND token_key = ?"
                 " AND state IN (?, ?) AND owner = ?",
@@ -362,7 +370,7 @@ class SQLiteDeliveryLog:
             " FROM deliveries"
         )
         args = (_CLAIMED, now, _UNCERTAIN, _CLAIMED, now, _DELIVERED)
-        row = self._connection().execute(query, args).fetchone()
+        row = self._db.connection().execute(query, args).fetchone()
         return {"in_flight": row[0], "maybe_delivered": row[1], "delivered": row[2]}
 
     def prune(self, older_than_s: float) -> int:
@@ -377,7 +385,7 @@ class SQLiteDeliveryLog:
             raise ValueError(f"older_than_s: must be >= 0 seconds, got {older_than_s!r}")
         total = 0
         while True:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 now = self._clock()
                 deleted = conn.execute(
                     "DELETE FROM deliveries WHERE (notification_id, token_key) IN ("
@@ -395,11 +403,7 @@ class SQLiteDeliveryLog:
 
     def close(self) -> None:
         """Close every thread's connection; only once no thread uses the ledger."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._db.close()
 
     def __enter__(self) -> SQLiteDeliveryLog:
         return self
@@ -410,47 +414,11 @@ class SQLiteDeliveryLog:
     # -- internals -------------------------------------------------------------
 
     def _keys(self, notification_id: str, condition: str, args: tuple[object, ...]) -> set[str]:
-        rows = self._connection().execute(
+        rows = self._db.connection().execute(
             f"SELECT token_key FROM deliveries WHERE notification_id = ? AND {condition}",
             (notification_id, *args),
         )
         return {row[0] for row in rows}
-
-    def _connection(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == pid and not self._closed:
-            return conn
-        if self._pid != pid:
-            # Inherited through fork: the parent's connections (and possibly
-            # its held lock) must not be used in this process.
-            self._lock = threading.Lock()
-            self._connections = []
-            self._pid = pid
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"delivery log {self._path} is closed")
-            conn = _open(self._path, self._busy_timeout_s)
-            self._connections.append(conn)
-        self._local.conn = conn
-        self._local.pid = pid
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        # IMMEDIATE takes the write lock before the SELECT, so check-then-write
-        # is atomic across processes; a DEFERRED transaction could let two
-        # claimers both read "no row".
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        finally:
-            # Also after a failed COMMIT: an open transaction would make this
-            # thread's next BEGIN fail.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
 
 
 def _check_pair(notification_id: str, token_key: str) -> None:
@@ -472,22 +440,3 @@ def _default_owner() -> str:
 
 def _short(key: str) -> str:
     return key[:LOGGED_KEY_CHARS]
-
-
-def _open(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE above).
-    # check_same_thread=False only so close() can close every thread's
-    # connection; each connection is otherwise used by its own thread alone.
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        logger.warning(
-            "%s: WAL unavailable (journal_mode=%s); writers will block readers", path, mode
-        )
-    # FULL: fsync the WAL on every commit. A claim or delivery lost to a power
-    # failure would let a redelivery push again, which is what the ledger exists
-    # to prevent; one fsync per push is cheap next to the HTTP round trip.
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn

@@ -21,15 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 import string
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, get_args
+
+from willowe_tasks._sqlite import ThreadLocalSQLite
 
 logger = logging.getLogger(__name__)
 
@@ -218,12 +216,16 @@ class SQLiteDeviceRegistry:
             raise ValueError("path: a file path is required (':memory:' is not shared)")
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
-        self._closed = False
+        self._db = ThreadLocalSQLite(
+            self._path,
+            busy_timeout_s=busy_timeout_s,
+            # NORMAL is crash-safe in WAL mode; only a power loss can drop the
+            # last registrations, and the app re-registers its token on every
+            # launch.
+            synchronous="NORMAL",
+            name="device registry",
+            logger=logger,
+        )
         self._create_schema()
 
     @property
@@ -233,7 +235,7 @@ class SQLiteDeviceRegistry:
     def register(self, user_id: str, platform: str, token: str, app_id: str) -> Device:
         device = validate_device(user_id, platform, token, app_id)
         now = time.time()
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute(
                 "SELECT id, user_id FROM devices WHERE token = ?", (device.token,)
             ).fetchone()
@@ -263,7 +265,7 @@ class SQLiteDeviceRegistry:
     def unregister(self, token: str) -> bool:
         if not isinstance(token, str) or not token:
             return False
-        with self._write() as conn:
+        with self._db.write() as conn:
             # iOS tokens are stored lower-case; Android tokens are case-sensitive.
             row = conn.execute(
                 "SELECT id, token FROM devices WHERE token = ? OR (platform = 'ios' AND token = ?)",
@@ -277,7 +279,7 @@ class SQLiteDeviceRegistry:
         return True
 
     def devices_for(self, user_id: str) -> list[Device]:
-        rows = self._connection().execute(
+        rows = self._db.connection().execute(
             "SELECT user_id, platform, token, app_id FROM devices WHERE user_id = ? ORDER BY id",
             (user_id,),
         )
@@ -286,15 +288,11 @@ class SQLiteDeviceRegistry:
         ]
 
     def count(self) -> int:
-        (total,) = self._connection().execute("SELECT count(*) FROM devices").fetchone()
+        (total,) = self._db.connection().execute("SELECT count(*) FROM devices").fetchone()
         return int(total)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._db.close()
 
     def __enter__(self) -> SQLiteDeviceRegistry:
         return self
@@ -302,63 +300,7 @@ class SQLiteDeviceRegistry:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- connections ---------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == pid and not self._closed:
-            return conn
-        if self._pid != pid:
-            # Inherited through fork: the parent's connections (and possibly
-            # its held lock) must not be used in this process.
-            self._lock = threading.Lock()
-            self._connections = []
-            self._pid = pid
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"device registry {self._path} is closed")
-            conn = _open(self._path, self._busy_timeout_s)
-            self._connections.append(conn)
-        self._local.conn = conn
-        self._local.pid = pid
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        # IMMEDIATE takes the write lock up front, so a read-then-write inside
-        # the block cannot be interleaved with another process's write.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        finally:
-            # Also after a failed COMMIT: an open transaction would make this
-            # thread's next BEGIN fail.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-
     def _create_schema(self) -> None:
-        with self._write() as conn:
+        with self._db.write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
-
-
-def _open(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE above)
-    # instead of the sqlite3 module's implicit deferred ones.
-    # check_same_thread=False only so close() can close every thread's
-    # connection; each connection is otherwise used by its own thread alone.
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-    )
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        logger.warning(
-            "%s: WAL unavailable (journal_mode=%s); writers will block readers", path, mode
-        )
-    # NORMAL is crash-safe in WAL mode; only a power loss can drop the last
-    # registrations, and the app re-registers its token on every launch.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn

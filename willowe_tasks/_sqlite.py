@@ -1,0 +1,119 @@
+"""Per-thread, fork-aware SQLite connections shared by the SQLite-backed stores.
+
+Every thread gets its own connection to one database file in WAL mode, so
+readers proceed while one writer commits; ``busy_timeout`` makes writers queue
+instead of failing; :meth:`ThreadLocalSQLite.write` runs a ``BEGIN IMMEDIATE``
+transaction. A process that inherits an instance through fork opens fresh
+connections instead of using its parent's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+
+class ThreadLocalSQLite:
+    """One SQLite connection per thread (and per process) to ``path``.
+
+    ``synchronous`` is the ``PRAGMA synchronous`` level; the caller chooses it
+    and says why. ``name`` starts the error raised once closed, and ``logger``
+    receives the warning when WAL is unavailable. :meth:`close` closes every
+    thread's connection and must only be called once no other thread is still
+    using the database.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_s: float,
+        synchronous: Literal["NORMAL", "FULL"],
+        name: str,
+        logger: logging.Logger,
+    ) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._synchronous = synchronous
+        self._name = name
+        self._logger = logger
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self._closed = False
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == pid and not self._closed:
+            return conn
+        if self._pid != pid:
+            # Inherited through fork: the parent's connections (and possibly
+            # its held lock) must not be used in this process.
+            self._lock = threading.Lock()
+            self._connections = []
+            self._pid = pid
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self._name} {self._path} is closed")
+            conn = self._open()
+            self._connections.append(conn)
+        self._local.conn = conn
+        self._local.pid = pid
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection inside a ``BEGIN IMMEDIATE`` transaction.
+
+        Commits when the block ends, rolls back if it raises.
+        """
+        conn = self.connection()
+        # IMMEDIATE takes the write lock up front, so a read-then-write inside
+        # the block cannot be interleaved with another process's write.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            # Also after a failed COMMIT: an open transaction would make this
+            # thread's next BEGIN fail.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Close every thread's connection; later use raises RuntimeError."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in
+        # write()) instead of the sqlite3 module's implicit deferred ones.
+        # check_same_thread=False only so close() can close every thread's
+        # connection; each connection is otherwise used by its own thread alone.
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            self._logger.warning(
+                "%s: WAL unavailable (journal_mode=%s); writers will block readers",
+                self._path,
+                mode,
+            )
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        return conn
