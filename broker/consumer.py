@@ -59,6 +59,23 @@ CLOSE_TIMEOUT_MS = 5_000
 #: how soon a finished message makes room for the next fetch.
 PAUSED_POLL_MS = 10
 
+#: How long a consumer may sit at full prefetch before it pauses its
+#: partitions. A busy worker is full most of the time and frees a slot every
+#: few milliseconds; pausing and resuming at that pace throttles fetching
+#: (kafka-python hands a resumed partition's parked records back one partition
+#: at a time and sleeps retry_backoff_ms when nothing is fetchable). Under this
+#: bound it waits for an ack instead, which also keeps poll()'s group duties
+#: (heartbeat thread aside) at most this far behind.
+PAUSE_AFTER_FULL_S = 1.0
+
+#: Longest wait for an ack while briefly full.
+ROOM_WAIT_S = 0.05
+
+#: Heartbeats every half second, so members notice a rebalance within that
+#: (kafka-python's 3 s default made each worker start take 3-6 s), and a
+#: session of 10 s, so a crashed worker's partitions move on in seconds, not 45.
+GROUP_TIMING_DEFAULTS = {"heartbeat_interval_ms": 500, "session_timeout_ms": 10_000}
+
 
 class KafkaMessageProxy(dramatiq.MessageProxy):
     """A message plus where it came from: its record and its partition's tracker."""
@@ -108,7 +125,10 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._paused = False
+        self._full_since: float | None = None
+        self._room = threading.Event()  # set by acks: maybe room under prefetch now
         options = {
+            **GROUP_TIMING_DEFAULTS,
             "group_id": broker.group_id,
             "client_id": broker.client_id,
             "enable_auto_commit": False,
@@ -142,6 +162,11 @@ class _KafkaConsumer(dramatiq.Consumer):
                     continue
                 remaining_ms = int((deadline - time.monotonic()) * 1000)
                 room = self.prefetch - self._in_progress()
+                if room <= 0 and self._briefly_full():
+                    if remaining_ms <= 0:
+                        return None
+                    self._wait_for_room(remaining_ms)
+                    continue
                 if room <= 0:
                     # Full: stop fetching but keep polling, or the group drops us.
                     # The poll must *wait* (not timeout_ms=0 plus a sleep out
@@ -155,6 +180,7 @@ class _KafkaConsumer(dramatiq.Consumer):
                     self._buffer_records(self._consumer.poll(
                         timeout_ms=max(1, min(remaining_ms, PAUSED_POLL_MS))))
                     continue
+                self._full_since = None
                 self._set_paused(False)
                 batches = self._consumer.poll(
                     timeout_ms=max(0, min(remaining_ms, MAX_POLL_WAIT_MS)), max_records=room,
@@ -205,11 +231,25 @@ class _KafkaConsumer(dramatiq.Consumer):
 
     # -- internals -------------------------------------------------------
 
+    def _briefly_full(self) -> bool:
+        """Whether prefetch has been full for under PAUSE_AFTER_FULL_S (and the
+        partitions are not paused yet): then wait for an ack, don't pause."""
+        now = time.monotonic()
+        if self._full_since is None:
+            self._full_since = now
+        return not self._paused and now - self._full_since < PAUSE_AFTER_FULL_S
+
+    def _wait_for_room(self, remaining_ms: int) -> None:
+        self._room.clear()
+        if self.prefetch - self._in_progress() <= 0:  # no ack slipped in before clear()
+            self._room.wait(min(remaining_ms / 1000, ROOM_WAIT_S))
+
     def _finish(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, KafkaMessageProxy)
         if not message._tracker.finish(message.kafka_record.offset):
             self.logger.debug("Ignoring ack of %s: its partition was reassigned.",
                               message.message_id)
+        self._room.set()
 
     def _in_progress(self) -> int:
         with self._lock:
