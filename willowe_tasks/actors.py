@@ -108,19 +108,28 @@ def _describe(error: ValidationError) -> str:
     )
 
 
+def _current_message() -> tuple[str, float]:
+    """The running message's id (the notification id: the same on every retry
+    and redelivery) and its send time in unix seconds. Outside a worker (an
+    actor called directly) a fresh local id and now."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return f"local-{time.time_ns()}", time.time()
+    return message.message_id, message.message_timestamp / 1000
+
+
+def _deliver(notification: Notification) -> None:
+    deliver(notification, get_services(), push_timeout_s=get_settings().push_timeout_s)
+
+
 def _deliver_kind(kind: NotificationKind, user_id: str, payload: Any) -> None:
     args = _worker_side(_KIND_ARGS[kind.name], (user_id, payload))
     checked: Any = args.payload  # type: ignore[attr-defined]
-    message = CurrentMessage.get_current_message()
-    sent_at = message.message_timestamp / 1000 if message else time.time()
-    deliver(
-        Notification(
-            id=message.message_id if message else f"local-{time.time_ns()}",
-            kind=kind.name, user_id=user_id, title=kind.title(checked), body=kind.body(checked),
-            priority=kind.priority_name, expires_at=sent_at + kind.ttl_s,
-        ),
-        get_services(), push_timeout_s=get_settings().push_timeout_s,
-    )
+    notification_id, sent_at = _current_message()
+    _deliver(Notification(
+        id=notification_id, kind=kind.name, user_id=user_id, title=kind.title(checked),
+        body=kind.body(checked), priority=kind.priority_name, expires_at=sent_at + kind.ttl_s,
+    ))
 
 
 def _arguments_model(payload: type[BaseModel]) -> type[BaseModel]:
@@ -159,11 +168,9 @@ def track_event(event: str, properties: dict[str, Any] | None = None) -> None:
     """An analytics event (low priority): to the analytics sink, never to a phone."""
     checked = _worker_side(AnalyticsEvent, (event, properties or {}))
     assert isinstance(checked, AnalyticsEvent)
-    message = CurrentMessage.get_current_message()
+    event_id, occurred_at = _current_message()
     get_services().analytics.record(
-        checked.event, checked.properties,
-        event_id=message.message_id if message else f"local-{time.time_ns()}",
-        occurred_at=message.message_timestamp / 1000 if message else time.time(),
+        checked.event, checked.properties, event_id=event_id, occurred_at=occurred_at,
     )
 
 
@@ -172,17 +179,12 @@ def _custom_actor(priority_name: PriorityName) -> ValidatingActor:
 
     def send_custom(notification: dict[str, Any]) -> None:
         checked = _worker_side(_CUSTOM_ARGS, (notification,)).notification  # type: ignore[attr-defined]
-        message = CurrentMessage.get_current_message()
-        sent_at = message.message_timestamp / 1000 if message else time.time()
-        deliver(
-            Notification(
-                id=message.message_id if message else f"local-{time.time_ns()}",
-                kind=checked.type, user_id=checked.target_user_id, title=checked.title,
-                body=checked.body, priority=priority_name,
-                expires_at=sent_at + (checked.ttl_s or retention_s(priority)),
-            ),
-            get_services(), push_timeout_s=get_settings().push_timeout_s,
-        )
+        notification_id, sent_at = _current_message()
+        _deliver(Notification(
+            id=notification_id, kind=checked.type, user_id=checked.target_user_id,
+            title=checked.title, body=checked.body, priority=priority_name,
+            expires_at=sent_at + (checked.ttl_s or retention_s(priority)),
+        ))
 
     return _actor(_CUSTOM_ARGS, actor_name=f"send_notification_{priority_name}",
                   priority=priority)(send_custom)
