@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import dramatiq
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
@@ -58,7 +60,7 @@ def main() -> int:
         os.environ.update(env)  # this process sends with the same settings
         _say(f"Fake APNs on {apns.url}, fake FCM on {fcm.url}")
         _register_devices(home / "devices.sqlite3")
-        _empty_topics(settings.bootstrap_servers)
+        _empty_topics()
         workers = _start_workers(env, home / "workers.log")
         try:
             _wait_for_workers(settings.bootstrap_servers, group_id, workers)
@@ -77,7 +79,7 @@ def _register_devices(path: Path) -> None:
     registry.close()
 
 
-def _empty_topics(bootstrap: list[str]) -> None:
+def _empty_topics() -> None:
     from willowe_tasks import broker
 
     for _, spec in PRIORITY_TOPICS:
@@ -125,13 +127,15 @@ def _wait_for_workers(bootstrap: list[str], group_id: str,
 
 
 def _send_examples() -> dict[str, float]:
+    """Send the guide's examples; return each message's send time by its id
+    (the notification id every push of it carries)."""
     from willowe_tasks import send_like, send_match, send_notification, track_event
 
     sent_at: dict[str, float] = {}
 
-    def mark(label: str, send: object) -> None:
-        sent_at[label] = time.time()
-        send()  # type: ignore[operator]
+    def mark(label: str, send: Callable[[], dramatiq.Message]) -> None:
+        started = time.time()
+        sent_at[send().message_id] = started
         _say(f"Sent {label}")
 
     # The low-priority event goes first: priority, not order, decides who waits.
@@ -160,10 +164,10 @@ def _report(apns: FakeAPNs, fcm: FakeFCM, sent_at: dict[str, float], analytics: 
     print()
     print(f"{'#':>2}  {'phone':<24} {'title':<26} {'body':<24} {'after send':>10}")
     for n, (platform, push) in enumerate(pushes, 1):
-        title, body, kind = _texts(platform, push)
+        title, body, notification_id = _texts(platform, push)
         user = next((u for u, _, t, _ in DEVICES if t == push.token), "?")
-        label = next((k for k in sent_at if _matches(k, kind)), None)
-        after = f"{(push.received_at - sent_at[label]) * 1000:.0f} ms" if label else "?"
+        sent = sent_at.get(notification_id)
+        after = f"{(push.received_at - sent) * 1000:.0f} ms" if sent is not None else "?"
         print(f"{n:>2}  {user + ' ' + platform:<24} {title:<26} {body:<24} {after:>10}")
     events = read_events(analytics) if analytics.exists() else []
     for event in events:
@@ -179,15 +183,10 @@ def _report(apns: FakeAPNs, fcm: FakeFCM, sent_at: dict[str, float], analytics: 
 def _texts(platform: str, push: ReceivedRequest) -> tuple[str, str, str]:
     if platform == "ios":
         alert = push.json["aps"]["alert"]
-        return alert["title"], alert["body"], push.json.get("kind", "")
+        return alert["title"], alert["body"], push.json.get("notification_id", "")
     message = push.json["message"]
     return (message["notification"]["title"], message["notification"]["body"],
-            message["data"]["kind"])
-
-
-def _matches(label: str, kind: str) -> bool:
-    return {"match": "match for", "like": "like for",
-            "custom-notification": "custom"}.get(kind, "\0") in label
+            message["data"].get("notification_id", ""))
 
 
 def _stop_workers(workers: subprocess.Popen[bytes]) -> None:
