@@ -21,7 +21,7 @@ from willowe_tasks import dispatch
 from willowe_tasks.analytics import read_events
 from willowe_tasks.services import build_services, reset_services
 from willowe_tasks.settings import load_settings
-from willowe_tasks.testing import FakeAPNs, FakeFCM
+from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 IOS_TOKEN = "ab" * 32
@@ -59,17 +59,9 @@ def sender(
     apns, fcm = fakes
     apns.clear()
     fcm.clear()
-    settings = load_settings(
-        kafka_broker=kafka_bootstrap,
-        device_registry_path=tmp_path / "devices.sqlite3",
-        delivery_log_path=tmp_path / "ledger.sqlite3",
-        analytics_path=tmp_path / "analytics.jsonl",
-        apns_endpoint=apns.url, apns_ca_file=apns.ca_file, apns_topic=apns.bundle_id,
-        apns_key_file=apns.signing_key_path, apns_key_id=apns.key_id, apns_team_id=apns.team_id,
-        fcm_project_id=fcm.project_id, fcm_service_account_file=fcm.write_service_account(
-            tmp_path / "service-account.json"),
-        fcm_endpoint=fcm.url, fcm_ca_file=fcm.ca_file,
-    )
+    # The same settings a worker process gets from fake_provider_env, read in-process.
+    provider_settings = {k.lower(): v for k, v in fake_provider_env(apns, fcm, tmp_path).items()}
+    settings = load_settings(kafka_broker=kafka_bootstrap, **provider_settings)
     broker = willowe_tasks.broker
     broker.close()
     broker.bootstrap_servers = [kafka_bootstrap]
