@@ -37,7 +37,7 @@ class Sizes:
     #: Most low-priority backlog a phase queues (it is sized from the drain
     #: rate so it outlasts the window; this is also used when none is known).
     priority_backlog: int = 100_000
-    memory: int = 30_000
+    memory: int = 100_000
 
     def count(self, name: str, scale: float = 1.0) -> int:
         """The size ``name`` (an int field) times a system's ``scale`` for it."""
