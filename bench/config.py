@@ -38,6 +38,9 @@ class Sizes:
     #: rate so it outlasts the window; this is also used when none is known).
     priority_backlog: int = 100_000
     memory: int = 100_000
+    #: Notifications per push repetition, one device each: at the ceiling of
+    #: 400 pushes/s (8 threads ÷ 20 ms) about ten seconds of pushing.
+    push: int = 4_000
 
     def count(self, name: str, scale: float = 1.0) -> int:
         """The size ``name`` (an int field) times a system's ``scale`` for it."""
@@ -55,4 +58,5 @@ QUICK = replace(
     priority_count=20,
     priority_backlog=30_000,
     memory=15_000,
+    push=1_000,
 )

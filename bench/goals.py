@@ -71,6 +71,7 @@ GOALS: tuple[Goal, ...] = (
          "low_rate_baseline", ">=", 0.9),
     Goal("memory: peak RSS ≤ 1.1× early-drain RSS", "memory", "peak_mb", "ours", "baseline_mb",
          "<=", 1.1),
+    Goal("push ≥ 0.9× concurrency ceiling", "push", "rate", "ours", "ceiling", ">=", 0.9),
 )
 
 

@@ -21,6 +21,10 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                  ("low msg/s with high traffic", "low_rate_busy")],
     "memory": [("RSS early in drain, MiB", "baseline_mb"), ("peak, MiB", "peak_mb"),
                ("at end, MiB", "end_mb"), ("peak / early", "growth")],
+    "push": [("push/s (first → last push)", "rate"), ("push/s from worker start",
+                                                       "rate_from_start"),
+             ("ceiling, push/s", "ceiling"), ("rate / ceiling", "ratio"),
+             ("lost", "lost"), ("duplicated", "duplicated")],
 }
 
 TITLES = {
@@ -29,6 +33,7 @@ TITLES = {
     "latency": "Latency: send → actor start at a steady rate (a fifth of the drain rate)",
     "priority": "Priority: high-priority messages at 10/s while a low-priority backlog drains",
     "memory": "Memory: worker RSS while a backlog drains",
+    "push": "Push: notifications through the worker into fake APNs and FCM (20 ms latency)",
 }
 
 
@@ -41,6 +46,8 @@ def _sizes(scenario: str, sizes: dict[str, Any]) -> str:
         return f"{sizes['count']:,} at {sizes['rate']:g}/s"
     if scenario == "priority":
         return f"{sizes['backlog']:,} low, {sizes['high']} high at {sizes['high_rate']:g}/s"
+    if scenario == "push":
+        return f"{sizes['n']:,} notifications, one device each"
     return f"{sizes.get('n', 0):,}"
 
 

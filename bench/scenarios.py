@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from kafka.errors import KafkaError
+
+from bench import push
 from bench.config import Sizes
-from bench.runner import RssSampler, run_peer
+from bench.runner import PeerFailed, RssSampler, run_peer
 from bench.stats import Figure, figures
 from bench.systems import System
 
@@ -267,6 +270,45 @@ def rss_summary(rss: RssSampler, result: dict[str, Any]) -> dict[str, Any]:
             "growth": max(inside) / baseline, "samples": len(inside)}
 
 
+class Push(Scenario):
+    """Notifications through a real worker into the fake APNs and FCM, each
+    answering after a fixed latency; the machinery is in :mod:`bench.push`."""
+
+    name = "push"
+    units = {"rate": "push/s", "rate_from_start": "push/s", "ceiling": "push/s",
+             "ratio": "×", "lost": "pairs", "duplicated": "pairs"}
+
+    def sizes(self, ctx: Context, system: System) -> dict[str, Any]:
+        return {"n": ctx.sizes.count("push"), "latency_ms": push.LATENCY_S * 1000}
+
+    def once(self, ctx: Context, system: System, rep: int, sizes: dict[str, Any]
+             ) -> tuple[dict[str, Any], str]:
+        name = ctx.name(system, "push", rep)
+        try:
+            r = push.run_once(bootstrap=ctx.bootstrap, group=name, n=sizes["n"],
+                              threads=ctx.sizes.threads, workdir=ctx.logdir / name)
+        except (push.PushFailed, KafkaError, OSError) as e:
+            raise PeerFailed(f"push: {e}") from e
+        line = (f"{r['rate']:.0f}/s of a {r['ceiling']:.0f}/s ceiling ({r['ratio']:.2f}×), "
+                f"{r['rate_from_start']:.0f}/s from worker start; {r['pushes']}/{r['expected']}"
+                f" pushed, {r['lost']} lost, {r['duplicated']} duplicated")
+        return r, line
+
+    def summarize(self, ctx: Context, system: System, reps: list[dict[str, Any]],
+                  sizes: dict[str, Any]) -> Outcome:
+        out = super().summarize(ctx, system, reps, sizes)
+        out.notes.append(f"ceiling = {reps[0]['formula']}; one device per notification, "
+                         "half iOS (HTTP/2), half Android (FCM v1)")
+        for key in ("lost", "duplicated", "unexpected", "refused"):
+            bad = [r[key] for r in reps if r[key]]
+            if bad:
+                out.notes.append(f"{key}: {', '.join(map(str, bad))} in "
+                                 f"{len(bad)} of {len(reps)} runs")
+        if not all(r["finished"] for r in reps):
+            out.notes.append("some runs ran out of time before every push arrived")
+        return out
+
+
 #: In run order: drain before latency and priority, which are sized from it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (Enqueue(), Drain(), Latency(),
-                                                      Priority(), Memory())}
+                                                      Priority(), Memory(), Push())}

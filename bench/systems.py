@@ -41,8 +41,9 @@ class System:
 
 _BASIC = frozenset({"enqueue", "drain", "latency"})
 
+# push: the application's own worker into fake APNs/FCM; peers have no push path.
 OURS = System("ours", "ours (KafkaBroker)", "ours.py", None,
-              _BASIC | {"priority", "memory"})
+              _BASIC | {"priority", "memory", "push"})
 RAW = System("raw", "raw kafka-python", "raw_kafka.py", None, _BASIC,
              note="plain producer/consumer loops, no Dramatiq: the ceiling")
 DRAMATIQ_KAFKA = System(

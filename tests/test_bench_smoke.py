@@ -1,9 +1,12 @@
-"""The benchmark harness still works: its pieces on made-up numbers, and one
-tiny enqueue of ours and of the raw loop through the real peer scripts."""
+"""The benchmark harness still works: its pieces on made-up numbers, one
+tiny enqueue of ours and of the raw loop through the real peer scripts, and
+a tiny push run through a real worker into the fake APNs and FCM."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,11 +15,11 @@ import pytest
 # package: make it importable from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import goals, report  # noqa: E402
+from bench import cleanup, goals, push, report  # noqa: E402
 from bench.config import QUICK  # noqa: E402
 from bench.profiling import summarize  # noqa: E402
 from bench.runner import run_peer  # noqa: E402
-from bench.scenarios import Context, Outcome  # noqa: E402
+from bench.scenarios import SCENARIOS, Context, Outcome  # noqa: E402
 from bench.stats import Figure  # noqa: E402
 from bench.systems import OURS, RAW  # noqa: E402
 
@@ -66,3 +69,33 @@ def test_a_tiny_enqueue_runs_through_the_peer_script(kafka_bootstrap: str, uniqu
     params = ctx.params(system, unique_name, n_single=5, n_batch=50)
     result, _ = run_peer(system, "enqueue", params, timeout_s=120, log_file=tmp_path / "log")
     assert result["single_rate"] > 0 and result["batch_rate"] > 0
+
+
+@pytest.mark.slow
+def test_a_tiny_push_run_pushes_every_notification_exactly_once(kafka_bootstrap: str,
+                                                                tmp_path: Path) -> None:
+    sizes = dataclasses.replace(QUICK, push=6, threads=2)
+    run_id = f"smoke{uuid.uuid4().hex[:8]}"
+    ctx = Context(sizes, kafka_bootstrap, run_id, tmp_path, record_bytes=230)
+    scenario = SCENARIOS["push"]
+    size = scenario.sizes(ctx, OURS)
+    try:
+        row, _ = scenario.once(ctx, OURS, 0, size)
+    finally:
+        cleanup.delete_run(kafka_bootstrap, f"bench-{run_id}")
+
+    # Every notification reached its one device once, half of them through APNs.
+    assert row["pushes"] == row["expected"] == 6
+    assert (row["lost"], row["duplicated"], row["unexpected"], row["refused"]) == (0, 0, 0, 0)
+    assert row["ios"] == 3 and row["finished"]
+    # Two threads, one push each in flight: the ceiling is 2 ÷ latency.
+    assert row["ceiling"] == pytest.approx(2 / push.LATENCY_S)
+    assert row["rate_from_start"] > 0 and row["ratio"] == row["rate"] / row["ceiling"] > 0
+
+    outcome = scenario.summarize(ctx, OURS, [row], size)
+    assert {"rate", "rate_from_start", "ceiling", "ratio", "lost", "duplicated"} <= set(
+        outcome.figures)
+    evaluated = goals.evaluate({"push": {"ours": outcome}})
+    [goal] = [g for g in evaluated if g["goal"].startswith("push")]
+    assert goal["status"] in ("pass", "MISS") and goal["ratio"] == pytest.approx(row["ratio"])
+    assert "| ours (KafkaBroker) |" in report.table({"push": {"ours": outcome}}, evaluated, 1)

@@ -1,0 +1,286 @@
+"""The push scenario's machinery: notifications through a real worker into
+the local fake APNs and FCM.
+
+One repetition (:func:`run_once`): start both fakes with a fixed latency,
+register one device per user (half iOS, half Android) in a fresh registry,
+queue one match per user, then start ``dramatiq willowe_tasks`` and time the
+pushes as the fakes receive them. Every (notification, token) pair must
+arrive exactly once; what did not, or came twice, is counted.
+
+The application's topics have fixed names and live on the shared Kafka, so
+each repetition's consumer group is made to start where those topics end
+(nothing queued before it is seen), and what the repetition queued is
+deleted from the topic afterwards, as ``make demo`` and the tests do.
+
+The messages are sent by a child process (``python -m bench.push send``),
+since importing ``willowe_tasks`` builds the application's broker from the
+environment, which differs per repetition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from bench.envs import ROOT
+
+#: Seconds each fake waits before answering a push: a distant provider.
+LATENCY_S = 0.02
+
+#: Concurrent HTTP/2 streams httpx (httpcore) opens on one connection at most,
+#: whatever more the server allows: its local MAX_CONCURRENT_STREAMS setting.
+HTTPX_MAX_STREAMS = 100
+
+#: Longest the sender child may take, in seconds.
+SEND_TIMEOUT_S = 180
+
+#: Time allowed per expected push beyond a fixed start-up allowance, seconds:
+#: ten times what the ceiling would take, so only a stuck worker runs out.
+WAIT_PER_PUSH_S = 10 * LATENCY_S
+WAIT_BASE_S = 90.0
+
+#: After the last expected push, how long to keep listening for duplicates.
+SETTLE_S = 1.0
+
+#: How long the worker gets to stop on SIGTERM before it is killed.
+STOP_TIMEOUT_S = 30.0
+
+#: Poll interval while waiting for pushes.
+POLL_S = 0.05
+
+
+class PushFailed(RuntimeError):
+    """A repetition could not be measured (sender failed, worker died, no pushes)."""
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    platform: str
+    token: str
+
+
+def users(prefix: str, n: int) -> list[User]:
+    """``n`` users, each with one device: even ones iOS, odd ones Android."""
+    out = []
+    for i in range(n):
+        user_id = f"{prefix}-u{i}"
+        if i % 2 == 0:
+            token = hashlib.sha256(user_id.encode()).hexdigest()  # 64 hex digits, as APNs
+            out.append(User(user_id, "ios", token))
+        else:
+            out.append(User(user_id, "android", f"bench-fcm-{user_id}"))
+    return out
+
+
+def concurrency(threads: int) -> tuple[int, str]:
+    """Pushes that can be in flight at once, and the formula that gave it.
+
+    Each worker thread pushes its notification's devices one after another,
+    so at most one push per thread is in flight. iOS pushes share one HTTP/2
+    connection (at most ``min(httpx's, the fake's)`` streams); Android pushes
+    go one per thread on each thread's own HTTP/1.1 connection.
+    """
+    from willowe_tasks.testing._server import MAX_CONCURRENT_STREAMS
+
+    streams = min(HTTPX_MAX_STREAMS, MAX_CONCURRENT_STREAMS)
+    value = min(threads, streams + threads)
+    return value, (f"min(worker threads {threads}, APNs HTTP/2 streams {streams} "
+                   f"+ FCM connections {threads})")
+
+
+def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
+             latency_s: float = LATENCY_S) -> dict[str, Any]:
+    """One repetition; returns its figures (see module docstring)."""
+    from willowe_tasks.devices import SQLiteDeviceRegistry
+    from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    people = users(group, n)
+    with FakeAPNs(latency_s=latency_s) as apns, FakeFCM(latency_s=latency_s) as fcm:
+        env = {**os.environ, "KAFKA_BROKER": bootstrap, "KAFKA_GROUP_ID": group,
+               "PYTHONUNBUFFERED": "1", **fake_provider_env(apns, fcm, workdir)}
+        with SQLiteDeviceRegistry(env["DEVICE_REGISTRY_PATH"]) as registry:
+            for user in people:
+                registry.register(user.user_id, user.platform, user.token,
+                                  apns.bundle_id if user.platform == "ios"
+                                  else "com.willowe.android")
+        topics = _consumed_topics()
+        _start_group_at_end(bootstrap, group, topics)
+        ids = _send(env, group, n)
+        queued_to = _end_offsets(bootstrap, topics)
+        expected = {(nid, user.token) for nid, user in zip(ids, people, strict=True)}
+        try:
+            started, done = _run_worker(env, threads, workdir / "worker.log",
+                                        lambda: len(apns.delivered) + len(fcm.delivered) >= n,
+                                        timeout_s=WAIT_BASE_S + n * WAIT_PER_PUSH_S)
+        finally:
+            _discard_until(bootstrap, queued_to)
+        return _figures(apns.received, fcm.received, expected, started, done, threads,
+                        latency_s)
+
+
+def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
+             started: float, finished: bool, threads: int, latency_s: float) -> dict[str, Any]:
+    received = ios + android
+    ok = [r for r in received if r.ok]
+    pairs = Counter(_pair(r) for r in ok)
+    if not ok:
+        raise PushFailed("no push reached the fakes")
+    times = sorted(r.received_at for r in ok)
+    span = times[-1] - times[0]
+    in_flight, formula = concurrency(threads)
+    ceiling = in_flight / latency_s
+    rate = (len(ok) - 1) / span if span > 0 else 0.0  # a single push has no rate
+    return {
+        "pushes": len(ok),
+        "expected": len(expected),
+        "rate": rate,
+        "rate_from_start": len(ok) / (times[-1] - started),
+        "ceiling": ceiling,
+        "ratio": rate / ceiling,
+        "lost": len(expected - set(pairs)),
+        "duplicated": sum(c - 1 for c in pairs.values() if c > 1),
+        "unexpected": sum(c for p, c in pairs.items() if p not in expected),
+        "refused": len(received) - len(ok),
+        "ios": sum(1 for r in ios if r.ok),
+        "finished": finished,
+        "formula": f"{formula} ÷ {latency_s * 1000:g} ms",
+    }
+
+
+def _pair(record: Any) -> tuple[str, str]:
+    """(notification id, token) of a push the fakes received."""
+    body = record.json or {}
+    if "message" in body:  # FCM v1
+        return body["message"].get("data", {}).get("notification_id", ""), record.token
+    return body.get("notification_id", ""), record.token
+
+
+def _consumed_topics() -> list[str]:
+    """Every topic a worker of the application consumes: each priority topic
+    and its delay topic."""
+    from broker.topics import delay_name
+    from willowe_tasks.topics import PRIORITY_TOPICS
+
+    return [name for _, spec in PRIORITY_TOPICS for name in (spec.name, delay_name(spec.name))]
+
+
+def _start_group_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
+    """Commit the topics' current end offsets for the new ``group``, so its
+    workers skip whatever earlier runs or other users left there."""
+    from broker.topics import reconcile
+    from willowe_tasks.topics import ALL_TOPIC_SPECS
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-push")
+    try:
+        reconcile(admin, ALL_TOPIC_SPECS)  # as `make topics`: the app creates none itself
+    finally:
+        admin.close()
+    ends = _end_offsets(bootstrap, topics)
+    seeder = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                           enable_auto_commit=False, client_id="bench-push")
+    try:
+        seeder.assign(list(ends))
+        seeder.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in ends.items()})
+    finally:
+        seeder.close(autocommit=False)
+
+
+def _end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             client_id="bench-push")
+    try:
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return dict(consumer.end_offsets(partitions))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _discard_until(bootstrap: str, ends: dict[TopicPartition, int]) -> None:
+    """Delete the records below ``ends``: this repetition's messages (and
+    anything older) must not reach later runs' fresh groups."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-push")
+    try:
+        admin.delete_records({tp: offset for tp, offset in ends.items() if offset > 0})
+    finally:
+        admin.close()
+
+
+def _send(env: dict[str, str], prefix: str, n: int) -> list[str]:
+    """Queue one match per user through the application's own actor (in a
+    child process with the repetition's settings); return the message ids."""
+    child = subprocess.run([sys.executable, "-m", "bench.push", "send", prefix, str(n)],
+                           env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=SEND_TIMEOUT_S, check=False)
+    if child.returncode != 0:
+        raise PushFailed(f"sender exited {child.returncode}: {child.stderr.strip()[-500:]}")
+    ids = child.stdout.split()
+    if len(ids) != n:
+        raise PushFailed(f"sender queued {len(ids)} of {n} notifications")
+    return ids
+
+
+def _run_worker(env: dict[str, str], threads: int, log: Path, done: Any,
+                timeout_s: float) -> tuple[float, bool]:
+    """Run one worker process until ``done()`` (then :data:`SETTLE_S` more);
+    return its start time and whether ``done()`` came true in time."""
+    dramatiq = Path(sys.executable).with_name("dramatiq")
+    command = [str(dramatiq), "willowe_tasks", "--processes", "1", "--threads", str(threads)]
+    with log.open("ab") as out:
+        started = time.time()
+        worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if worker.poll() is not None:
+                raise PushFailed(f"worker exited {worker.returncode}; see {log}")
+            if time.monotonic() >= deadline:
+                return started, False
+            time.sleep(POLL_S)
+        time.sleep(SETTLE_S)  # a duplicate would come right behind
+        return started, True
+    finally:
+        _stop(worker)
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+
+
+def _send_main(prefix: str, n: int) -> None:
+    """The sender child: one match per user, in one batch; ids on stdout."""
+    from willowe_tasks import broker, send_match
+
+    ids = []
+    with broker.batch():
+        for user in users(prefix, n):
+            ids.append(send_match.send(user.user_id, {"name": "Анна", "age": 25}).message_id)
+    print("\n".join(ids))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["send"] or len(sys.argv) != 4:
+        sys.exit("usage: python -m bench.push send PREFIX COUNT")
+    _send_main(sys.argv[2], int(sys.argv[3]))
