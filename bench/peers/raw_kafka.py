@@ -1,7 +1,8 @@
 """Plain kafka-python producer and consumer loops: the ceiling any broker on
 kafka-python can reach. Same producer settings as ours (acks=all,
-idempotent, linger 2 ms), records as big as ours, commits of consumed
-offsets as ours makes them (asynchronous, every 200 ms)."""
+idempotent, no linger; batch()'s linger for the batch loop and the fill),
+records as big as ours, commits of consumed offsets as ours makes them
+(asynchronous, every 200 ms)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,19 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from broker.kafka import BATCH_PRODUCER_DEFAULTS, PRODUCER_DEFAULTS
+
 #: How often the consumer loop commits, as ours does.
 COMMIT_INTERVAL_S = 0.2
 
 
-def _producer(params: Params) -> KafkaProducer:
-    # The same producer settings as KafkaBroker's defaults (acks=all,
-    # idempotent, no linger), so the ratio measures the broker, not a setting.
-    return KafkaProducer(bootstrap_servers=params["bootstrap"], acks="all",
-                         enable_idempotence=True, linger_ms=0, client_id="bench-raw")
+def _producer(params: Params, *, batch: bool = False) -> KafkaProducer:
+    # The same producer settings as KafkaBroker's (acks=all, idempotent, no
+    # linger, or batch()'s linger for the batch loop), so the ratio measures
+    # the broker, not a setting.
+    options = {**PRODUCER_DEFAULTS, **(BATCH_PRODUCER_DEFAULTS if batch else {})}
+    return KafkaProducer(bootstrap_servers=params["bootstrap"], client_id="bench-raw",
+                         **options)
 
 
 def _consumer(params: Params) -> KafkaConsumer:
@@ -65,8 +70,12 @@ def enqueue(params: Params) -> dict[str, Any]:
     single = timed_rate(params["n_single"],
                         lambda i: producer.send(topic, _value(params)).get(timeout=30))
     log(f"single {single:.0f}/s")
+    producer.close()
+    producer = _producer(params, batch=True)
+    producer.send(topic, _value(params)).get(timeout=30)
     start = time.perf_counter()
     futures = [producer.send(topic, _value(params)) for _ in range(params["n_batch"])]
+    producer.flush(timeout=30)  # as batch() ends
     for future in futures:
         future.get(timeout=30)
     batch = params["n_batch"] / (time.perf_counter() - start)
@@ -77,7 +86,7 @@ def enqueue(params: Params) -> dict[str, Any]:
 
 def fill(params: Params) -> dict[str, Any]:
     _create_topic(params)
-    producer = _producer(params)
+    producer = _producer(params, batch=True)
     start = time.perf_counter()
     for _ in range(params["n"]):
         producer.send(params["queue"], _value(params))

@@ -79,9 +79,9 @@ def test_a_batch_sends_everything_and_waits_once_at_the_end(
     waits: list[str] = []
     real_wait = kafka_broker._wait
 
-    def spy(future: Any, topic: str) -> None:
+    def spy(future: Any, topic: str, **kwargs: Any) -> None:
         waits.append(topic)
-        real_wait(future, topic)
+        real_wait(future, topic, **kwargs)
 
     monkeypatch.setattr(kafka_broker, "_wait", spy)
 
@@ -98,6 +98,29 @@ def test_a_batch_sends_everything_and_waits_once_at_the_end(
     # And the block's end waited for every message, and Kafka has them all
     assert len(waits) == 300
     assert record_count(admin, queue_name) == 300
+
+
+def test_a_batch_end_sends_at_once_however_long_its_producer_lingers(
+    make_broker: BrokerFactory, kafka_bootstrap: str, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a broker whose batch producer would hold records for a minute, and
+    # which gives up on an acknowledgement after five seconds
+    broker = make_broker(bootstrap_servers=kafka_bootstrap, send_timeout_ms=5_000,
+                         batch_producer_options={"linger_ms": 60_000,
+                                                 "delivery_timeout_ms": 120_000})
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    noop.send(0)  # single sends don't linger: this one is acknowledged at once
+
+    # When a small batch is sent (a lingering batch would time out: BatchSendError)
+    with broker.batch():
+        for n in range(1, 6):
+            noop.send(n)
+
+    # Then the block's end flushed it: Kafka has every message
+    assert record_count(admin, queue_name) == 6
 
 
 def test_a_batch_to_an_unreachable_kafka_raises_batch_send_error_naming_it(

@@ -1,0 +1,46 @@
+"""Kafka clients made lazily, once per process.
+
+Dramatiq forks worker processes after the app is imported, and web servers
+fork after preloading it: a kafka-python client inherited through a fork has
+lost its IO thread, so its first request would wait forever. Each holder
+makes its client on first use in each process and remakes it after a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["PerProcess"]
+
+T = TypeVar("T")
+
+
+class PerProcess(Generic[T]):
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._client: T | None = None
+        self._pid = 0
+
+    def get(self) -> T:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = self._make()
+                self._pid = os.getpid()
+            return self._client
+
+    def made_here(self) -> T | None:
+        """The client if this process made it, without making one."""
+        with self._lock:
+            return self._client if self._pid == os.getpid() else None
+
+    def close(self, close: Callable[[T], None]) -> None:
+        """Close the client if this process made it (a parent's is not ours to close)."""
+        with self._lock:
+            client = self._client if self._pid == os.getpid() else None
+            self._client = None
+        if client is not None:
+            close(client)
