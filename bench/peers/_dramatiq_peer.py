@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -247,17 +249,27 @@ def _wait_for(predicate: Any, timeout_s: float) -> bool:
 def work(system: System, params: Params) -> dict[str, Any]:
     """Fault drills: a worker that appends each message's body (its number)
     to ``ids_file`` before the actor returns, so what was processed is on disk
-    before its ack, and runs until the harness kills it or ``limit_s`` passes."""
+    before its ack, and runs until the harness kills it, ``limit_s`` passes or
+    SIGTERM asks it to stop (then it stops the way ``dramatiq`` does: finishes
+    what it runs, commits and leaves the group). ``work_ms`` (default 0) is
+    spent on each message first, so a drain lasts long enough for a fault to
+    land in the middle of it."""
     fd = os.open(params["ids_file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     bench = Bench(system, params, "noop")
+    work_s = params.get("work_ms", 0) / 1000
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
     def record(sent: float, body: str) -> None:
+        if work_s:
+            time.sleep(work_s)
+        # One write(2) on an O_APPEND file: whole lines, even from several threads.
         os.write(fd, f"{body.strip()}\n".encode())
 
     bench.actors["noop"].fn = record
     with bench.worker():
-        time.sleep(params["limit_s"])
-    return {"limit_reached": True}
+        stopped = stop.wait(params["limit_s"])
+    return {"stopped": stopped}
 
 
 def fill_numbered(system: System, params: Params) -> dict[str, Any]:
