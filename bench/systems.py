@@ -61,5 +61,10 @@ CELERY = System("celery", "Celery + Kafka (kombu)", "celery_kafka.py", envs.CELE
                 note="kombu confluentkafka transport, threads pool, late acks; "
                      "no batch form ('batch' = send loop)")
 
-ALL = (OURS, RAW, DRAMATIQ_KAFKA, REDIS, CELERY)
+STUB = System("stub", "Dramatiq alone (StubBroker)", "dramatiq_stub.py", None,
+              frozenset({"enqueue", "drain"}),
+              note="in-memory StubBroker: Dramatiq's own cost per message with no broker "
+                   "behind it, the most any Dramatiq broker can reach here")
+
+ALL = (OURS, RAW, DRAMATIQ_KAFKA, REDIS, CELERY, STUB)
 BY_KEY = {s.key: s for s in ALL}
