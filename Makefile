@@ -70,7 +70,7 @@ BENCH_ARGS ?=
 bench: kafka ## benchmarks against the peers, about 13 min (BENCH_ARGS="--quick" or "--only drain")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka: worker and broker killed mid-drain
+drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka, about 6 min: workers, Kafka and push providers failing mid-work
 	$(BIN)/python -m bench.drills
 
 clean: ## remove the virtualenv, caches and the local Kafka's jars and data

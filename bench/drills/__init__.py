@@ -1,0 +1,36 @@
+"""Fault drills: ``python -m bench.drills [DRILL ...]`` (``make drills``).
+
+They run on a private Kafka (the project's ``LocalKafka`` on free ports,
+sharing the jars in ``.cache/kafka/libs``), never the shared one, since
+some drills kill the broker. Each prints sent / processed / lost /
+duplicated; the run prints a table, writes ``bench/results/drills-*.json``
+and exits 1 if any drill failed.
+
+Message-level drills fill a queue with numbered messages and drain it with
+our broker's bench worker, which writes each number to a file before the
+message is acked. Lost (never processed) must be 0: delivery is at least
+once. Duplicates are redeliveries of what was in flight, and are reported.
+
+* ``worker-kill``: SIGKILL the worker 10 times at spread points of the
+  drain, starting a new one at once each time;
+* ``kafka-kill``: SIGKILL Kafka a third of the way through and start it
+  again after 5 s; the same worker must carry on;
+* ``send-down``: with Kafka down, how long ``actor.send()`` takes to fail;
+* ``scale``: one worker, three from a third of the way, one again from two
+  thirds (the two added ones stopped with SIGTERM);
+* ``undecodable``: 1,000 raw records that are no message, between 3,000
+  good ones: every good one processed, every bad one on ``<queue>.XQ``
+  with a reason header, the worker still alive.
+
+Push-level drills run the real notification worker (``dramatiq
+willowe_tasks``) against the local fakes of APNs and FCM, for users with
+iOS and Android phones, and count accepted pushes per (notification,
+device). Duplicated pushes must be 0 (the delivery ledger's promise), and
+so must truly lost ones: a pair neither pushed nor recorded as *maybe
+delivered* (a claim left by a killed worker, skipped by design; counted).
+
+* ``provider-outage``: APNs answers 500 and FCM 429 with Retry-After for
+  a stretch mid-delivery, then both recover;
+* ``push-kill``: SIGKILL the notification worker repeatedly while pushes
+  are in flight, restarting it each time.
+"""

@@ -1,0 +1,5 @@
+import sys
+
+from bench.drills._cli import main
+
+sys.exit(main())

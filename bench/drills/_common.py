@@ -1,0 +1,164 @@
+"""What every drill shares: where it runs, the processes it starts, bounded
+waits with progress lines, and the counts a verdict is made of."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.envs import ROOT
+from bench.log import say
+from broker.localkafka import LocalKafka
+
+#: How often a wait prints where it is, in seconds.
+PROGRESS_EVERY_S = 5.0
+
+#: How often a wait looks at its condition, in seconds.
+POLL_S = 0.1
+
+#: How long a SIGTERM-ed process may take to stop before it is killed, in seconds.
+GRACEFUL_STOP_S = 30.0
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a drill runs: the Kafka it uses (``kafka`` is None when the
+    drill may not restart it, as in tests), a scratch folder and a log file
+    for everything the processes it starts print."""
+
+    bootstrap: str
+    workdir: Path
+    kafka: LocalKafka | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "drills.log"
+
+    def need_kafka(self) -> LocalKafka:
+        if self.kafka is None:
+            raise RuntimeError("this drill stops Kafka: it needs the private LocalKafka")
+        return self.kafka
+
+
+# -- processes -----------------------------------------------------------------
+
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+
+
+def start(cmd: Sequence[str], log: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (so killing its group also ends any
+    children, as Dramatiq's worker processes), output appended to ``log``."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=env, start_new_session=True)
+    with _live_lock:
+        _live.add(proc)
+    return proc
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and its group, as a crash or an OOM kill would."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    with _live_lock:
+        _live.discard(proc)
+
+
+def terminate_all(procs: Sequence[subprocess.Popen[bytes]],
+                  timeout_s: float = GRACEFUL_STOP_S) -> list[int | None]:
+    """SIGTERM the processes at once (a graceful stop, as an orchestrator
+    scaling down does); their exit codes, None for one that had to be killed
+    after ``timeout_s``."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    codes: list[int | None] = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            codes.append(None)
+        kill(proc)  # whatever is left of its group
+    return codes
+
+
+def kill_all() -> None:
+    """End every process a drill started (called on the way out, even on error)."""
+    with _live_lock:
+        left = list(_live)
+    for proc in left:
+        kill(proc)
+
+
+# -- waiting ---------------------------------------------------------------------
+
+def wait_until(done: Callable[[], bool], timeout_s: float, *,
+               progress: Callable[[], str] | None = None) -> float | None:
+    """Seconds until ``done()`` held, or None after ``timeout_s``; says
+    ``progress()`` every few seconds meanwhile."""
+    start_at = time.monotonic()
+    next_say = start_at + PROGRESS_EVERY_S
+    while True:
+        now = time.monotonic()
+        if done():
+            return now - start_at
+        if now - start_at > timeout_s:
+            return None
+        if progress is not None and now >= next_say:
+            say(f"  … {progress()}")
+            next_say = now + PROGRESS_EVERY_S
+        time.sleep(POLL_S)
+
+
+def spread(total: int, points: int) -> list[int]:
+    """``points`` thresholds spread evenly inside ``(0, total)``."""
+    return [total * i // (points + 1) for i in range(1, points + 1)]
+
+
+# -- counting --------------------------------------------------------------------
+
+def read_ids(path: Path) -> collections.Counter[str]:
+    """How often each number was processed, from a worker's ids file."""
+    try:
+        return collections.Counter(path.read_text().split())
+    except FileNotFoundError:
+        return collections.Counter()
+
+
+def tally(expected: Iterable[Any], seen: collections.Counter[Any]) -> Result:
+    """The counts of a verdict: ``sent`` things expected, how often each was
+    ``processed``, which were ``lost`` (never seen) and how many extra times
+    some were seen (``duplicated``). Things seen but never expected are
+    ``unexpected``."""
+    wanted = set(expected)
+    lost = wanted - set(seen)
+    return {
+        "sent": len(wanted),
+        "processed": sum(n for key, n in seen.items() if key in wanted),
+        "lost": len(lost),
+        "duplicated": sum(n - 1 for key, n in seen.items() if key in wanted and n > 1),
+        "unexpected": sum(n for key, n in seen.items() if key not in wanted),
+    }
+
+
+def message_verdict(seen: collections.Counter[str], n: int) -> Result:
+    """Message-level counts for numbers ``0..n-1``: lost must be 0 (delivery
+    is at least once); duplicates are redeliveries and only reported."""
+    counts = tally((str(i) for i in range(n)), seen)
+    return {**counts, "ok": counts["lost"] == 0 and counts["unexpected"] == 0}

@@ -1,0 +1,113 @@
+"""Push-level drills: the real notification worker (``dramatiq
+willowe_tasks``) delivers to the fakes of APNs and FCM while they fail or
+while it is killed. Duplicated pushes must be 0 (the ledger's promise:
+at most one push per notification and device), and so must truly lost ones.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.drills._common import Context, Result, kill, spread, terminate_all, wait_until
+from bench.drills._push_rig import PushRig
+from bench.log import say
+
+#: Notifications per drill (about 2.25 phones each).
+NOTIFICATIONS = 300
+
+#: How long the providers fail in the provider-outage drill, in seconds.
+OUTAGE_S = 8.0
+
+#: The Retry-After FCM answers with during the outage, in seconds.
+RETRY_AFTER_S = 2
+
+#: Retry settings for the provider-outage drill. With the defaults (100 ms,
+#: 8 retries) a notification outlives 12.75 s of failures at the least (the
+#: backoff's jitter halves it at worst); 50 ms and 12 retries outlive 100 s,
+#: while the wait after the providers recover stays under the outage's length.
+OUTAGE_RETRY = {"KAFKA_RETRY_INITIAL": "50", "KAFKA_RETRY_RETRIES": "12"}
+
+#: SIGKILLs in the push-kill drill.
+PUSH_KILLS = 6
+
+#: Provider latency in the push-kill drill, in seconds: each push takes this
+#: long, so a kill finds pushes in flight.
+KILL_LATENCY_S = 0.2
+
+#: Push timeout in the push-kill drill: the ledger's lease is 3× that, so a
+#: claim left by a killed worker expires within seconds.
+KILL_PUSH_TIMEOUT_S = "2"
+
+#: Longest wait for a (re)started worker to push again, in seconds: dramatiq
+#: starts in a few seconds, and a killed member holds its partitions for the
+#: group's 10 s session timeout.
+RESUME_TIMEOUT_S = 90.0
+
+#: Longest wait for every pair to be settled once the faults are over, in seconds.
+FINISH_TIMEOUT_S = 180.0
+
+#: Wait after settling, so a late duplicate would still be counted.
+LATE_S = 3.0
+
+
+def provider_outage(ctx: Context) -> Result:
+    """APNs answers 500 and FCM 429 (with Retry-After) for OUTAGE_S once a
+    fifth of the pushes are done, then both recover."""
+    with PushRig(ctx, "provider-outage", latency_s=0.05, settings=OUTAGE_RETRY) as rig:
+        rig.send(NOTIFICATIONS)
+        expected = len(rig.expected())
+        worker = rig.start_worker()
+        try:
+            if rig.wait_pushed(expected // 5, RESUME_TIMEOUT_S) is None:
+                raise RuntimeError(f"the worker never pushed a fifth: {rig.progress()}")
+            rig.break_providers(RETRY_AFTER_S)
+            say(f"  APNs 500, FCM 429 (Retry-After {RETRY_AFTER_S} s) from {rig.progress()}")
+            wait_until(lambda: False, OUTAGE_S, progress=rig.progress)
+            rig.recover()
+            say(f"  providers recovered at {rig.progress()}")
+            settled = wait_until(rig.settled, FINISH_TIMEOUT_S, progress=rig.progress)
+            time.sleep(LATE_S)
+        finally:
+            codes = terminate_all([worker])
+        verdict = rig.verdict()
+    refused = verdict["refused"]
+    return {**verdict, "settled_after_recovery_s": None if settled is None else round(settled, 1),
+            "worker_exit": codes[0],
+            "ok": (verdict["ok"] and settled is not None and refused.get(500, 0) > 0
+                   and refused.get(429, 0) > 0),
+            "notes": f"{verdict['notifications']} notifications; {refused.get(500, 0)} APNs 500s "
+                     f"and {refused.get(429, 0)} FCM 429s over {OUTAGE_S:.0f} s; all settled "
+                     f"{settled or 0:.1f} s after recovery; "
+                     f"{verdict['maybe_delivered_skipped']} maybe-delivered"}
+
+
+def push_kill(ctx: Context) -> Result:
+    """SIGKILL the notification worker PUSH_KILLS times at spread points of
+    the deliveries, while pushes are in flight, restarting it at once."""
+    settings = {"PUSH_TIMEOUT_S": KILL_PUSH_TIMEOUT_S}
+    with PushRig(ctx, "push-kill", latency_s=KILL_LATENCY_S, settings=settings) as rig:
+        rig.send(NOTIFICATIONS)
+        expected = len(rig.expected())
+        worker = rig.start_worker()
+        left_claims: list[int] = []
+        try:
+            for i, at in enumerate(spread(expected, PUSH_KILLS), start=1):
+                if rig.wait_pushed(at, RESUME_TIMEOUT_S) is None:
+                    raise RuntimeError(f"stuck before kill {i}: {rig.progress()}")
+                kill(worker)
+                left_claims.append(rig.in_flight())
+                say(f"  kill {i}/{PUSH_KILLS} at {rig.progress()}; "
+                    f"{left_claims[-1]} claims left in flight")
+                worker = rig.start_worker()
+            settled = wait_until(rig.settled, FINISH_TIMEOUT_S, progress=rig.progress)
+            time.sleep(LATE_S)
+        finally:
+            codes = terminate_all([worker])
+        verdict = rig.verdict()
+    return {**verdict, "kills": len(left_claims), "claims_left_per_kill": left_claims,
+            "worker_exit": codes[0],
+            "ok": verdict["ok"] and settled is not None and len(left_claims) == PUSH_KILLS,
+            "notes": f"{len(left_claims)} SIGKILLs with {sum(left_claims)} claims in flight; "
+                     f"{verdict['maybe_delivered_skipped']} maybe-delivered pairs skipped by "
+                     f"design, {verdict['maybe_delivered_but_pushed']} of the claims had "
+                     f"been pushed"}
