@@ -41,7 +41,7 @@ def test_pairs_pushed_twice_count_as_duplicated() -> None:
 
 def test_kill_points_are_spread_inside_the_drain() -> None:
     assert spread(6000, 10) == [545, 1090, 1636, 2181, 2727, 3272, 3818, 4363, 4909, 5454]
-    assert spread(3, 5) == [0, 1, 1, 2, 2]
+    assert spread(10, 4) == [2, 4, 6, 8]
 
 
 def test_the_table_shows_counts_and_failures() -> None:

@@ -127,7 +127,8 @@ def wait_until(done: Callable[[], bool], timeout_s: float, *,
 
 
 def spread(total: int, points: int) -> list[int]:
-    """``points`` thresholds spread evenly inside ``(0, total)``."""
+    """``points`` thresholds evenly spaced below ``total``: ``total/(points+1)``
+    apart, so the last one leaves as much to do as the first one took."""
     return [total * i // (points + 1) for i in range(1, points + 1)]
 
 

@@ -62,7 +62,7 @@ def provider_outage(ctx: Context) -> Result:
                 raise RuntimeError(f"the worker never pushed a fifth: {rig.progress()}")
             rig.break_providers(RETRY_AFTER_S)
             say(f"  APNs 500, FCM 429 (Retry-After {RETRY_AFTER_S} s) from {rig.progress()}")
-            wait_until(lambda: False, OUTAGE_S, progress=rig.progress)
+            wait_until(lambda: False, OUTAGE_S, progress=rig.progress)  # the outage
             rig.recover()
             say(f"  providers recovered at {rig.progress()}")
             settled = wait_until(rig.settled, FINISH_TIMEOUT_S, progress=rig.progress)
