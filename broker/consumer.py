@@ -71,6 +71,12 @@ PAUSE_AFTER_FULL_S = 1.0
 #: Longest wait for an ack while briefly full.
 ROOM_WAIT_S = 0.05
 
+#: Most records one poll fetches. Records wait in the consumer's buffer until
+#: prefetch has room for them (prefetch bounds what the worker holds, not what
+#: is read ahead): polling only for the one or two slots an ack had just
+#: freed made a poll per message, and a poll costs more than the message.
+READ_AHEAD_RECORDS = 500
+
 #: Heartbeats every half second, so members notice a rebalance within that
 #: (kafka-python's 3 s default made each worker start take 3-6 s), and a
 #: session of 10 s, so a crashed worker's partitions move on in seconds, not 45.
@@ -135,7 +141,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             # Messages enqueued before the group first joined must not be skipped.
             "auto_offset_reset": "earliest",
             "partition_assignment_strategy": [CooperativeStickyAssignor],
-            "max_poll_records": max(self.prefetch, 1),
+            "max_poll_records": READ_AHEAD_RECORDS,
             **consumer_options,
         }
         try:
@@ -154,14 +160,15 @@ class _KafkaConsumer(dramatiq.Consumer):
         try:
             while True:
                 self._maybe_commit()
-                buffered = self._next_buffered()
-                if buffered is not None:
-                    proxy = self._to_message(*buffered)
-                    if proxy is not None:
-                        return proxy
-                    continue
+                room = self.prefetch - self._in_flight()
+                if room > 0:
+                    buffered = self._next_buffered()
+                    if buffered is not None:
+                        proxy = self._to_message(*buffered)
+                        if proxy is not None:
+                            return proxy
+                        continue
                 remaining_ms = int((deadline - time.monotonic()) * 1000)
-                room = self.prefetch - self._in_progress()
                 if room <= 0 and self._briefly_full():
                     if remaining_ms <= 0:
                         return None
@@ -180,10 +187,11 @@ class _KafkaConsumer(dramatiq.Consumer):
                     self._buffer_records(self._consumer.poll(
                         timeout_ms=max(1, min(remaining_ms, PAUSED_POLL_MS))))
                     continue
+                # Room, and nothing buffered: fetch.
                 self._full_since = None
                 self._set_paused(False)
                 batches = self._consumer.poll(
-                    timeout_ms=max(0, min(remaining_ms, MAX_POLL_WAIT_MS)), max_records=room,
+                    timeout_ms=max(0, min(remaining_ms, MAX_POLL_WAIT_MS)),
                 )
                 self._buffer_records(batches)
                 if not batches and remaining_ms <= 0:
@@ -241,7 +249,7 @@ class _KafkaConsumer(dramatiq.Consumer):
 
     def _wait_for_room(self, remaining_ms: int) -> None:
         self._room.clear()
-        if self.prefetch - self._in_progress() <= 0:  # no ack slipped in before clear()
+        if self.prefetch - self._in_flight() <= 0:  # no ack slipped in before clear()
             self._room.wait(min(remaining_ms / 1000, ROOM_WAIT_S))
 
     def _finish(self, message: dramatiq.MessageProxy) -> None:
@@ -251,10 +259,11 @@ class _KafkaConsumer(dramatiq.Consumer):
                               message.message_id)
         self._room.set()
 
-    def _in_progress(self) -> int:
+    def _in_flight(self) -> int:
+        """Messages handed to the worker and not yet acked: what prefetch bounds."""
         with self._lock:
             self._draining = [t for t in self._draining if t.in_progress > 0]
-            return (len(self._buffer) + sum(t.in_progress for t in self._trackers.values())
+            return (sum(t.in_progress for t in self._trackers.values())
                     + sum(t.in_progress for t in self._draining))
 
     def _next_buffered(self) -> tuple[ConsumerRecord, PartitionTracker] | None:

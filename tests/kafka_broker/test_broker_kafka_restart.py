@@ -76,12 +76,14 @@ def on(kafka: LocalKafka, make_broker: BrokerFactory, **options: Any) -> KafkaBr
 def test_a_kafka_restart_under_a_running_worker_loses_nothing(
     up: LocalKafka, make_broker: BrokerFactory, queue_name: str, start_worker: WorkerFactory,
 ) -> None:
-    # Given a worker on the private Kafka, busy with 300 messages
+    # Given a worker on the private Kafka, busy with 2,000 messages (about
+    # five seconds of work: more than the consumer reads ahead, so it needs
+    # Kafka again before it is done)
     broker = on(up, make_broker)
     processed: list[int] = []
     record = recording_actor(broker, queue_name, processed, seconds=0.01)
     with broker.batch():
-        for n in range(300):
+        for n in range(2_000):
             record.send(n)
     start_worker(broker, threads=4)
     wait_until(lambda: len(processed) >= 50, timeout_s=90, what="processing to start")
@@ -101,26 +103,27 @@ def test_a_kafka_restart_under_a_running_worker_loses_nothing(
     # And started again, and more messages are sent once it is back
     up.start()
     with broker.batch():
-        for n in range(300, 400):
+        for n in range(2_000, 2_100):
             record.send(n)
     broker.join(queue_name, timeout=180_000)
 
     # Then every message, from before and after the restart, was processed
     # (and the send that failed while Kafka was down was not)
-    assert set(processed) == set(range(400))
-    assert stopped_at < 300, "the restart came too late to test anything"
+    assert set(processed) == set(range(2_100))
+    assert stopped_at < 2_000, "the restart came too late to test anything"
 
 
 @pytest.mark.slow
 def test_a_worker_stopped_while_kafka_is_down_loses_nothing(
     up: LocalKafka, make_broker: BrokerFactory, queue_name: str, start_worker: WorkerFactory,
 ) -> None:
-    # Given a worker on the private Kafka, busy with 200 slowish messages
+    # Given a worker on the private Kafka, busy with 1,000 slowish messages (five
+    # seconds of work: more than it reads ahead)
     broker = on(up, make_broker)
     first_run: list[int] = []
     record = recording_actor(broker, queue_name, first_run, seconds=0.02)
     with broker.batch():
-        for n in range(200):
+        for n in range(1_000):
             record.send(n)
     worker = start_worker(broker, threads=4)
     wait_until(lambda: len(first_run) >= 30, timeout_s=90, what="processing to start")
@@ -129,7 +132,7 @@ def test_a_worker_stopped_while_kafka_is_down_loses_nothing(
     # commits cannot reach Kafka)
     up.stop()
     stop_worker(worker)
-    assert len(first_run) < 200, "the stop came too late to test anything"
+    assert len(first_run) < 1_000, "the stop came too late to test anything"
 
     # And Kafka comes back and a new worker of the same group starts
     up.start()
@@ -140,5 +143,5 @@ def test_a_worker_stopped_while_kafka_is_down_loses_nothing(
     broker2.join(queue_name, timeout=180_000)
 
     # Then everything the first worker had not finished was processed by the second
-    assert set(first_run) | set(second_run) == set(range(200))
-    assert set(range(200)) - set(first_run) <= set(second_run)
+    assert set(first_run) | set(second_run) == set(range(1_000))
+    assert set(range(1_000)) - set(first_run) <= set(second_run)
