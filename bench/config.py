@@ -24,7 +24,7 @@ class Sizes:
     #: Partitions of every Kafka topic, for every Kafka-based system.
     partitions: int = 3
     enqueue_single: int = 1_000
-    enqueue_batch: int = 50_000
+    enqueue_batch: int = 100_000
     drain: int = 20_000
     #: Seconds of steady sending per latency measurement.
     latency_seconds: float = 6.0
