@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 #: push timeout: long enough to cover a slow provider, short enough to recover.
 CLAIM_LEASE_FACTOR = 3
 
-#: Counters for this process (expired, pushed, skipped, token_removed, …).
+#: Timeouts after which the request certainly did not reach the provider
+#: (httpx and requests exception names, as the clients put them in ``detail``).
+UNSENT_TIMEOUTS = frozenset({"ConnectTimeout", "PoolTimeout"})
+
+#: Counters for this process (expired, pushed, skipped, maybe_delivered, …).
 stats: Counter[str] = Counter()
 
 
@@ -97,6 +101,17 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
             logger.info("Removed %s device %s: %s.", device.platform, device.token_fingerprint,
                         e.reason)
         except TransientDeliveryError as e:
+            if _may_have_been_delivered(e):
+                # The request went out and no answer came back: the provider may
+                # have accepted it. Released, a retry would push it again (once
+                # per timeout, for as long as the provider stays slow); kept, the
+                # claim expires into "maybe delivered" and the pair is skipped.
+                stats["maybe_delivered"] += 1
+                logger.warning("Push of notification %s to %s device %s timed out (%s); it"
+                               " may have been delivered, so it is not pushed again.",
+                               notification.id, device.platform, device.token_fingerprint,
+                               e.detail or e.reason)
+                continue
             services.ledger.release(notification.id, key)
             transient.append(e)
         except DeliveryError as e:
@@ -112,6 +127,14 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
                                  status_code=first.status_code, detail=first.detail)
     if transient:
         raise _retry(transient)
+
+
+def _may_have_been_delivered(error: TransientDeliveryError) -> bool:
+    """Whether the push may have reached the provider: it timed out after the
+    request was (or may have been) sent. Only a timeout while connecting or
+    waiting for a connection (the clients name the exception in ``detail``)
+    means the request never left."""
+    return error.reason == "Timeout" and error.detail not in UNSENT_TIMEOUTS
 
 
 def _settled(services: Services, notification_id: str, key: str) -> bool:
