@@ -31,6 +31,9 @@ delivered* (a claim left by a killed worker, skipped by design; counted).
 
 * ``provider-outage``: APNs answers 500 and FCM 429 with Retry-After for
   a stretch mid-delivery, then both recover;
+* ``slow-provider``: both providers answer after the worker's push timeout
+  for a stretch: each timed-out push is accepted all the same, and must not
+  be pushed again;
 * ``push-kill``: SIGKILL the notification worker repeatedly while pushes
   are in flight, restarting it each time.
 """

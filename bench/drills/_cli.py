@@ -33,6 +33,7 @@ DRILLS: dict[str, Callable[[Context], Result]] = {
     "scale": _kafka.scale,
     "undecodable": _undecodable.undecodable,
     "provider-outage": _push.provider_outage,
+    "slow-provider": _push.slow_provider,
     "push-kill": _push.push_kill,
 }
 

@@ -7,10 +7,14 @@ at most one push per notification and device), and so must truly lost ones.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from bench.drills._common import Context, Result, kill, spread, terminate_all, wait_until
 from bench.drills._push_rig import PushRig
 from bench.log import say
+
+#: Provider latency when nothing is wrong, in seconds.
+LATENCY_S = 0.05
 
 #: Notifications per drill (about 2.25 phones each).
 NOTIFICATIONS = 300
@@ -26,6 +30,12 @@ RETRY_AFTER_S = 2
 #: backoff's jitter halves it at worst); 50 ms and 12 retries outlive 100 s,
 #: while the wait after the providers recover stays under the outage's length.
 OUTAGE_RETRY = {"KAFKA_RETRY_INITIAL": "50", "KAFKA_RETRY_RETRIES": "12"}
+
+#: The slow-provider drill: for SLOW_S the providers answer after
+#: SLOW_LATENCY_S, past the worker's push timeout.
+SLOW_S = 5.0
+SLOW_LATENCY_S = 1.0
+SLOW_PUSH_TIMEOUT_S = "0.5"
 
 #: SIGKILLs in the push-kill drill.
 PUSH_KILLS = 6
@@ -53,32 +63,67 @@ LATE_S = 3.0
 def provider_outage(ctx: Context) -> Result:
     """APNs answers 500 and FCM 429 (with Retry-After) for OUTAGE_S once a
     fifth of the pushes are done, then both recover."""
-    with PushRig(ctx, "provider-outage", latency_s=0.05, settings=OUTAGE_RETRY) as rig:
-        rig.send(NOTIFICATIONS)
-        expected = len(rig.expected())
-        worker = rig.start_worker()
-        try:
-            if rig.wait_pushed(expected // 5, RESUME_TIMEOUT_S) is None:
-                raise RuntimeError(f"the worker never pushed a fifth: {rig.progress()}")
-            rig.break_providers(RETRY_AFTER_S)
-            say(f"  APNs 500, FCM 429 (Retry-After {RETRY_AFTER_S} s) from {rig.progress()}")
-            wait_until(lambda: False, OUTAGE_S, progress=rig.progress)  # the outage
-            rig.recover()
-            say(f"  providers recovered at {rig.progress()}")
-            settled = wait_until(rig.settled, FINISH_TIMEOUT_S, progress=rig.progress)
-            time.sleep(LATE_S)
-        finally:
-            codes = terminate_all([worker])
+    with PushRig(ctx, "provider-outage", latency_s=LATENCY_S, settings=OUTAGE_RETRY) as rig:
+        settled, code = _through_a_fault(
+            rig, f"APNs 500, FCM 429 (Retry-After {RETRY_AFTER_S} s)", OUTAGE_S,
+            begin=lambda: rig.break_providers(RETRY_AFTER_S), end=rig.recover)
         verdict = rig.verdict()
     refused = verdict["refused"]
     return {**verdict, "settled_after_recovery_s": None if settled is None else round(settled, 1),
-            "worker_exit": codes[0],
+            "worker_exit": code,
             "ok": (verdict["ok"] and settled is not None and refused.get(500, 0) > 0
                    and refused.get(429, 0) > 0),
             "notes": f"{verdict['notifications']} notifications; {refused.get(500, 0)} APNs 500s "
                      f"and {refused.get(429, 0)} FCM 429s over {OUTAGE_S:.0f} s; all settled "
                      f"{settled or 0:.1f} s after recovery; "
                      f"{verdict['maybe_delivered_skipped']} maybe-delivered"}
+
+
+def slow_provider(ctx: Context) -> Result:
+    """Both providers answer after SLOW_LATENCY_S, past the push timeout, for
+    SLOW_S once a fifth of the pushes are done: every push then times out at
+    the worker, yet the provider accepts it. None may be pushed again."""
+    settings = {"PUSH_TIMEOUT_S": SLOW_PUSH_TIMEOUT_S}
+    with PushRig(ctx, "slow-provider", latency_s=LATENCY_S, settings=settings) as rig:
+
+        def set_latency(seconds: float) -> None:
+            rig.apns.latency_s = rig.fcm.latency_s = seconds
+
+        settled, code = _through_a_fault(
+            rig, f"answers after {SLOW_LATENCY_S} s (push timeout {SLOW_PUSH_TIMEOUT_S} s)",
+            SLOW_S, begin=lambda: set_latency(SLOW_LATENCY_S), end=lambda: set_latency(LATENCY_S))
+        verdict = rig.verdict()
+    maybe = verdict["maybe_delivered_skipped"] + verdict["maybe_delivered_but_pushed"]
+    return {**verdict, "worker_exit": code,
+            "ok": verdict["ok"] and settled is not None and maybe > 0,
+            "notes": f"{maybe} pushes timed out at the worker ({SLOW_S:.0f} s at "
+                     f"{SLOW_LATENCY_S} s latency), {verdict['maybe_delivered_but_pushed']} of "
+                     f"them accepted by the provider; {verdict['duplicated']} pushed again"}
+
+
+def _through_a_fault(rig: PushRig, fault: str, stretch_s: float, *,
+                     begin: Callable[[], None], end: Callable[[], None]) -> tuple[float | None,
+                                                                                 int | None]:
+    """Send the notifications and start the worker; once a fifth of the pushes
+    are done, ``begin()`` the fault, ``end()`` it ``stretch_s`` later. Returns
+    the seconds until every pair was settled after that (None: timed out) and
+    the worker's exit code."""
+    rig.send(NOTIFICATIONS)
+    expected = len(rig.expected())
+    worker = rig.start_worker()
+    try:
+        if rig.wait_pushed(expected // 5, RESUME_TIMEOUT_S) is None:
+            raise RuntimeError(f"the worker never pushed a fifth: {rig.progress()}")
+        begin()
+        say(f"  providers: {fault}, from {rig.progress()}")
+        wait_until(lambda: False, stretch_s, progress=rig.progress)  # the fault's stretch
+        end()
+        say(f"  providers recovered at {rig.progress()}")
+        settled = wait_until(rig.settled, FINISH_TIMEOUT_S, progress=rig.progress)
+        time.sleep(LATE_S)
+    finally:
+        codes = terminate_all([worker])
+    return settled, codes[0]
 
 
 def push_kill(ctx: Context) -> Result:
