@@ -5,6 +5,13 @@ readers proceed while one writer commits; ``busy_timeout`` makes writers queue
 instead of failing; :meth:`ThreadLocalSQLite.write` runs a ``BEGIN IMMEDIATE``
 transaction. A process that inherits an instance through fork opens fresh
 connections instead of using its parent's.
+
+Writers of one process take turns on a lock of their own before asking SQLite
+for its write lock. SQLite makes a writer that finds the database locked poll
+with sleeps that grow to 100 ms, so with eight worker threads committing in
+turn a writer could sleep tens of milliseconds after the lock came free; a
+thread lock hands over as soon as it is released. SQLite's lock still orders
+writers of different processes.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +53,7 @@ class ThreadLocalSQLite:
         self._logger = logger
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._writer = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
         self._closed = False
@@ -59,6 +68,7 @@ class ThreadLocalSQLite:
             # Inherited through fork: the parent's connections (and possibly
             # its held lock) must not be used in this process.
             self._lock = threading.Lock()
+            self._writer = threading.Lock()
             self._connections = []
             self._pid = pid
         with self._lock:
@@ -76,18 +86,40 @@ class ThreadLocalSQLite:
 
         Commits when the block ends, rolls back if it raises.
         """
+        with self.writing() as conn:
+            # IMMEDIATE takes the write lock up front, so a read-then-write
+            # inside the block cannot be interleaved with another process's write.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            finally:
+                # Also after a failed COMMIT: an open transaction would make
+                # this thread's next BEGIN fail.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, while no other thread of this process writes.
+
+        Opens no transaction: a single statement run in the block is one by
+        itself. Raises ``sqlite3.OperationalError`` ("database is locked")
+        when the other writers of this process keep the turn for longer than
+        ``busy_timeout``, as SQLite would for another process.
+        """
         conn = self.connection()
-        # IMMEDIATE takes the write lock up front, so a read-then-write inside
-        # the block cannot be interleaved with another process's write.
-        conn.execute("BEGIN IMMEDIATE")
+        writer = self._writer
+        started = time.monotonic()
+        if not writer.acquire(timeout=self._busy_timeout_s):
+            raise sqlite3.OperationalError(
+                f"database is locked: other threads kept writing to {self._name} for "
+                f"{time.monotonic() - started:.1f}s"
+            )
         try:
             yield conn
-            conn.execute("COMMIT")
         finally:
-            # Also after a failed COMMIT: an open transaction would make this
-            # thread's next BEGIN fail.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            writer.release()
 
     def close(self) -> None:
         """Close every thread's connection; later use raises RuntimeError."""

@@ -220,6 +220,24 @@ class SQLiteDeliveryLog:
         if not (math.isfinite(lease_s) and lease_s > 0):
             raise ValueError(f"lease_s: must be a positive number of seconds, got {lease_s!r}")
         owner = owner or _default_owner()
+        # The common case, a pair never seen, in one statement: an INSERT that
+        # does nothing when the row exists is atomic by itself (its own write
+        # transaction), so it is won by exactly one claimer, like the
+        # check-then-insert below, and holds SQLite's write lock only while
+        # SQLite runs it instead of across four statements. ``now`` is read
+        # before SQLite's lock is held, so waiting on another process's write
+        # starts the lease that much early; like a clock jumping forward (see
+        # the class docstring) that can only make a push "maybe delivered".
+        with self._db.writing() as conn:
+            now = self._clock()
+            inserted = conn.execute(
+                "INSERT INTO deliveries (notification_id, token_key, state, owner, attempts,"
+                " claimed_at, lease_expires_at, touched_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)"
+                " ON CONFLICT (notification_id, token_key) DO NOTHING",
+                (notification_id, token_key, _CLAIMED, owner, now, now + lease_s, now),
+            ).rowcount
+        if inserted:
+            return True
         # write() is BEGIN IMMEDIATE: it takes the write lock before the
         # SELECT, so check-then-write is atomic across processes; a DEFERRED
         # transaction could let two claimers both read "no row".
@@ -278,6 +296,17 @@ class SQLiteDeliveryLog:
         and recording it is what stops further pushes.
         """
         _check_pair(notification_id, token_key)
+        # The common case, our own claim, in one statement (atomic by itself,
+        # as in claim()); anything else is looked at below.
+        with self._db.writing() as conn:
+            now = self._clock()
+            updated = conn.execute(
+                "UPDATE deliveries SET state = ?, delivered_at = ?, touched_at = ?"
+                " WHERE notification_id = ? AND token_key = ? AND state = ?",
+                (_DELIVERED, now, now, notification_id, token_key, _CLAIMED),
+            ).rowcount
+        if updated:
+            return
         owner = _default_owner()
         with self._db.write() as conn:
             now = self._clock()
