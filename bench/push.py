@@ -10,7 +10,9 @@ arrive exactly once; what did not, or came twice, is counted.
 The application's topics have fixed names and live on the shared Kafka, so
 each repetition's consumer group is made to start where those topics end
 (nothing queued before it is seen), and what the repetition queued is
-deleted from the topic afterwards, as ``make demo`` and the tests do.
+deleted from the topic afterwards, as ``make demo`` and the tests do. The
+same goes the other way: a ``make test`` or ``make demo`` flushing those
+topics mid-run takes this run's messages along; that is detected and noted.
 
 The messages are sent by a child process (``python -m bench.push send``),
 since importing ``willowe_tasks`` builds the application's broker from the
@@ -46,10 +48,10 @@ HTTPX_MAX_STREAMS = 100
 #: Longest the sender child may take, in seconds.
 SEND_TIMEOUT_S = 180
 
-#: Time allowed per expected push beyond a fixed start-up allowance, seconds:
-#: ten times what the ceiling would take, so only a stuck worker runs out.
-WAIT_PER_PUSH_S = 10 * LATENCY_S
-WAIT_BASE_S = 90.0
+#: How long the worker may take to its first push (start-up, group join), and
+#: then go without one, before the repetition gives up, seconds.
+FIRST_PUSH_S = 90.0
+STALL_S = 30.0
 
 #: After the last expected push, how long to keep listening for duplicates.
 SETTLE_S = 1.0
@@ -118,18 +120,31 @@ def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
                                   apns.bundle_id if user.platform == "ios"
                                   else "com.willowe.android")
         topics = _consumed_topics()
-        _start_group_at_end(bootstrap, group, topics)
+        queued_from = _start_group_at_end(bootstrap, group, topics)
         ids = _send(env, group, n)
         queued_to = _end_offsets(bootstrap, topics)
         expected = {(nid, user.token) for nid, user in zip(ids, people, strict=True)}
         try:
-            started, done = _run_worker(env, threads, workdir / "worker.log",
-                                        lambda: len(apns.delivered) + len(fcm.delivered) >= n,
-                                        timeout_s=WAIT_BASE_S + n * WAIT_PER_PUSH_S)
+            started, done = _run_worker(env, threads, workdir / "worker.log", n,
+                                        lambda: _arrived(apns, fcm, n))
         finally:
+            flushed = _flushed_by_others(bootstrap, queued_from)
             _discard_until(bootstrap, queued_to)
-        return _figures(apns.received, fcm.received, expected, started, done, threads,
-                        latency_s)
+        row = _figures(apns.received, fcm.received, expected, started, done, threads,
+                       latency_s)
+        row["flushed_by_others"] = flushed
+        return row
+
+
+def _arrived(apns: Any, fcm: Any, n: int) -> int:
+    """Pushes that reached the fakes; ``n`` once all of them were accepted."""
+    # Counting what arrived is a list copy; sorting out what was accepted
+    # walks every record, so it waits until enough have arrived. (The fakes
+    # share this process's interpreter: polling must stay cheap.)
+    arrived = len(apns.received) + len(fcm.received)
+    if arrived >= n and len(apns.delivered) + len(fcm.delivered) < n:
+        return n - 1  # some were refused; their retries are still to come
+    return arrived
 
 
 def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
@@ -178,9 +193,10 @@ def _consumed_topics() -> list[str]:
     return [name for _, spec in PRIORITY_TOPICS for name in (spec.name, delay_name(spec.name))]
 
 
-def _start_group_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
+def _start_group_at_end(bootstrap: str, group: str, topics: list[str]
+                        ) -> dict[TopicPartition, int]:
     """Commit the topics' current end offsets for the new ``group``, so its
-    workers skip whatever earlier runs or other users left there."""
+    workers skip whatever earlier runs or other users left there; return them."""
     from broker.topics import reconcile
     from willowe_tasks.topics import ALL_TOPIC_SPECS
 
@@ -197,6 +213,20 @@ def _start_group_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
         seeder.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in ends.items()})
     finally:
         seeder.close(autocommit=False)
+    return ends
+
+
+def _flushed_by_others(bootstrap: str, queued_from: dict[TopicPartition, int]) -> bool:
+    """Whether records at or after ``queued_from`` were deleted during the run:
+    someone else flushed the application's topics (``make test`` and ``make
+    demo`` do) and took this repetition's messages with them."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             client_id="bench-push")
+    try:
+        starts = consumer.beginning_offsets(list(queued_from))
+    finally:
+        consumer.close(autocommit=False)
+    return any(starts[tp] > offset for tp, offset in queued_from.items())
 
 
 def _end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
@@ -234,10 +264,11 @@ def _send(env: dict[str, str], prefix: str, n: int) -> list[str]:
     return ids
 
 
-def _run_worker(env: dict[str, str], threads: int, log: Path, done: Any,
-                timeout_s: float) -> tuple[float, bool]:
-    """Run one worker process until ``done()`` (then :data:`SETTLE_S` more);
-    return its start time and whether ``done()`` came true in time."""
+def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: Any
+                ) -> tuple[float, bool]:
+    """Run one worker process until ``progress()`` reaches ``n`` (then
+    :data:`SETTLE_S` more), or stalls; return its start time and whether it
+    got there."""
     dramatiq = Path(sys.executable).with_name("dramatiq")
     command = [str(dramatiq), "willowe_tasks", "--processes", "1", "--threads", str(threads)]
     with log.open("ab") as out:
@@ -245,11 +276,13 @@ def _run_worker(env: dict[str, str], threads: int, log: Path, done: Any,
         worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not done():
+        seen, deadline = 0, time.monotonic() + FIRST_PUSH_S
+        while (count := progress()) < n:
             if worker.poll() is not None:
                 raise PushFailed(f"worker exited {worker.returncode}; see {log}")
-            if time.monotonic() >= deadline:
+            if count > seen:
+                seen, deadline = count, time.monotonic() + STALL_S
+            elif time.monotonic() >= deadline:
                 return started, False
             time.sleep(POLL_S)
         time.sleep(SETTLE_S)  # a duplicate would come right behind

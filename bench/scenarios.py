@@ -204,9 +204,9 @@ class Priority(Scenario):
         s = ctx.sizes
         window_s = s.priority_count / s.priority_rate
         steady = ctx.steady_rates.get(system.key)
-        backlog = (int(min(s.priority_backlog, max(5_000, steady * (window_s + PRIORITY_SLACK_S)
-                                        * PRIORITY_MARGIN)))
-                   if steady else s.priority_backlog)
+        needed = steady * (window_s + PRIORITY_SLACK_S) * PRIORITY_MARGIN if steady else None
+        backlog = (int(min(s.priority_backlog_max, max(s.priority_backlog, needed)))
+                   if needed else s.priority_backlog_max)
         return {"backlog": backlog, "high": s.priority_count, "high_rate": s.priority_rate}
 
     def once(self, ctx: Context, system: System, rep: int, sizes: dict[str, Any]
@@ -305,7 +305,11 @@ class Push(Scenario):
                 out.notes.append(f"{key}: {', '.join(map(str, bad))} in "
                                  f"{len(bad)} of {len(reps)} runs")
         if not all(r["finished"] for r in reps):
-            out.notes.append("some runs ran out of time before every push arrived")
+            out.notes.append(f"pushes stopped coming before all arrived in "
+                             f"{sum(not r['finished'] for r in reps)} runs")
+        if any(r["flushed_by_others"] for r in reps):
+            out.notes.append("another process flushed the application's topics during a run "
+                             "(make test, make demo): its figures are not comparable")
         return out
 
 
