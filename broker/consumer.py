@@ -162,6 +162,7 @@ class _KafkaConsumer(dramatiq.Consumer):
                 self._maybe_commit()
                 room = self.prefetch - self._in_flight()
                 if room > 0:
+                    self._full_since = None
                     buffered = self._next_buffered()
                     if buffered is not None:
                         proxy = self._to_message(*buffered)
@@ -188,7 +189,6 @@ class _KafkaConsumer(dramatiq.Consumer):
                         timeout_ms=max(1, min(remaining_ms, PAUSED_POLL_MS))))
                     continue
                 # Room, and nothing buffered: fetch.
-                self._full_since = None
                 self._set_paused(False)
                 batches = self._consumer.poll(
                     timeout_ms=max(0, min(remaining_ms, MAX_POLL_WAIT_MS)),
