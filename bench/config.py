@@ -34,9 +34,12 @@ class Sizes:
     #: High-priority messages per priority phase, sent at ``priority_rate``.
     priority_count: int = 50
     priority_rate: float = 10.0
-    #: Most low-priority backlog a phase queues (it is sized from the drain
-    #: rate so it outlasts the window; this is also used when none is known).
+    #: Low-priority backlog a phase queues: at least ``priority_backlog``
+    #: (the issue's 100k), more where the drain rate says that would run out
+    #: before the window closes, up to ``priority_backlog_max`` (also used
+    #: when no drain rate is known).
     priority_backlog: int = 100_000
+    priority_backlog_max: int = 400_000
     memory: int = 100_000
     #: Notifications per push repetition, one device each: at the ceiling of
     #: 400 pushes/s (8 threads ÷ 20 ms) about ten seconds of pushing.
@@ -57,6 +60,7 @@ QUICK = replace(
     latency_seconds=3.0,
     priority_count=20,
     priority_backlog=30_000,
+    priority_backlog_max=100_000,
     memory=15_000,
     push=1_000,
 )
