@@ -7,6 +7,7 @@ protocol that tells the starting thread the server is up.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -29,7 +30,8 @@ class HTTPRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     http_version: str
-    #: ``host:port`` of the client's end of the TCP connection; one per connection.
+    #: ``host:port`` of the client's end of the TCP connection (``#n`` added for
+    #: the n-th connection from that address); one per connection.
     connection: str
     body_truncated: bool = False
 
@@ -99,6 +101,11 @@ class ASGIApp:
             if not message.get("more_body", False):
                 break
         client = scope.get("client") or ("?", 0)
+        # The server's loop tells apart connections that came from the same
+        # client address one after the other (see _server._ServerLoop).
+        label = getattr(asyncio.get_running_loop(), "connection_label", None)
+        connection = (label(str(client[0]), int(client[1])) if label is not None
+                      else f"{client[0]}:{client[1]}")
         request = HTTPRequest(
             method=scope["method"],
             path=scope["path"],
@@ -108,7 +115,7 @@ class ASGIApp:
             ),
             body=b"".join(chunks),
             http_version=scope.get("http_version", ""),
-            connection=f"{client[0]}:{client[1]}",
+            connection=connection,
             body_truncated=truncated,
         )
         try:

@@ -27,7 +27,8 @@ class ReceivedRequest:
     json: Any
     #: ``time.time()`` when the request arrived (before any injected latency).
     received_at: float
-    #: ``host:port`` of the client's end of the TCP connection.
+    #: ``host:port`` of the client's end of the TCP connection (``#n`` for the
+    #: n-th connection from that address).
     connection: str
     http_version: str
     #: HTTP status the fake answered with.

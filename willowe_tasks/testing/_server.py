@@ -79,21 +79,55 @@ class TLSFiles:
 
 
 class _ServerLoop(asyncio.SelectorEventLoop):
-    """An event loop whose TLS servers give up on a silent peer's close_notify fast.
+    """An event loop whose TLS servers give up on a silent peer's close_notify
+    fast, and that tells connections from the same client address apart.
 
     asyncio waits up to 30 s for the peer to answer a TLS shutdown, and an idle
     client connection never answers; hypercorn waits for every connection to
     close, so without this stop() would hang on any client left open.
+
+    ASGI only gives a request its client's ``(host, port)``, and a client that
+    died (a killed worker) frees its port for the next connection, which may
+    well get it: per-connection state (APNs provider tokens) keyed by the
+    address alone would carry over to a connection that has nothing to do
+    with it. :meth:`connection_label` names the connection instead.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.set_exception_handler(_quiet_disconnects)
+        #: Connections accepted so far from each client address.
+        self._opened: dict[tuple[str, int], int] = {}
 
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:  # type: ignore[override]
+    async def create_server(  # type: ignore[override]
+        self, protocol_factory: Any, *args: Any, **kwargs: Any
+    ) -> asyncio.Server:
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_TIMEOUT_S)
-        return await super().create_server(*args, **kwargs)
+        return await super().create_server(self._counted(protocol_factory), *args, **kwargs)
+
+    def _counted(self, protocol_factory: Any) -> Any:
+        def factory() -> Any:
+            protocol = protocol_factory()
+            connection_made = protocol.connection_made
+
+            def counted(transport: asyncio.BaseTransport) -> None:
+                peer = transport.get_extra_info("peername")
+                if peer:
+                    address = (str(peer[0]), int(peer[1]))
+                    self._opened[address] = self._opened.get(address, 0) + 1
+                connection_made(transport)
+
+            protocol.connection_made = counted
+            return protocol
+
+        return factory
+
+    def connection_label(self, host: str, port: int) -> str:
+        """``host:port`` of the client's end of a live connection, plus ``#n``
+        for the n-th connection that came from that address."""
+        opened = self._opened.get((host, port), 1)
+        return f"{host}:{port}" if opened <= 1 else f"{host}:{port}#{opened}"
 
 
 def _quiet_disconnects(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
