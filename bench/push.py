@@ -130,6 +130,9 @@ def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
         finally:
             flushed = _flushed_by_others(bootstrap, queued_from)
             _discard_until(bootstrap, queued_to)
+        if flushed and not (apns.delivered or fcm.delivered):
+            raise PushFailed("another process flushed the application's topics (make test? "
+                             "make demo?) and took this run's messages along")
         row = _figures(apns.received, fcm.received, expected, started, done, threads,
                        latency_s)
         row["flushed_by_others"] = flushed
