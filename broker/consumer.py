@@ -77,6 +77,12 @@ ROOM_WAIT_S = 0.05
 #: freed made a poll per message, and a poll costs more than the message.
 READ_AHEAD_RECORDS = 500
 
+#: Longest a consumer working through its read-ahead goes without polling.
+#: Group duties (joining a rebalance, giving partitions up) happen only
+#: inside poll(): with slow actors a full buffer could otherwise keep a new
+#: member waiting for its partitions until the buffer ran dry.
+MAX_POLL_GAP_S = 0.1
+
 #: Heartbeats every half second, so members notice a rebalance within that
 #: (kafka-python's 3 s default made each worker start take 3-6 s), and a
 #: session of 10 s, so a crashed worker's partitions move on in seconds, not 45.
@@ -130,6 +136,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._buffer: deque[ConsumerRecord] = deque()
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._last_poll = 0.0
         self._paused = False
         self._full_since: float | None = None
         self._room = threading.Event()  # set by acks: maybe room under prefetch now
@@ -163,6 +170,9 @@ class _KafkaConsumer(dramatiq.Consumer):
                 room = self.prefetch - self._in_flight()
                 if room > 0:
                     self._full_since = None
+                    if self._buffer and time.monotonic() - self._last_poll >= MAX_POLL_GAP_S:
+                        # (A waiting poll, however short: see the full case below.)
+                        self._poll(PAUSED_POLL_MS)
                     buffered = self._next_buffered()
                     if buffered is not None:
                         proxy = self._to_message(*buffered)
@@ -185,15 +195,11 @@ class _KafkaConsumer(dramatiq.Consumer):
                     if remaining_ms <= 0:
                         return None
                     # (Nothing comes back from paused partitions; kept if it did.)
-                    self._buffer_records(self._consumer.poll(
-                        timeout_ms=max(1, min(remaining_ms, PAUSED_POLL_MS))))
+                    self._poll(max(1, min(remaining_ms, PAUSED_POLL_MS)))
                     continue
                 # Room, and nothing buffered: fetch.
                 self._set_paused(False)
-                batches = self._consumer.poll(
-                    timeout_ms=max(0, min(remaining_ms, MAX_POLL_WAIT_MS)),
-                )
-                self._buffer_records(batches)
+                batches = self._poll(max(0, min(remaining_ms, MAX_POLL_WAIT_MS)))
                 if not batches and remaining_ms <= 0:
                     return None
         except KafkaError as e:
@@ -275,6 +281,15 @@ class _KafkaConsumer(dramatiq.Consumer):
                     tracker.started(record.offset)
                     return record, tracker
         return None
+
+    def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Poll (group duties included) and buffer what comes back, keeping the
+        buffer within READ_AHEAD_RECORDS."""
+        self._last_poll = time.monotonic()
+        batches = self._consumer.poll(
+            timeout_ms=timeout_ms, max_records=max(1, READ_AHEAD_RECORDS - len(self._buffer)))
+        self._buffer_records(batches)
+        return batches
 
     def _buffer_records(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         with self._lock:
