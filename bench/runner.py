@@ -26,7 +26,7 @@ RESULT_PREFIX = "BENCH-RESULT "
 #: How often the worker's resident memory is read, in seconds.
 RSS_INTERVAL_S = 0.25
 
-_live: set[subprocess.Popen[str]] = set()
+_live: set[subprocess.Popen[Any]] = set()
 _live_lock = threading.Lock()
 
 
@@ -71,8 +71,7 @@ def run_peer(system: System, mode: str, params: dict[str, Any], *, timeout_s: fl
         err.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
                                 env=env, start_new_session=True)
-    with _live_lock:
-        _live.add(proc)
+    track(proc)
     sampler = RssSampler(proc.pid) if sample_rss else None
     try:
         out, _ = proc.communicate(timeout=timeout_s)
@@ -81,7 +80,7 @@ def run_peer(system: System, mode: str, params: dict[str, Any], *, timeout_s: fl
     finally:
         if sampler is not None:
             sampler.stop()
-        _kill(proc)
+        kill(proc)
     for line in out.splitlines():
         if line.startswith(RESULT_PREFIX):
             result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
@@ -92,8 +91,16 @@ def run_peer(system: System, mode: str, params: dict[str, Any], *, timeout_s: fl
                      f"(see {log_file})")
 
 
-def _kill(proc: subprocess.Popen[str]) -> None:
-    # Its session may hold children (senders) even after it exited itself.
+def track(proc: subprocess.Popen[Any]) -> None:
+    """Have :func:`kill_all` end ``proc`` (and its session) on the way out."""
+    with _live_lock:
+        _live.add(proc)
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process and its session, as a crash or an OOM kill would:
+    a session may hold children (senders, Dramatiq's worker processes) even
+    after its leader exited."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -107,4 +114,4 @@ def kill_all() -> None:
     with _live_lock:
         left = list(_live)
     for proc in left:
-        _kill(proc)
+        kill(proc)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bench.drills
 from bench.cli import RESULTS
-from bench.drills import _common, _kafka, _push, _undecodable
+from bench.drills import _kafka, _push, _undecodable
 from bench.drills._common import Context, Result
 from bench.envs import CACHE, ROOT
 from bench.log import say
@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.drills or DRILLS:
             results[name] = run_one(name, DRILLS[name], ctx)
     finally:
-        _common.kill_all()
         kill_all()
         kafka.stop()
         passed = bool(results) and all(r.get("ok") for r in results.values())
@@ -106,7 +105,7 @@ def run_one(name: str, drill: Callable[[Context], Result], ctx: Context) -> Resu
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     finally:
         # A drill that failed half-way may leave workers behind: not into the next one.
-        _common.kill_all()
+        kill_all()
     result["seconds"] = round(time.monotonic() - started, 1)
     counts = " ".join(f"{k}={result[k]}" for k in COUNTS if k in result)
     say(f"drill {name}: {'pass' if result.get('ok') else 'FAIL'} {counts} "

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from typing import Any
 
 from bench.envs import ROOT
 from bench.log import say
+from bench.runner import kill, track
 from broker.localkafka import LocalKafka
 
 #: How often a wait prints where it is, in seconds.
@@ -53,8 +52,6 @@ class Context:
 
 # -- processes -----------------------------------------------------------------
 
-_live: set[subprocess.Popen[bytes]] = set()
-_live_lock = threading.Lock()
 
 
 def start(cmd: Sequence[str], log: Path,
@@ -64,19 +61,8 @@ def start(cmd: Sequence[str], log: Path,
     with log.open("ab") as out:
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env=env, start_new_session=True)
-    with _live_lock:
-        _live.add(proc)
+    track(proc)
     return proc
-
-
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process and its group, as a crash or an OOM kill would."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    with _live_lock:
-        _live.discard(proc)
 
 
 def terminate_all(procs: Sequence[subprocess.Popen[bytes]],
@@ -96,14 +82,6 @@ def terminate_all(procs: Sequence[subprocess.Popen[bytes]],
             codes.append(None)
         kill(proc)  # whatever is left of its group
     return codes
-
-
-def kill_all() -> None:
-    """End every process a drill started (called on the way out, even on error)."""
-    with _live_lock:
-        left = list(_live)
-    for proc in left:
-        kill(proc)
 
 
 # -- waiting ---------------------------------------------------------------------
