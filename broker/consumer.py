@@ -285,9 +285,12 @@ class _KafkaConsumer(dramatiq.Consumer):
     def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Poll (group duties included) and buffer what comes back, keeping the
         buffer within READ_AHEAD_RECORDS."""
-        self._last_poll = time.monotonic()
         batches = self._consumer.poll(
             timeout_ms=timeout_ms, max_records=max(1, READ_AHEAD_RECORDS - len(self._buffer)))
+        # Counted from the poll's end: from its start, a poll that waited for
+        # the record it returned would already look overdue, and that record
+        # would wait out another poll before reaching the worker.
+        self._last_poll = time.monotonic()
         self._buffer_records(batches)
         return batches
 
