@@ -181,10 +181,7 @@ def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
 
 def _pair(record: Any) -> tuple[str, str]:
     """(notification id, token) of a push the fakes received."""
-    body = record.json or {}
-    if "message" in body:  # FCM v1
-        return body["message"].get("data", {}).get("notification_id", ""), record.token
-    return body.get("notification_id", ""), record.token
+    return record.data.get("notification_id", ""), record.token
 
 
 def _consumed_topics() -> list[str]:

@@ -183,10 +183,9 @@ def _report(apns: FakeAPNs, fcm: FakeFCM, sent_at: dict[str, float], analytics: 
 def _texts(platform: str, push: ReceivedRequest) -> tuple[str, str, str]:
     if platform == "ios":
         alert = push.json["aps"]["alert"]
-        return alert["title"], alert["body"], push.json.get("notification_id", "")
-    message = push.json["message"]
-    return (message["notification"]["title"], message["notification"]["body"],
-            message["data"].get("notification_id", ""))
+        return alert["title"], alert["body"], push.data.get("notification_id", "")
+    notification = push.json["message"]["notification"]
+    return notification["title"], notification["body"], push.data.get("notification_id", "")
 
 
 def _stop_workers(workers: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from kafka import KafkaAdminClient
 
@@ -148,8 +148,8 @@ class PushRig:
 
     def pushes(self) -> Counter[Pair]:
         """Accepted pushes per (notification id, token key)."""
-        return Counter((_notification_id(r), token_key(r.token or "")) for r in self.received()
-                       if r.ok)
+        return Counter((str(r.data.get("notification_id")), token_key(r.token or ""))
+                       for r in self.received() if r.ok)
 
     def refused(self) -> Counter[int]:
         """Refused attempts per HTTP status."""
@@ -199,9 +199,3 @@ class PushRig:
                 "refused": dict(self.refused()),
                 "ok": counts["lost"] == counts["duplicated"] == counts["unexpected"] == 0}
 
-
-def _notification_id(request: ReceivedRequest) -> str:
-    body: Any = request.json or {}
-    if "message" in body:  # FCM: {"message": {"data": {...}, ...}}
-        body = body["message"].get("data") or {}
-    return str(body.get("notification_id"))

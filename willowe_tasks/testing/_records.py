@@ -40,6 +40,15 @@ class ReceivedRequest:
     def ok(self) -> bool:
         return self.status == 200
 
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The push's custom data: FCM's ``message.data``, or the keys of an
+        APNs payload beside ``aps`` (empty when the body was not JSON)."""
+        body = self.json if isinstance(self.json, dict) else {}
+        if "message" in body:  # FCM v1
+            return body["message"].get("data") or {}
+        return {key: value for key, value in body.items() if key != "aps"}
+
 
 def freeze_headers(headers: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
     return MappingProxyType(dict(headers))
