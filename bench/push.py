@@ -21,10 +21,8 @@ environment, which differs per repetition.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +35,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from bench.envs import ROOT
+from bench.runner import start, terminate_all
 
 #: Seconds each fake waits before answering a push: a distant provider.
 LATENCY_S = 0.02
@@ -55,9 +54,6 @@ STALL_S = 30.0
 
 #: After the last expected push, how long to keep listening for duplicates.
 SETTLE_S = 1.0
-
-#: How long the worker gets to stop on SIGTERM before it is killed.
-STOP_TIMEOUT_S = 30.0
 
 #: Poll interval while waiting for pushes.
 POLL_S = 0.05
@@ -269,12 +265,10 @@ def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: 
     """Run one worker process until ``progress()`` reaches ``n`` (then
     :data:`SETTLE_S` more), or stalls; return its start time and whether it
     got there."""
-    dramatiq = Path(sys.executable).with_name("dramatiq")
-    command = [str(dramatiq), "willowe_tasks", "--processes", "1", "--threads", str(threads)]
-    with log.open("ab") as out:
-        started = time.time()
-        worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+    from willowe_tasks.testing import worker_command
+
+    started = time.time()
+    worker = start(worker_command(processes=1, threads=threads), log, env=env)
     try:
         seen, deadline = 0, time.monotonic() + FIRST_PUSH_S
         while (count := progress()) < n:
@@ -288,18 +282,7 @@ def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: 
         time.sleep(SETTLE_S)  # a duplicate would come right behind
         return started, True
     finally:
-        _stop(worker)
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        terminate_all([worker])
 
 
 def _send_main(prefix: str, n: int) -> None:

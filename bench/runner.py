@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ RESULT_PREFIX = "BENCH-RESULT "
 
 #: How often the worker's resident memory is read, in seconds.
 RSS_INTERVAL_S = 0.25
+
+#: How long a SIGTERM-ed process may take to stop before it is killed, in seconds.
+GRACEFUL_STOP_S = 30.0
 
 _live: set[subprocess.Popen[Any]] = set()
 _live_lock = threading.Lock()
@@ -109,8 +113,39 @@ def kill(proc: subprocess.Popen[Any]) -> None:
         _live.discard(proc)
 
 
+def start(cmd: Sequence[str], log: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (so killing its group also ends any
+    children, as Dramatiq's worker processes), output appended to ``log``."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=env, start_new_session=True)
+    track(proc)
+    return proc
+
+
+def terminate_all(procs: Sequence[subprocess.Popen[bytes]],
+                  timeout_s: float = GRACEFUL_STOP_S) -> list[int | None]:
+    """SIGTERM the processes at once (a graceful stop, as an orchestrator
+    scaling down does); their exit codes, None for one that had to be killed
+    after ``timeout_s``."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    codes: list[int | None] = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            codes.append(None)
+        kill(proc)  # whatever is left of its group
+    return codes
+
+
 def kill_all() -> None:
-    """End every peer still running (called on the way out, even on error)."""
+    """End every process still running that this module started or was told
+    to track (called on the way out, even on error)."""
     with _live_lock:
         left = list(_live)
     for proc in left:

@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient
 from broker.topics import reconcile
 from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
 from willowe_tasks.devices import SQLiteDeviceRegistry
-from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
+from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env, worker_command
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +46,9 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[dict[str,
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    dramatiq = Path(sys.executable).with_name("dramatiq")
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(dramatiq), "willowe_tasks", "--processes", "1", "--threads", "4",
-             "--queues", "high-priority-notifications"],
+            [*worker_command(processes=1, threads=4), "--queues", "high-priority-notifications"],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

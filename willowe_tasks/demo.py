@@ -26,7 +26,13 @@ from kafka.errors import KafkaError
 from willowe_tasks.analytics import read_events
 from willowe_tasks.devices import SQLiteDeviceRegistry, token_fingerprint
 from willowe_tasks.settings import load_settings
-from willowe_tasks.testing import FakeAPNs, FakeFCM, ReceivedRequest, fake_provider_env
+from willowe_tasks.testing import (
+    FakeAPNs,
+    FakeFCM,
+    ReceivedRequest,
+    fake_provider_env,
+    worker_command,
+)
 from willowe_tasks.topics import PRIORITY_TOPICS
 
 #: Demo phones: (user, platform, token, app id).
@@ -88,8 +94,7 @@ def _empty_topics() -> None:
 
 
 def _start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    dramatiq = Path(sys.executable).with_name("dramatiq")
-    command = [str(dramatiq), "willowe_tasks", "--processes", "2", "--threads", "4"]
+    command = worker_command(processes=2, threads=4)
     _say(f"Starting workers: {' '.join(command[1:])} (log: {log})")
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -4,18 +4,13 @@ waits with progress lines, and the counts a verdict is made of."""
 from __future__ import annotations
 
 import collections
-import contextlib
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.envs import ROOT
 from bench.log import say
-from bench.runner import kill, track
 from broker.localkafka import LocalKafka
 
 #: How often a wait prints where it is, in seconds.
@@ -23,9 +18,6 @@ PROGRESS_EVERY_S = 5.0
 
 #: How often a wait looks at its condition, in seconds.
 POLL_S = 0.1
-
-#: How long a SIGTERM-ed process may take to stop before it is killed, in seconds.
-GRACEFUL_STOP_S = 30.0
 
 Result = dict[str, Any]
 
@@ -48,40 +40,6 @@ class Context:
         if self.kafka is None:
             raise RuntimeError("this drill stops Kafka: it needs the private LocalKafka")
         return self.kafka
-
-
-# -- processes -----------------------------------------------------------------
-
-
-
-def start(cmd: Sequence[str], log: Path,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (so killing its group also ends any
-    children, as Dramatiq's worker processes), output appended to ``log``."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env=env, start_new_session=True)
-    track(proc)
-    return proc
-
-
-def terminate_all(procs: Sequence[subprocess.Popen[bytes]],
-                  timeout_s: float = GRACEFUL_STOP_S) -> list[int | None]:
-    """SIGTERM the processes at once (a graceful stop, as an orchestrator
-    scaling down does); their exit codes, None for one that had to be killed
-    after ``timeout_s``."""
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    codes: list[int | None] = []
-    for proc in procs:
-        try:
-            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            codes.append(None)
-        kill(proc)  # whatever is left of its group
-    return codes
 
 
 # -- waiting ---------------------------------------------------------------------

@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.drills._common import Context, Result, message_verdict, read_ids, start, wait_until
-from bench.runner import run_peer
+from bench.drills._common import Context, Result, message_verdict, read_ids, wait_until
+from bench.runner import run_peer, start
 from bench.systems import OURS
 
 #: Seconds a worker spends on each message by default: at 8 threads that caps

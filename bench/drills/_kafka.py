@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import time
 
-from bench.drills._common import (
-    Context,
-    Result,
-    kill,
-    spread,
-    terminate_all,
-    wait_until,
-)
+from bench.drills._common import Context, Result, spread, wait_until
 from bench.drills._drain import Drain
 from bench.log import say
-from bench.runner import run_peer
+from bench.runner import kill, run_peer, terminate_all
 from bench.systems import OURS
 
 #: Messages in the worker-kill and scale drills: at WORK_MS, 8 s of work.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bench.drills._common import Context, Result, kill, spread, terminate_all, wait_until
+from bench.drills._common import Context, Result, spread, wait_until
 from bench.drills._push_rig import PushRig
 from bench.log import say
+from bench.runner import kill, terminate_all
 
 #: Provider latency when nothing is wrong, in seconds.
 LATENCY_S = 0.05

@@ -16,18 +16,24 @@ import secrets
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from kafka import KafkaAdminClient
 
-from bench.drills._common import Context, Result, start, tally, wait_until
+from bench.drills._common import Context, Result, tally, wait_until
 from bench.envs import ROOT
+from bench.runner import start
 from broker.topics import reconcile
 from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
 from willowe_tasks.devices import SQLiteDeviceRegistry
-from willowe_tasks.testing import FakeAPNs, FakeFCM, ReceivedRequest, fake_provider_env
+from willowe_tasks.testing import (
+    FakeAPNs,
+    FakeFCM,
+    ReceivedRequest,
+    fake_provider_env,
+    worker_command,
+)
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 #: Users per drill. Each has an iPhone and an Android phone; every
@@ -123,9 +129,8 @@ class PushRig:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """The production worker command, on the drill's settings."""
-        dramatiq = Path(sys.executable).with_name("dramatiq")
-        return start([str(dramatiq), "willowe_tasks", "--processes", "1",
-                      "--threads", str(THREADS)], self.home / "worker.log", env=self.env)
+        return start(worker_command(processes=1, threads=THREADS), self.home / "worker.log",
+                     env=self.env)
 
     def break_providers(self, retry_after_s: float) -> None:
         """APNs answers 500, FCM 429 with Retry-After, until :meth:`recover`."""

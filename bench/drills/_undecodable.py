@@ -15,9 +15,10 @@ from typing import Any
 import dramatiq
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.drills._common import Context, Result, kill, wait_until
+from bench.drills._common import Context, Result, wait_until
 from bench.drills._drain import Drain
 from bench.log import say
+from bench.runner import kill
 from broker import KafkaBroker
 from broker.dead_letters import HEADER_PREFIX, header_dict
 from broker.topics import dead_letter_name

@@ -30,6 +30,7 @@ from willowe_tasks.testing._fake import FakeProvider
 from willowe_tasks.testing._records import ReceivedRequest
 from willowe_tasks.testing.fake_apns import FakeAPNs
 from willowe_tasks.testing.fake_fcm import FakeFCM
-from willowe_tasks.testing.worker_env import fake_provider_env
+from willowe_tasks.testing.worker_env import fake_provider_env, worker_command
 
-__all__ = ["FakeAPNs", "FakeFCM", "FakeProvider", "ReceivedRequest", "fake_provider_env"]
+__all__ = ["FakeAPNs", "FakeFCM", "FakeProvider", "ReceivedRequest", "fake_provider_env",
+           "worker_command"]

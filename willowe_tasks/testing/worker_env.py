@@ -3,12 +3,21 @@ at local fakes, so a test or demo can run real workers against them."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from willowe_tasks.testing.fake_apns import FakeAPNs
 from willowe_tasks.testing.fake_fcm import FakeFCM
 
-__all__ = ["fake_provider_env"]
+__all__ = ["fake_provider_env", "worker_command"]
+
+
+def worker_command(*, processes: int, threads: int) -> list[str]:
+    """``dramatiq willowe_tasks`` with this interpreter's Dramatiq (the one
+    beside ``sys.executable``, whether or not its venv is on ``PATH``)."""
+    dramatiq = Path(sys.executable).with_name("dramatiq")
+    return [str(dramatiq), "willowe_tasks", "--processes", str(processes),
+            "--threads", str(threads)]
 
 
 def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path) -> dict[str, str]:
