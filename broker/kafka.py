@@ -279,7 +279,7 @@ class KafkaBroker(dramatiq.Broker):
             # Don't wait out the linger. What did not make it in time is
             # reported message by message below.
             with contextlib.suppress(KafkaError):
-                bulk.flush(timeout=self.send_timeout_ms / 1000)
+                bulk.flush(timeout=max(0.0, deadline - time.monotonic()))
         for message, future in pending:
             try:
                 self._wait(future, message.queue_name,

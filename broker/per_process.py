@@ -35,12 +35,15 @@ class PerProcess(Generic[T]):
     def made_here(self) -> T | None:
         """The client if this process made it, without making one."""
         with self._lock:
-            return self._client if self._pid == os.getpid() else None
+            return self._ours()
 
     def close(self, close: Callable[[T], None]) -> None:
         """Close the client if this process made it (a parent's is not ours to close)."""
         with self._lock:
-            client = self._client if self._pid == os.getpid() else None
+            client = self._ours()
             self._client = None
         if client is not None:
             close(client)
+
+    def _ours(self) -> T | None:
+        return self._client if self._pid == os.getpid() else None
