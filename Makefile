@@ -67,7 +67,7 @@ demo: topics ## the main job: workers deliver the guide's examples to local fake
 
 BENCH_ARGS ?=
 
-bench: kafka ## benchmarks against the peers, about 13 min (BENCH_ARGS="--quick" or "--only drain")
+bench: kafka ## benchmarks against the peers, about 15 min (BENCH_ARGS="--quick" or "--only drain")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka, about 6 min: workers, Kafka and push providers failing mid-work
