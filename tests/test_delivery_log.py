@@ -16,6 +16,7 @@ from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
 
 import pytest
+from support import FakeClock
 
 from willowe_tasks import delivery_log
 from willowe_tasks.delivery_log import DeliveryLog, SQLiteDeliveryLog, token_key
@@ -27,17 +28,9 @@ KEY_A = token_key("a1" * 32)
 KEY_B = token_key("fcm:APA91b-device-b")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
+from support import wait_until
 
 from broker.topics import reconcile
 from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
@@ -51,15 +51,6 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             [*worker_command(processes=1, threads=4), "--queues", "high-priority-notifications"],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-
-
-def wait_until(condition: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.slow

@@ -2,100 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import dramatiq
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
+from notification_support import (
+    ANDROID_TOKEN,
+    HIGH,
+    IOS_TOKEN,
+    IOS_TOKEN_2,
+    LOW,
+    MEDIUM,
+    App,
+    end_offsets,
+    read_dead_letters,
+    register_both,
+)
 from pydantic import ValidationError
 
 import willowe_tasks
-from broker.dead_letters import header_dict
-from broker.topics import reconcile
 from willowe_tasks import dispatch
 from willowe_tasks.analytics import read_events
-from willowe_tasks.services import build_services, reset_services
-from willowe_tasks.settings import load_settings
-from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
-from willowe_tasks.topics import ALL_TOPIC_SPECS
-
-IOS_TOKEN = "ab" * 32
-IOS_TOKEN_2 = "cd" * 32
-ANDROID_TOKEN = "android-registration-token-1"
-HIGH = "high-priority-notifications"
-MEDIUM = "medium-priority-notifications"
-LOW = "low-priority-notifications"
-
-
-@dataclass
-class App:
-    broker: willowe_tasks.app.KafkaBroker  # type: ignore[name-defined]
-    apns: FakeAPNs
-    fcm: FakeFCM
-    services: willowe_tasks.services.Services  # type: ignore[name-defined]
-    analytics_path: Path
-
-    def join(self, *queues: str) -> None:
-        for queue in queues or (HIGH, MEDIUM, LOW):
-            self.broker.join(queue, timeout=60_000)
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[tuple[FakeAPNs, FakeFCM]]:
-    with FakeAPNs() as apns, FakeFCM() as fcm:
-        yield apns, fcm
-
-
-@pytest.fixture
-def sender(
-    kafka_bootstrap: str, fakes: tuple[FakeAPNs, FakeFCM], tmp_path: Path
-) -> Iterator[App]:
-    """Settings, services and the app's broker pointed at the test Kafka and fakes."""
-    apns, fcm = fakes
-    apns.clear()
-    fcm.clear()
-    # The same settings a worker process gets from fake_provider_env, read in-process.
-    provider_settings = {k.lower(): v for k, v in fake_provider_env(apns, fcm, tmp_path).items()}
-    settings = load_settings(kafka_broker=kafka_bootstrap, **provider_settings)
-    broker = willowe_tasks.broker
-    broker.close()
-    broker.bootstrap_servers = [kafka_bootstrap]
-    # A group of its own, starting where the topics end now: earlier runs'
-    # messages are not this test's business.
-    broker.group_id = f"test-app-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    reconcile(admin, ALL_TOPIC_SPECS)
-    admin.close()
-    broker.flush_all()
-    services = build_services(settings)
-    reset_services(services)
-    dispatch.stats.clear()
-    try:
-        yield App(broker, apns, fcm, services, settings.analytics_path)
-    finally:
-        reset_services()
-        broker.close()
-
-
-@pytest.fixture
-def app(sender: App) -> Iterator[App]:
-    """The sending side plus a worker running in this process."""
-    worker = dramatiq.Worker(sender.broker, worker_threads=4, worker_timeout=100)
-    worker.start()
-    try:
-        yield sender
-    finally:
-        worker.stop()
-
-
-def register_both(app: App, user_id: str = "user123") -> None:
-    app.services.registry.register(user_id, "ios", IOS_TOKEN, app.apns.bundle_id)
-    app.services.registry.register(user_id, "android", ANDROID_TOKEN, "com.willowe.android")
 
 
 def test_a_match_reaches_every_device_of_the_user_with_high_priority(app: App) -> None:
@@ -158,14 +86,6 @@ def test_analytics_go_to_the_sink_not_to_phones(app: App) -> None:
     assert event["event"] == "user_login"
     assert event["properties"] == {"userId": "user123", "timestamp": 1732450000000}
     assert app.apns.received == [] and app.fcm.received == []
-
-
-def end_offsets(bootstrap: list[str], topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    total = sum(consumer.end_offsets(partitions).values())
-    consumer.close()
-    return total
 
 
 @pytest.mark.parametrize(
@@ -260,23 +180,6 @@ def test_a_record_that_fails_validation_in_the_worker_is_dead_lettered_with_the_
     assert dead["x-dead-letter-exception"] == "InvalidPayload"
     assert "payload.age" in dead["x-dead-letter-error"]
     assert app.apns.received == []
-
-
-def read_dead_letters(app: App, topic: str, message_id: str) -> list[dict[str, str]]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=app.broker.bootstrap_servers, auto_offset_reset="earliest",
-        consumer_timeout_ms=5000, group_id=None,
-    )
-    found = []
-    for record in consumer:
-        try:
-            body = json.loads(record.value)
-        except ValueError:
-            continue
-        if body.get("message_id") == message_id:
-            found.append(header_dict(record.headers))
-    consumer.close()
-    return found
 
 
 def test_failed_messages_are_logged_without_their_arguments(
