@@ -193,8 +193,34 @@ def test_dead_tokens_are_rejected(
 
 def test_unregistered_device_answers_410(fake_apns: FakeAPNs, apns_client: APNsClient) -> None:
     fake_apns.unregister(APNS_TOKEN)
-    with pytest.raises(TokenRejected, match="Unregistered"):
+    with pytest.raises(TokenRejected, match="Unregistered") as caught:
         apns_client.send(make_push())
+    # Apple's timestamp (milliseconds) says since when the token is invalid,
+    # so a registration after it can win over the rejection.
+    assert caught.value.invalid_since is not None
+    assert abs(caught.value.invalid_since - time.time()) < 60
+
+
+def test_sound_and_picture_for_an_alert(fake_apns: FakeAPNs, apns_client: APNsClient) -> None:
+    apns_client.send(make_push(sound="default", image_url="https://example.com/photo.jpg"))
+    [request] = fake_apns.wait_for(1)
+    assert request.ok, request.reason
+    assert request.json["aps"]["sound"] == "default"
+    # The app's notification service extension fetches the picture: APNs
+    # carries only its URL, and mutable-content wakes the extension.
+    assert request.json["aps"]["mutable-content"] == 1
+    assert request.json["image_url"] == "https://example.com/photo.jpg"
+
+
+def test_a_background_push_has_no_sound_or_picture(
+    fake_apns: FakeAPNs, apns_client: APNsClient
+) -> None:
+    apns_client.send(make_push(push_type="background", sound="default",
+                               image_url="https://example.com/photo.jpg"))
+    [request] = fake_apns.wait_for(1)
+    assert request.ok, request.reason
+    assert request.json["aps"] == {"content-available": 1}
+    assert "image_url" not in request.json
 
 
 def test_429_with_retry_after_is_transient(fake_apns: FakeAPNs, apns_client: APNsClient) -> None:

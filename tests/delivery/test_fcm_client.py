@@ -52,8 +52,41 @@ def test_send_runs_oauth_and_builds_a_v1_message(fake_fcm: FakeFCM, fcm_client: 
     assert android["priority"] == "high"
     assert re.fullmatch(r"\d+s", android["ttl"])
     assert 3590 <= int(android["ttl"][:-1]) <= 3600
-    assert android["collapse_key"] == "notif-0001"
+    # No collapse key: an offline phone would keep only four of them.
+    assert "collapse_key" not in android
     assert android["notification"] == {"tag": "notif-0001"}
+
+
+def test_a_deadline_beyond_28_days_is_sent_as_fcms_longest_ttl(
+    fake_fcm: FakeFCM, fcm_client: FCMClient
+) -> None:
+    # Given a push worth delivering for 30 days (a low-priority custom notification)
+    fcm_client.send(make_push(FCM_TOKEN, expires_at=time.time() + 30 * 24 * 3600))
+    # Then FCM is asked to keep it for its maximum, 28 days, and accepts it
+    [request] = fake_fcm.wait_for(1)
+    assert request.ok, request.reason
+    assert request.json["message"]["android"]["ttl"] == f"{28 * 24 * 3600}s"
+
+
+def test_sound_and_picture_go_where_android_shows_them(
+    fake_fcm: FakeFCM, fcm_client: FCMClient
+) -> None:
+    fcm_client.send(make_push(FCM_TOKEN, sound="default",
+                              image_url="https://example.com/photo.jpg"))
+    [request] = fake_fcm.wait_for(1)
+    assert request.ok, request.reason
+    message = request.json["message"]
+    assert message["notification"]["image"] == "https://example.com/photo.jpg"
+    assert message["android"]["notification"]["sound"] == "default"
+
+
+def test_a_message_over_fcms_4096_bytes_is_refused_before_it_is_sent(
+    fake_fcm: FakeFCM, fcm_client: FCMClient
+) -> None:
+    # 2,000 Cyrillic letters are 4,000 UTF-8 bytes: with the title, over 4,096
+    with pytest.raises(PermanentDeliveryError, match="MessageTooBig.*limit 4096"):
+        fcm_client.send(make_push(FCM_TOKEN, body="ж" * 2000))
+    assert fake_fcm.received == []
 
 
 @pytest.mark.parametrize(("priority", "expected"), [("medium", "normal"), ("low", "normal")])

@@ -44,11 +44,9 @@ above DEBUG in production.)
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import ssl
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -58,6 +56,7 @@ import httpx
 
 from willowe_tasks.delivery._loop import LoopThread
 from willowe_tasks.delivery.apns_auth import CertificateAuth, TokenAuth
+from willowe_tasks.delivery.apns_payload import MAX_PAYLOAD_BYTES, apns_headers, apns_payload
 from willowe_tasks.delivery.errors import (
     PermanentDeliveryError,
     TokenRejected,
@@ -73,15 +72,6 @@ ENDPOINTS: Final = {
     "production": "https://api.push.apple.com",
     "sandbox": "https://api.development.push.apple.com",
 }
-
-#: Apple's limit on the JSON payload of a regular (non-VoIP) notification.
-MAX_PAYLOAD_BYTES = 4096
-
-#: ``apns-priority`` per :attr:`Push.priority`; 10 means "now", 5 "when it saves power".
-APNS_PRIORITY: Final = {"high": "10", "medium": "10", "low": "5"}
-
-#: Background (content-available) pushes must use this priority; Apple rejects 10.
-BACKGROUND_PRIORITY = "5"
 
 #: Apple reasons that mean the device token is dead or belongs to another app.
 TOKEN_REJECTED_REASONS: Final = frozenset(
@@ -168,14 +158,14 @@ class APNsClient:
             raise TokenRejected(
                 "BadDeviceToken", provider=PROVIDER, detail="device token is not hexadecimal"
             )
-        payload = self._payload(push)
+        payload = apns_payload(push)
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PermanentDeliveryError(
                 "PayloadTooLarge",
                 provider=PROVIDER,
                 detail=f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}",
             )
-        headers = self._headers(push)
+        headers = apns_headers(push, default_topic=self.default_topic)
         jwt_used = None
         if isinstance(self._auth, TokenAuth):
             jwt_used = self._auth.token()
@@ -214,44 +204,14 @@ class APNsClient:
             return
         self._raise_for(response, push, jwt_used)
 
-    @staticmethod
-    def _payload(push: Push) -> bytes:
-        if "aps" in push.data:
-            raise PermanentDeliveryError(
-                "BadPayload", provider=PROVIDER, detail="data must not use the key 'aps'"
-            )
-        aps: dict[str, object] = {}
-        if push.push_type == "background":
-            aps["content-available"] = 1
-        alert = {key: value for key, value in (("title", push.title), ("body", push.body)) if value}
-        if alert:
-            aps["alert"] = alert
-        body = {"aps": aps, **push.data}
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-    def _headers(self, push: Push) -> dict[str, str]:
-        if push.push_type == "background":
-            priority = BACKGROUND_PRIORITY
-        else:
-            priority = APNS_PRIORITY[push.priority]
-        # 0 tells APNs "deliver now or never" instead of storing an expired push.
-        expiration = int(push.expires_at) if push.expires_at > time.time() else 0
-        return {
-            "apns-topic": push.topic or self.default_topic,
-            "apns-push-type": push.push_type,
-            "apns-priority": priority,
-            "apns-expiration": str(expiration),
-            "apns-collapse-id": push.collapse_id,
-            "content-type": "application/json",
-        }
-
     def _raise_for(self, response: httpx.Response, push: Push, jwt_used: str | None) -> None:
         status = response.status_code
         reason = _reason(response)
         apns_id = response.headers.get("apns-id")
         if status == 410 or reason in TOKEN_REJECTED_REASONS:
             logger.info("APNs rejected device %s: %s (%s)", push.token_ref, reason, status)
-            raise TokenRejected(reason, provider=PROVIDER, status_code=status)
+            raise TokenRejected(reason, provider=PROVIDER, status_code=status,
+                                invalid_since=_invalid_since(response))
         if reason == "ExpiredProviderToken" and jwt_used is not None:
             # Our JWT outlived Apple's hour (clock skew, a paused process): make a
             # new one for the next attempt and let the caller retry this push.
@@ -270,6 +230,19 @@ class APNsClient:
 
 async def _close_transport(transport: httpx.AsyncHTTPTransport) -> None:
     await transport.aclose()
+
+
+def _invalid_since(response: httpx.Response) -> float | None:
+    """The ``timestamp`` of a 410: "the last time at which APNs confirmed that the
+    device token was no longer valid for the topic", in milliseconds."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    stamp = body.get("timestamp") if isinstance(body, dict) else None
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or stamp <= 0:
+        return None
+    return stamp / 1000
 
 
 def _reason(response: httpx.Response) -> str:

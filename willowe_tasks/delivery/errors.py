@@ -90,7 +90,27 @@ class TransientDeliveryError(DeliveryError):
 
 
 class TokenRejected(DeliveryError):
-    """The device token is dead or not ours: remove it from the registry."""
+    """The device token is dead or not ours: remove it from the registry.
+
+    ``invalid_since`` is when the provider last found the token invalid (APNs
+    answers 410 with a ``timestamp``), in unix seconds, or ``None`` when it did
+    not say. A token registered again after that moment is live again.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        provider: Provider,
+        status_code: int | None = None,
+        detail: str = "",
+        invalid_since: float | None = None,
+    ) -> None:
+        self.invalid_since = invalid_since
+        super().__init__(reason, provider=provider, status_code=status_code, detail=detail)
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "invalid_since": self.invalid_since}
 
 
 class PermanentDeliveryError(DeliveryError):

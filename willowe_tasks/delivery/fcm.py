@@ -1,8 +1,10 @@
 """Deliver pushes to Firebase Cloud Messaging (HTTP v1) through ``pyfcm``.
 
-``pyfcm`` 2.x builds the v1 message and handles service-account credentials, but
-three of its habits do not fit a Dramatiq worker, so :class:`_PyFCM` overrides them
-on an instance of a private subclass (never on ``pyfcm``'s classes themselves):
+``pyfcm`` 2.x handles service-account credentials and the request; the message
+itself is built by :func:`~willowe_tasks.delivery.fcm_message.fcm_message`, the
+same function ``send()`` measures a notification with. Three of pyfcm's habits
+do not fit a Dramatiq worker, so :class:`_PyFCM` overrides them on an instance
+of a private subclass (never on ``pyfcm``'s classes themselves):
 
 * it sleeps on ``Retry-After`` inside the calling thread and then retries, and its
   ``urllib3`` adapter retries 502/503 with backoff. A worker thread stuck in
@@ -38,6 +40,12 @@ from willowe_tasks.delivery.errors import (
     TokenRejected,
     TransientDeliveryError,
 )
+from willowe_tasks.delivery.fcm_message import (
+    MAX_MESSAGE_BYTES,
+    encode_request,
+    fcm_message,
+    fcm_payload_bytes,
+)
 from willowe_tasks.delivery.push import Push
 from willowe_tasks.delivery.retry_after import parse_retry_after
 
@@ -48,9 +56,6 @@ FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 #: Where the real FCM lives; ``endpoint`` replaces the origin for tests.
 DEFAULT_ENDPOINT = "https://fcm.googleapis.com"
-
-#: ``android.priority`` per :attr:`Push.priority`; FCM knows only two.
-ANDROID_PRIORITY: Final = {"high": "high", "medium": "normal", "low": "normal"}
 
 #: FCM errorCodes that mean the registration token must be dropped.
 TOKEN_REJECTED_CODES: Final = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
@@ -136,24 +141,17 @@ class FCMClient:
         Safe to call from many threads at once. Never sleeps or retries a
         delivery by itself: retries belong to the caller.
         """
-        android: dict[str, Any] = {
-            "priority": ANDROID_PRIORITY[push.priority],
-            "ttl": f"{push.ttl_s()}s",
-            "collapse_key": push.collapse_id,
-        }
-        if push.push_type == "alert":
-            # The tag makes a redelivered notification replace the first one on
-            # the phone; a background (data-only) push has nothing to replace.
-            android["notification"] = {"tag": push.collapse_id}
-        try:
-            result = self._fcm.notify(
-                fcm_token=push.token,
-                notification_title=push.title if push.push_type == "alert" else None,
-                notification_body=push.body if push.push_type == "alert" else None,
-                data_payload=dict(push.data) or None,
-                android_config=android,
-                timeout=self._timeout_s,
+        message = fcm_message(push)
+        size = fcm_payload_bytes(message)
+        if size > MAX_MESSAGE_BYTES:
+            raise PermanentDeliveryError(
+                "MessageTooBig", provider=PROVIDER,
+                detail=f"{size} bytes, limit {MAX_MESSAGE_BYTES}",
             )
+        try:
+            response = self._fcm.send_request(payload=encode_request(message),
+                                              timeout=self._timeout_s)
+            result = self._fcm.parse_response(response)
         except DeliveryError as exc:
             if isinstance(exc, TokenRejected):
                 logger.info("FCM rejected device %s: %s", push.token_ref, exc.reason)

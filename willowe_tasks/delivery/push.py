@@ -40,11 +40,16 @@ class Push:
     """One notification for one device.
 
     ``expires_at`` is a unix time in seconds: the remaining time becomes
-    ``apns-expiration`` (APNs) and ``android.ttl`` (FCM). ``collapse_id`` is derived by
-    the caller from the notification id, so a redelivered notification replaces the
-    first one on the phone instead of showing twice (``apns-collapse-id`` on iOS,
-    ``android.notification.tag`` and ``collapse_key`` on Android). ``topic`` is the
-    APNs bundle id and falls back to the client's default; FCM ignores it.
+    ``apns-expiration`` (APNs) and ``android.ttl`` (FCM, capped at its limit).
+    ``collapse_id`` is derived by the caller from the notification id, so a
+    redelivered notification replaces the first one on the phone instead of showing
+    twice (``apns-collapse-id`` on iOS, ``android.notification.tag`` on Android; not
+    FCM's ``collapse_key``, which would also make FCM drop stored notifications of an
+    offline phone). ``topic`` is the APNs bundle id and falls back to the client's
+    default; FCM ignores it. ``image_url`` is shown as a rich-notification picture
+    where the platform can (FCM ``notification.image``; APNs ``mutable-content`` with
+    the URL in the payload for the app's notification service extension).
+    ``sound`` is played with an alert (``"default"``: the system sound).
 
     Raises :class:`ValueError` on construction for values no provider would accept,
     so a programming error fails in the caller rather than as a delivery error.
@@ -59,6 +64,8 @@ class Push:
     collapse_id: str
     push_type: PushType = "alert"
     topic: str | None = None
+    image_url: str | None = field(default=None, repr=False)
+    sound: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token:
@@ -71,6 +78,10 @@ class Push:
             raise ValueError("Push.collapse_id must not be empty")
         if len(self.collapse_id.encode("utf-8")) > MAX_COLLAPSE_ID_BYTES:
             raise ValueError(f"Push.collapse_id must be at most {MAX_COLLAPSE_ID_BYTES} bytes")
+        if self.image_url is not None and not self.image_url.startswith("https://"):
+            # Both platforms fetch the picture over HTTPS only (iOS App Transport
+            # Security; Android's notification image loader).
+            raise ValueError("Push.image_url must be an https:// URL")
         for key, value in self.data.items():
             # FCM rejects any non-string data value; checking here keeps both
             # providers' payloads identical and the error in the caller's frame.
