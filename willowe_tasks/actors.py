@@ -19,18 +19,21 @@ goes to the dead-letter topic with the reason, never to a phone.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from willowe_tasks import logs
 from willowe_tasks.app import broker
 from willowe_tasks.dispatch import Notification, NotificationFailed, deliver
 from willowe_tasks.kinds import KINDS, PRIORITIES, NotificationKind, retention_s
+from willowe_tasks.lenient import known_fields_only
 from willowe_tasks.payloads import AnalyticsEvent, CustomNotification, PriorityName, UserId
+from willowe_tasks.push_fit import check_fits
 from willowe_tasks.services import get_services
 from willowe_tasks.settings import get_settings
 
@@ -49,33 +52,43 @@ class InvalidPayload(ValueError):
     """A record's arguments don't match the actor's payload model (worker side)."""
 
 
+#: Builds, from checked arguments, the notification the worker will push and
+#: the texts a caller could shorten (by field location).
+Preview = Callable[[BaseModel], tuple[Notification, dict[tuple[str, ...], str]]]
+
+
 class ValidatingActor(dramatiq.Actor):
     """An actor whose arguments are checked by a pydantic model when a message
-    is built, so ``send()`` refuses bad input before it reaches Kafka."""
+    is built, so ``send()`` refuses bad input before it reaches Kafka.
+
+    ``preview`` builds the notification the worker will push from checked
+    arguments, so ``send()`` also refuses one too big for APNs or FCM.
+    """
 
     arguments: type[BaseModel]
+    preview: Preview | None = None
 
     def message_with_options(
         self, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> dramatiq.Message:
-        normalised = _normalise(self.arguments, args, kwargs or {})
+        checked = _check(self.arguments, args, kwargs or {})
+        if self.preview is not None:
+            notification, texts = self.preview(checked)
+            check_fits(notification, texts, title=self.arguments.__name__)
+        dumped = checked.model_dump(mode="json", exclude_none=True)
+        normalised = tuple(dumped.get(name) for name in self.arguments.model_fields)
         return super().message_with_options(args=normalised, kwargs={}, **options)
 
 
-def _normalise(
-    model: type[BaseModel], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, ...]:
-    """Validate positional/keyword arguments against ``model``; return them as
-    JSON-ready positional arguments in field order."""
+def _check(model: type[BaseModel], args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseModel:
+    """Validate positional/keyword arguments against ``model`` (strictly: an
+    unknown field is an error here, where the caller can still fix it)."""
     names = list(model.model_fields)
     if len(args) > len(names):
         raise TypeError(f"expected at most {len(names)} arguments ({', '.join(names)}), "
                         f"got {len(args)}")
-    values = dict(zip(names, args, strict=False)) | kwargs
-    checked = model.model_validate(values)
-    dumped = checked.model_dump(mode="json", exclude_none=True)
-    return tuple(dumped.get(name) for name in names)
+    return model.model_validate(dict(zip(names, args, strict=False)) | kwargs)
 
 
 def _actor(model: type[BaseModel], *, actor_name: str, priority: int,
@@ -95,8 +108,13 @@ def _actor(model: type[BaseModel], *, actor_name: str, priority: int,
 
 
 def _worker_side(model: type[BaseModel], args: tuple[Any, ...]) -> BaseModel:
+    """Validate a record's arguments. Fields this version does not know are
+    dropped (and logged once each): a producer one version ahead must not send
+    everything to the dead letters during a rolling deploy. Anything else that
+    is wrong fails as :class:`InvalidPayload`."""
+    values = known_fields_only(model, dict(zip(model.model_fields, args, strict=False)))
     try:
-        return model.model_validate(dict(zip(model.model_fields, args, strict=False)))
+        return model.model_validate(values)
     except ValidationError as e:
         raise InvalidPayload(_describe(e)) from None
 
@@ -118,23 +136,58 @@ def _current_message() -> tuple[str, float]:
     return message.message_id, message.message_timestamp / 1000
 
 
+def _fresh_id() -> tuple[str, float]:
+    """An id and send time for a notification being measured at ``send()``: a
+    stand-in of the same length as the message id Dramatiq will give it."""
+    return str(uuid.uuid4()), time.time()
+
+
 def _deliver(notification: Notification) -> None:
     deliver(notification, get_services(), push_timeout_s=get_settings().push_timeout_s)
 
 
+def _kind_notification(kind: NotificationKind, args: Any, notification_id: str,
+                       sent_at: float) -> Notification:
+    payload = args.payload
+    data = {name: str(value) for name in kind.data_fields
+            if (value := getattr(payload, name, None)) is not None}
+    image = getattr(payload, kind.image_field, None) if kind.image_field else None
+    return Notification(
+        id=notification_id, kind=kind.name, user_id=args.user_id, title=kind.title(payload),
+        body=kind.body(payload), priority=kind.priority_name, expires_at=sent_at + kind.ttl_s,
+        data=data, image_url=_https_only(image),
+    )
+
+
+def _https_only(url: object) -> str | None:
+    # Phones fetch pictures over HTTPS only; an http:// photo is kept out of
+    # the push rather than failing it.
+    text = str(url) if url is not None else None
+    return text if text is not None and text.startswith("https://") else None
+
+
 def _deliver_kind(kind: NotificationKind, user_id: str, payload: Any) -> None:
     args = _worker_side(_KIND_ARGS[kind.name], (user_id, payload))
-    checked: Any = args.payload  # type: ignore[attr-defined]
-    notification_id, sent_at = _current_message()
-    _deliver(Notification(
-        id=notification_id, kind=kind.name, user_id=user_id, title=kind.title(checked),
-        body=kind.body(checked), priority=kind.priority_name, expires_at=sent_at + kind.ttl_s,
-    ))
+    _deliver(_kind_notification(kind, args, *_current_message()))
+
+
+def _kind_preview(kind: NotificationKind) -> Preview:
+    def preview(args: BaseModel) -> tuple[Notification, dict[tuple[str, ...], str]]:
+        payload: Any = args.payload  # type: ignore[attr-defined]
+        texts: dict[tuple[str, ...], str] = {
+            ("payload", name): str(value) for name, value in payload if value is not None}
+        return _kind_notification(kind, args, *_fresh_id()), texts
+    return preview
 
 
 def _arguments_model(payload: type[BaseModel]) -> type[BaseModel]:
-    return create_model(f"{payload.__name__}Arguments", user_id=(UserId, ...),
-                        payload=(payload, ...))
+    return create_model(f"{payload.__name__}Arguments", __config__=_ARGUMENTS_CONFIG,
+                        user_id=(UserId, ...), payload=(payload, ...))
+
+
+#: Validation errors name fields, never echo values: a user's name or message
+#: text must not end up in a log line through an exception.
+_ARGUMENTS_CONFIG = ConfigDict(hide_input_in_errors=True)
 
 
 #: Each kind's actor arguments: (user_id, payload), validated together so an
@@ -148,9 +201,11 @@ def _kind_actor(name: str) -> ValidatingActor:
     def deliver_kind(user_id: str, payload: dict[str, Any]) -> None:
         _deliver_kind(kind, user_id, payload)
 
-    return _actor(_KIND_ARGS[name], actor_name=f"send_{name}", priority=kind.priority)(
+    actor = _actor(_KIND_ARGS[name], actor_name=f"send_{name}", priority=kind.priority)(
         deliver_kind
     )
+    actor.preview = _kind_preview(kind)
+    return actor
 
 
 #: A match (high priority).
@@ -177,20 +232,34 @@ def track_event(event: str, properties: dict[str, Any] | None = None) -> None:
 def _custom_actor(priority_name: PriorityName) -> ValidatingActor:
     priority = PRIORITIES[priority_name]
 
-    def send_custom(notification: dict[str, Any]) -> None:
-        checked = _worker_side(_CUSTOM_ARGS, (notification,)).notification  # type: ignore[attr-defined]
-        notification_id, sent_at = _current_message()
-        _deliver(Notification(
+    def build(checked: CustomNotification, notification_id: str,
+              sent_at: float) -> Notification:
+        return Notification(
             id=notification_id, kind=checked.type, user_id=checked.target_user_id,
             title=checked.title, body=checked.body, priority=priority_name,
             expires_at=sent_at + (checked.ttl_s or retention_s(priority)),
-        ))
+            data=dict(checked.data or {}),
+        )
 
-    return _actor(_CUSTOM_ARGS, actor_name=f"send_notification_{priority_name}",
-                  priority=priority)(send_custom)
+    def send_custom(notification: dict[str, Any]) -> None:
+        checked = _worker_side(_CUSTOM_ARGS, (notification,)).notification  # type: ignore[attr-defined]
+        _deliver(build(checked, *_current_message()))
+
+    def preview(args: BaseModel) -> tuple[Notification, dict[tuple[str, ...], str]]:
+        checked: CustomNotification = args.notification  # type: ignore[attr-defined]
+        texts: dict[tuple[str, ...], str] = {
+            ("notification", "title"): checked.title, ("notification", "body"): checked.body}
+        if checked.data:
+            texts[("notification", "data")] = "".join(f"{k}{v}" for k, v in checked.data.items())
+        return build(checked, *_fresh_id()), texts
+
+    actor = _actor(_CUSTOM_ARGS, actor_name=f"send_notification_{priority_name}",
+                   priority=priority)(send_custom)
+    actor.preview = preview
+    return actor
 
 
-_CUSTOM_ARGS = create_model("CustomNotificationArguments",
+_CUSTOM_ARGS = create_model("CustomNotificationArguments", __config__=_ARGUMENTS_CONFIG,
                             notification=(CustomNotification, ...))
 _CUSTOM_ACTORS = {name: _custom_actor(name) for name in PRIORITIES}
 

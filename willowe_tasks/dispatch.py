@@ -30,7 +30,7 @@ from willowe_tasks.delivery_log import token_key
 from willowe_tasks.devices import Device
 from willowe_tasks.services import Services
 
-__all__ = ["Notification", "NotificationFailed", "deliver", "stats"]
+__all__ = ["Notification", "NotificationFailed", "deliver", "push_for", "stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ CLAIM_LEASE_FACTOR = 3
 #: Timeouts after which the request certainly did not reach the provider
 #: (httpx and requests exception names, as the clients put them in ``detail``).
 UNSENT_TIMEOUTS = frozenset({"ConnectTimeout", "PoolTimeout"})
+
+#: The sound of every alert unless a notification says otherwise.
+DEFAULT_SOUND = "default"
 
 #: Counters for this process (expired, pushed, skipped, maybe_delivered, …).
 stats: Counter[str] = Counter()
@@ -59,7 +62,12 @@ class Notification:
     body: str
     priority: Priority
     expires_at: float
+    #: What the app needs to open the right screen (see kinds.py), as strings.
     data: dict[str, str] = field(default_factory=dict)
+    #: A picture for a rich notification (https only).
+    image_url: str | None = None
+    #: Played with the alert; "default" is the system's notification sound.
+    sound: str | None = DEFAULT_SOUND
 
     @property
     def collapse_id(self) -> str:
@@ -153,7 +161,12 @@ def _push(notification: Notification, device: Device, services: Services) -> Non
             "NotConfigured", provider=_provider(device),
             detail=f"no credentials configured for {device.platform} devices",
         )
-    client.send(Push(
+    client.send(push_for(notification, device))
+
+
+def push_for(notification: Notification, device: Device) -> Push:
+    """What ``device`` is sent for ``notification``."""
+    return Push(
         token=device.token,
         title=notification.title,
         body=notification.body,
@@ -163,7 +176,9 @@ def _push(notification: Notification, device: Device, services: Services) -> Non
         expires_at=notification.expires_at,
         collapse_id=notification.collapse_id,
         topic=device.app_id if device.platform == "ios" else None,
-    ))
+        image_url=notification.image_url,
+        sound=notification.sound,
+    )
 
 
 def _retry(errors: list[TransientDeliveryError]) -> dramatiq.Retry:

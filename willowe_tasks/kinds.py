@@ -1,7 +1,8 @@
-"""The kinds of notification: priority, payload model, lifetime and wording.
+"""The kinds of notification: priority, payload model, lifetime, wording and
+what the phone gets besides the text.
 
 One table, read by the actors (topic, validation, expiry) and the delivery
-code (title, body, push type). Lifetimes: a notification that starts work
+code (title, body, data, picture). Lifetimes: a notification that starts work
 after its lifetime is dropped and counted, never pushed.
 """
 
@@ -39,6 +40,11 @@ class NotificationKind:
     ttl_s: int
     title: Callable[[Any], str]
     body: Callable[[Any], str]
+    #: Payload fields the phone gets as data (strings), so the app can open the
+    #: right screen; a field left out of the payload is left out of the push.
+    data_fields: tuple[str, ...] = ()
+    #: Payload field holding a picture URL, shown as a rich notification.
+    image_field: str | None = None
 
     @property
     def priority_name(self) -> PriorityName:
@@ -49,18 +55,23 @@ def _who(p: Any) -> str:
     return f"{p.name}, {p.age}"
 
 
+#: What a match-like push carries: whose profile, and which conversation.
+_MATCH_DATA = ("sender_id", "match_id")
+
+
 #: Every kind an actor sends. Lifetimes: a match is stale after its topic's
 #: retention; a fast match is only fast for a quarter of an hour.
 KINDS: dict[str, NotificationKind] = {
     kind.name: kind
     for kind in (
         NotificationKind("match", HIGH, MatchPayload, retention_s(HIGH),
-                         lambda p: "У вас новый мэтч! 💘", _who),
+                         lambda p: "У вас новый мэтч! 💘", _who, _MATCH_DATA, "photo_url"),
         NotificationKind("fast_match", HIGH, MatchPayload, 15 * 60,
-                         lambda p: "Быстрый мэтч ⚡", _who),
+                         lambda p: "Быстрый мэтч ⚡", _who, _MATCH_DATA, "photo_url"),
         NotificationKind("like", MEDIUM, LikePayload, retention_s(MEDIUM),
-                         lambda p: "Вам поставили лайк ❤️", _who),
+                         lambda p: "Вам поставили лайк ❤️", _who, ("sender_id",)),
         NotificationKind("one_night", MEDIUM, MatchPayload, 6 * 3600,
-                         lambda p: "One Night 🌙", _who),
+                         lambda p: "One Night 🌙", _who, _MATCH_DATA, "photo_url"),
     )
 }
+

@@ -7,6 +7,7 @@ Field names follow Python; the integration guide's camelCase names
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
@@ -16,6 +17,7 @@ __all__ = [
     "CustomNotification",
     "LikePayload",
     "MatchPayload",
+    "ObjectId",
     "PriorityName",
     "UserId",
 ]
@@ -29,6 +31,21 @@ PriorityName = Literal["high", "medium", "low"]
 #: Largest analytics properties object, in bytes of JSON; events are not blobs.
 MAX_ANALYTICS_PROPERTIES_BYTES = 8192
 
+#: An id the app uses to open a screen (a match, a chat): printable, no whitespace.
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
+
+#: Most keys a custom notification may carry to the phone as data.
+MAX_CUSTOM_DATA_KEYS = 16
+
+#: A custom data key: lower-case snake case, as the other keys of a push's data.
+_DATA_KEY = r"^[a-z][a-z0-9_]{0,63}$"
+
+#: Data keys the push itself uses (see willowe_tasks.dispatch), and keys FCM
+#: reserves ("from", "message_type", anything starting with "google" or "gcm").
+RESERVED_DATA_KEYS = frozenset({"kind", "notification_id", "image_url", "aps", "from",
+                                "message_type", "notification"})
+RESERVED_DATA_PREFIXES = ("google", "gcm")
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(
@@ -41,12 +58,16 @@ class LikePayload(_Payload):
 
     name: str = Field(min_length=1, max_length=100)
     age: int = Field(ge=18, le=120)
+    #: The user who liked (matched, …): the app opens their profile.
+    sender_id: UserId | None = Field(None, alias="senderId")
 
 
 class MatchPayload(LikePayload):
     """Who you matched with; also used by fast match and one night."""
 
     photo_url: HttpUrl | None = Field(None, alias="photoUrl")
+    #: The match: the app opens its conversation.
+    match_id: ObjectId | None = Field(None, alias="matchId")
 
 
 class CustomNotification(_Payload):
@@ -58,6 +79,22 @@ class CustomNotification(_Payload):
     body: str = Field(min_length=1, max_length=2000)
     #: How long it stays worth delivering; default: its topic's retention.
     ttl_s: int | None = Field(None, ge=1, le=30 * 24 * 3600)
+    #: What the app needs to open the right screen (a chat id, say), as strings.
+    data: dict[str, Annotated[str, StringConstraints(max_length=1024)]] | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_CUSTOM_DATA_KEYS:
+            raise ValueError(f"at most {MAX_CUSTOM_DATA_KEYS} keys")
+        for key in value:
+            if not re.fullmatch(_DATA_KEY, key):
+                raise ValueError(f"key {key!r} must match {_DATA_KEY}")
+            if key in RESERVED_DATA_KEYS or key.startswith(RESERVED_DATA_PREFIXES):
+                raise ValueError(f"key {key!r} is reserved")
+        return value
 
 
 class AnalyticsEvent(_Payload):
