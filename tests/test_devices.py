@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
@@ -255,3 +256,88 @@ def test_write_lock_held_too_long_raises_and_registry_recovers(tmp_path: Path) -
 
         reg.register("u1", "ios", IOS_TOKEN, "app.willowe.ios")
         assert reg.count() == 1
+
+
+# -- soft removal ---------------------------------------------------------------
+
+
+def test_a_rejected_token_is_marked_not_deleted_and_gets_no_pushes(
+    registry: SQLiteDeviceRegistry,
+) -> None:
+    registry.register("u1", "ios", IOS_TOKEN, "app")
+    registry.register("u1", "android", ANDROID_TOKEN, "app")
+    # When a provider rejects the iOS token (given in upper case, as APNs may echo it)
+    assert registry.mark_invalid(IOS_TOKEN.upper(), "apns:BadDeviceToken", at=1000.0)
+    # Then the user's pushes skip it, but the registry still holds it, with why
+    assert [d.platform for d in registry.devices_for("u1")] == ["android"]
+    assert registry.count() == 1
+    assert registry.invalid_counts() == {"apns:BadDeviceToken": 1}
+    # and marking it again changes nothing
+    assert not registry.mark_invalid(IOS_TOKEN, "apns:BadDeviceToken")
+
+
+def test_restore_brings_back_tokens_marked_after_a_time_for_a_reason(
+    registry: SQLiteDeviceRegistry,
+) -> None:
+    for n, token in enumerate((IOS_TOKEN, IOS_TOKEN_2, "c3" * 32)):
+        registry.register(f"u{n}", "ios", token, "app")
+    registry.mark_invalid(IOS_TOKEN, "apns:Unregistered", at=100.0)  # long ago: a real one
+    registry.mark_invalid(IOS_TOKEN_2, "apns:BadDeviceToken", at=500.0)
+    registry.mark_invalid("c3" * 32, "apns:DeviceTokenNotForTopic", at=600.0)
+
+    assert registry.restore(since=400.0, reason="apns:BadDeviceToken") == 1
+    assert registry.restore(since=400.0) == 1
+    assert registry.invalid_counts() == {"apns:Unregistered": 1}
+    assert registry.invalid_counts(since=400.0) == {}
+    assert [d.token for d in registry.devices_for("u1")] == [IOS_TOKEN_2]
+    assert registry.devices_for("u0") == []
+
+
+def test_registering_a_marked_token_again_makes_it_live(registry: SQLiteDeviceRegistry) -> None:
+    registry.register("u1", "ios", IOS_TOKEN, "app")
+    registry.mark_invalid(IOS_TOKEN, "apns:Unregistered")
+    registry.register("u1", "ios", IOS_TOKEN, "app")
+    assert [d.token for d in registry.devices_for("u1")] == [IOS_TOKEN]
+
+
+def test_a_registration_after_the_providers_verdict_wins(
+    registry: SQLiteDeviceRegistry,
+) -> None:
+    registry.register("u1", "ios", IOS_TOKEN, "app")
+    registered = time.time()
+    # APNs says the token has been invalid since an hour before it was registered
+    assert not registry.mark_invalid(IOS_TOKEN, "apns:Unregistered",
+                                     invalid_since=registered - 3600)
+    assert len(registry.devices_for("u1")) == 1
+    # and a verdict from after the registration counts
+    assert registry.mark_invalid(IOS_TOKEN, "apns:Unregistered", invalid_since=registered + 1)
+    assert registry.devices_for("u1") == []
+
+
+def test_purge_deletes_only_marks_older_than_the_retention(
+    registry: SQLiteDeviceRegistry,
+) -> None:
+    registry.register("u1", "ios", IOS_TOKEN, "app")
+    registry.register("u1", "ios", IOS_TOKEN_2, "app")
+    registry.mark_invalid(IOS_TOKEN, "apns:Unregistered", at=time.time() - 100)
+    registry.mark_invalid(IOS_TOKEN_2, "apns:Unregistered", at=time.time() - 10)
+    assert registry.purge_invalid(older_than_s=50) == 1
+    assert registry.invalid_counts() == {"apns:Unregistered": 1}
+
+
+def test_a_registry_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    # Given a file written before soft removal existed
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE devices (id INTEGER PRIMARY KEY AUTOINCREMENT, token TEXT NOT NULL UNIQUE,"
+        " user_id TEXT NOT NULL, platform TEXT NOT NULL, app_id TEXT NOT NULL,"
+        " registered_at REAL NOT NULL, last_seen_at REAL NOT NULL);"
+        f"INSERT INTO devices VALUES (1, '{IOS_TOKEN}', 'u1', 'ios', 'app', 1.0, 1.0);")
+    conn.close()
+    # When the registry opens it, its devices are kept and can be marked
+    with SQLiteDeviceRegistry(path) as registry:
+        assert [d.token for d in registry.devices_for("u1")] == [IOS_TOKEN]
+        assert registry.mark_invalid(IOS_TOKEN, "apns:Unregistered")
+    with SQLiteDeviceRegistry(path) as registry:  # and opening it again migrates nothing twice
+        assert registry.devices_for("u1") == []

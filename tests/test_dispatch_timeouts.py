@@ -19,6 +19,7 @@ from willowe_tasks.devices import SQLiteDeviceRegistry
 from willowe_tasks.dispatch import Notification, deliver
 from willowe_tasks.services import Services
 from willowe_tasks.testing import FakeAPNs
+from willowe_tasks.token_guard import TokenRemovalGuard
 
 IOS_TOKEN = "7e" * 32
 #: The client gives up after this; the fake answers (and accepts) later.
@@ -40,6 +41,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
         analytics=JsonlAnalyticsSink(tmp_path / "analytics.jsonl"),
         apns=None,
         fcm=None,
+        token_guard=TokenRemovalGuard(max_share=0.5, window_s=60, min_pushes=20),
     )
     services.registry.register("slow-user", "ios", IOS_TOKEN, "com.willowe.app")
     yield services

@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from broker.topics import PartitionShrinkRefused, reconcile
+from willowe_tasks import devices_cli
 from willowe_tasks.settings import SettingsError, load_settings
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("topics", help="create or repair the notification topics (idempotent)") \
         .set_defaults(run=topics_command)
+    devices_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

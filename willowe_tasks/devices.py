@@ -14,6 +14,13 @@ read-then-write (the token move) cannot interleave with another writer.
 
 Tokens are credentials for reaching a person's phone: they are never logged.
 Log :func:`token_fingerprint` instead.
+
+A token a provider rejects is *marked invalid* (with the reason and the time),
+never deleted: one wrong setting (an APNs endpoint of the other environment, a
+Firebase project of another app) makes every token look dead, and deleting
+them would lose the registry. Marked devices get no pushes; :meth:`restore`
+brings back those marked after a given time, and registering a token again
+makes it live. Marks older than a retention are purged on a schedule.
 """
 
 from __future__ import annotations
@@ -55,21 +62,33 @@ FINGERPRINT_HEX_CHARS = 12
 
 _HEX_DIGITS = frozenset(string.hexdigits)
 
-_SCHEMA = (
-    # AUTOINCREMENT so ids only grow: devices_for() orders by id, and a moved
-    # token is re-inserted so it sorts as the newest device of its new owner.
-    """
-    CREATE TABLE IF NOT EXISTS devices (
-        id            INTEGER PRIMARY KEY AUTOINCREMENT,
-        token         TEXT NOT NULL UNIQUE,
-        user_id       TEXT NOT NULL,
-        platform      TEXT NOT NULL CHECK (platform IN ('ios', 'android')),
-        app_id        TEXT NOT NULL,
-        registered_at REAL NOT NULL,
-        last_seen_at  REAL NOT NULL
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS devices_by_user ON devices (user_id, id)",
+#: The registry's schema, one list of statements per version (``PRAGMA
+#: user_version`` says which ran). A file made by an older version is brought
+#: up to date when opened.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # AUTOINCREMENT so ids only grow: devices_for() orders by id, and a moved
+        # token is re-inserted so it sorts as the newest device of its new owner.
+        """
+        CREATE TABLE IF NOT EXISTS devices (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            token         TEXT NOT NULL UNIQUE,
+            user_id       TEXT NOT NULL,
+            platform      TEXT NOT NULL CHECK (platform IN ('ios', 'android')),
+            app_id        TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            last_seen_at  REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS devices_by_user ON devices (user_id, id)",
+    ),
+    (
+        # Soft removal: a rejected token is marked, not deleted.
+        "ALTER TABLE devices ADD COLUMN invalid_at REAL",
+        "ALTER TABLE devices ADD COLUMN invalid_reason TEXT",
+        "CREATE INDEX IF NOT EXISTS devices_by_invalid_at ON devices (invalid_at)"
+        " WHERE invalid_at IS NOT NULL",
+    ),
 )
 
 
@@ -119,15 +138,37 @@ class DeviceRegistry(Protocol):
         ...
 
     def unregister(self, token: str) -> bool:
-        """Forget ``token``; True if it was registered."""
+        """Forget ``token`` (the app signed out); True if it was registered."""
+        ...
+
+    def mark_invalid(self, token: str, reason: str, *, invalid_since: float | None = None,
+                     at: float | None = None) -> bool:
+        """A provider rejected ``token``: stop pushing to it, keeping the row.
+
+        Not marked (False) when the token was registered after ``invalid_since``
+        (the provider's own time of its verdict): that registration is newer.
+        ``at`` is when it is marked (default now)."""
+        ...
+
+    def restore(self, *, since: float, reason: str | None = None) -> int:
+        """Make devices marked invalid at or after ``since`` (for ``reason`` only,
+        if given) live again; return how many."""
+        ...
+
+    def invalid_counts(self, *, since: float = 0.0) -> dict[str, int]:
+        """Devices marked invalid at or after ``since``, by reason."""
+        ...
+
+    def purge_invalid(self, older_than_s: float) -> int:
+        """Delete devices marked invalid more than ``older_than_s`` ago."""
         ...
 
     def devices_for(self, user_id: str) -> list[Device]:
-        """The user's devices, oldest registration first."""
+        """The user's live devices, oldest registration first."""
         ...
 
     def count(self) -> int:
-        """Number of registered devices."""
+        """Number of live devices."""
         ...
 
     def close(self) -> None: ...
@@ -240,8 +281,11 @@ class SQLiteDeviceRegistry:
                 "SELECT id, user_id FROM devices WHERE token = ?", (device.token,)
             ).fetchone()
             if row is not None and row[1] == device.user_id:
+                # Registering again also makes a token marked invalid live: the
+                # app has just been given it by the platform.
                 conn.execute(
-                    "UPDATE devices SET platform = ?, app_id = ?, last_seen_at = ? WHERE id = ?",
+                    "UPDATE devices SET platform = ?, app_id = ?, last_seen_at = ?,"
+                    " invalid_at = NULL, invalid_reason = NULL WHERE id = ?",
                     (device.platform, device.app_id, now, row[0]),
                 )
                 return device
@@ -278,9 +322,58 @@ class SQLiteDeviceRegistry:
         logger.info("device %s unregistered", token_fingerprint(row[1]))
         return True
 
+    def mark_invalid(self, token: str, reason: str, *, invalid_since: float | None = None,
+                     at: float | None = None) -> bool:
+        now = time.time() if at is None else at
+        with self._db.write() as conn:
+            row = conn.execute(
+                "SELECT id, token, last_seen_at FROM devices WHERE (token = ?"
+                " OR (platform = 'ios' AND token = ?)) AND invalid_at IS NULL",
+                (token, token.lower()),
+            ).fetchone()
+            if row is None:
+                return False
+            if invalid_since is not None and row[2] > invalid_since:
+                logger.info("device %s was registered again after the provider's verdict (%s);"
+                            " kept", token_fingerprint(row[1]), reason)
+                return False
+            conn.execute("UPDATE devices SET invalid_at = ?, invalid_reason = ? WHERE id = ?",
+                         (now, reason, row[0]))
+        logger.info("device %s marked invalid: %s", token_fingerprint(row[1]), reason)
+        return True
+
+    def restore(self, *, since: float, reason: str | None = None) -> int:
+        with self._db.write() as conn:
+            restored = conn.execute(
+                "UPDATE devices SET invalid_at = NULL, invalid_reason = NULL"
+                " WHERE invalid_at >= ? AND (? IS NULL OR invalid_reason = ?)",
+                (since, reason, reason),
+            ).rowcount
+        if restored:
+            logger.warning("restored %d device(s) marked invalid since %.0f%s", restored, since,
+                           f" ({reason})" if reason else "")
+        return int(restored)
+
+    def invalid_counts(self, *, since: float = 0.0) -> dict[str, int]:
+        rows = self._db.connection().execute(
+            "SELECT invalid_reason, count(*) FROM devices WHERE invalid_at >= ?"
+            " GROUP BY invalid_reason ORDER BY invalid_reason", (since,),
+        )
+        return {str(reason): int(count) for reason, count in rows}
+
+    def purge_invalid(self, older_than_s: float) -> int:
+        with self._db.write() as conn:
+            purged = conn.execute("DELETE FROM devices WHERE invalid_at < ?",
+                                  (time.time() - older_than_s,)).rowcount
+        if purged:
+            logger.info("purged %d device(s) marked invalid over %.0f s ago", purged,
+                        older_than_s)
+        return int(purged)
+
     def devices_for(self, user_id: str) -> list[Device]:
         rows = self._db.connection().execute(
-            "SELECT user_id, platform, token, app_id FROM devices WHERE user_id = ? ORDER BY id",
+            "SELECT user_id, platform, token, app_id FROM devices"
+            " WHERE user_id = ? AND invalid_at IS NULL ORDER BY id",
             (user_id,),
         )
         return [
@@ -288,7 +381,8 @@ class SQLiteDeviceRegistry:
         ]
 
     def count(self) -> int:
-        (total,) = self._db.connection().execute("SELECT count(*) FROM devices").fetchone()
+        (total,) = self._db.connection().execute(
+            "SELECT count(*) FROM devices WHERE invalid_at IS NULL").fetchone()
         return int(total)
 
     def close(self) -> None:
@@ -302,5 +396,8 @@ class SQLiteDeviceRegistry:
 
     def _create_schema(self) -> None:
         with self._db.write() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")

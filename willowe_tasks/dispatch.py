@@ -29,8 +29,9 @@ from willowe_tasks.delivery.push import Priority
 from willowe_tasks.delivery_log import token_key
 from willowe_tasks.devices import Device
 from willowe_tasks.services import Services
+from willowe_tasks.token_guard import GuardVerdict
 
-__all__ = ["Notification", "NotificationFailed", "deliver", "push_for", "stats"]
+__all__ = ["Notification", "NotificationFailed", "deliver", "invalid_reason", "push_for", "stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +101,16 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
             transient.append(TransientDeliveryError(
                 "ClaimedElsewhere", provider=_provider(device), retry_after_s=lease_s))
             continue
+        provider = _provider(device)
         try:
             _push(notification, device, services)
         except TokenRejected as e:
-            services.registry.unregister(device.token)
             services.ledger.release(notification.id, key)
-            stats["token_removed"] += 1
-            logger.info("Removed %s device %s: %s.", device.platform, device.token_fingerprint,
-                        e.reason)
+            held = _token_rejected(notification, device, e, services)
+            if held is not None:
+                transient.append(held)
         except TransientDeliveryError as e:
+            services.token_guard.pushed(provider)
             if _may_have_been_delivered(e):
                 # The request went out and no answer came back: the provider may
                 # have accepted it. Released, a retry would push it again (once
@@ -123,10 +125,12 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
             services.ledger.release(notification.id, key)
             transient.append(e)
         except DeliveryError as e:
+            services.token_guard.pushed(provider)
             services.ledger.release(notification.id, key)
             permanent.append(e if isinstance(e, PermanentDeliveryError)
                              else PermanentDeliveryError(e.reason, provider=e.provider))
         else:
+            services.token_guard.pushed(provider)
             services.ledger.mark_delivered(notification.id, key)
             stats["pushed"] += 1
     if permanent:
@@ -135,6 +139,39 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
                                  status_code=first.status_code, detail=first.detail)
     if transient:
         raise _retry(transient)
+
+
+def _token_rejected(notification: Notification, device: Device, error: TokenRejected,
+                    services: Services) -> TransientDeliveryError | None:
+    """Mark a rejected token invalid, unless the removal guard holds removals
+    back; return the error to retry the notification with, if it must be."""
+    verdict = services.token_guard.rejected(error.provider, error.reason)
+    if verdict is GuardVerdict.HOLD:
+        stats["token_removal_held"] += 1
+        return TransientDeliveryError("TokenRemovalHeld", provider=error.provider,
+                                      status_code=error.status_code, detail=error.reason)
+    marked = services.registry.mark_invalid(
+        device.token, invalid_reason(error.provider, error.reason),
+        invalid_since=error.invalid_since)
+    if not marked:
+        # Registered again after the provider's verdict (or already marked):
+        # the token stays as it is; this notification is not pushed to it.
+        stats["token_kept"] += 1
+        return None
+    stats["token_removed"] += 1
+    logger.info("Marked %s device %s invalid: %s.", device.platform, device.token_fingerprint,
+                error.reason)
+    if verdict is GuardVerdict.REMOVE_AND_RECHECK:
+        # Too early to tell a dead token from a wrong setting: look again once
+        # the guard has seen more (it restores the mark if it trips).
+        return TransientDeliveryError("TokenRejectionUnconfirmed", provider=error.provider,
+                                      status_code=error.status_code, detail=error.reason)
+    return None
+
+
+def invalid_reason(provider: str, reason: str) -> str:
+    """How a provider's rejection is recorded in the registry: ``apns:Unregistered``."""
+    return f"{provider}:{reason}"
 
 
 def _may_have_been_delivered(error: TransientDeliveryError) -> bool:

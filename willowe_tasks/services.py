@@ -17,6 +17,7 @@ from willowe_tasks.delivery import APNsClient, CertificateAuth, FCMClient, Token
 from willowe_tasks.delivery_log import DeliveryLog, SQLiteDeliveryLog
 from willowe_tasks.devices import DeviceRegistry, SQLiteDeviceRegistry
 from willowe_tasks.settings import Settings, get_settings
+from willowe_tasks.token_guard import TokenRemovalGuard, Trip
 
 __all__ = ["Services", "get_services", "reset_services"]
 
@@ -28,6 +29,7 @@ class Services:
     analytics: AnalyticsSink
     apns: APNsClient | None
     fcm: FCMClient | None
+    token_guard: TokenRemovalGuard
 
     def close(self) -> None:
         for client in (self.apns, self.fcm):
@@ -41,13 +43,26 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    registry = SQLiteDeviceRegistry(settings.device_registry_path)
     return Services(
-        registry=SQLiteDeviceRegistry(settings.device_registry_path),
+        registry=registry,
         ledger=SQLiteDeliveryLog(settings.delivery_log_path),
         analytics=JsonlAnalyticsSink(settings.analytics_path),
         apns=_apns_client(settings),
         fcm=_fcm_client(settings),
+        token_guard=build_token_guard(settings, registry),
     )
+
+
+def build_token_guard(settings: Settings, registry: DeviceRegistry) -> TokenRemovalGuard:
+    """The removal guard; when it trips, the marks it made meanwhile are undone."""
+
+    def restore(trip: Trip) -> None:
+        registry.restore(since=trip.since, reason=f"{trip.provider}:{trip.reason}")
+
+    return TokenRemovalGuard(max_share=settings.token_guard_max_share,
+                             window_s=settings.token_guard_window_s,
+                             min_pushes=settings.token_guard_min_pushes, on_trip=restore)
 
 
 def _apns_client(settings: Settings) -> APNsClient | None:

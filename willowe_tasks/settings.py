@@ -66,6 +66,13 @@ class Settings(BaseSettings):
 
     push_timeout_s: float = Field(10.0, gt=0, le=120)
 
+    # The brake on removing tokens (willowe_tasks/token_guard.py): when over
+    # this share of a window's pushes reject their tokens for one reason, the
+    # setup is the likely cause and no token is removed.
+    token_guard_max_share: float = Field(0.5, gt=0, le=1)
+    token_guard_window_s: float = Field(300.0, gt=0, le=86_400)
+    token_guard_min_pushes: int = Field(20, ge=1, le=1_000_000)
+
     @field_validator("apns_endpoint")
     @classmethod
     def _apns_endpoint(cls, value: str) -> str:
