@@ -74,3 +74,13 @@ def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
         load_settings()
     assert "KAFKA_BROKER:" in str(raised.value)
     assert "KAFKA_RETRY_RETRIES:" in str(raised.value)
+
+
+def test_a_ledger_that_would_forget_a_live_notification_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEDGER_RETENTION_DAYS", "7")
+    with pytest.raises(SettingsError, match="LEDGER_RETENTION_DAYS must be at least 30"):
+        load_settings()
+    monkeypatch.setenv("LEDGER_RETENTION_DAYS", "45")
+    assert load_settings().ledger_retention_days == 45

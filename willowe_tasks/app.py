@@ -8,6 +8,8 @@ from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from broker import KafkaBroker
 from willowe_tasks import logs
+from willowe_tasks.housekeeping import HousekeepingMiddleware
+from willowe_tasks.services import build_housekeeping
 from willowe_tasks.settings import Settings, get_settings
 from willowe_tasks.topics import PRIORITY_TOPICS
 
@@ -20,6 +22,8 @@ def build_broker(settings: Settings) -> KafkaBroker:
                               max_retries=settings.kafka_retry_retries))
     # Actors read their message id (the notification id) and send time.
     middleware.append(CurrentMessage())
+    # Each worker process trims the ledger and the registry on a schedule.
+    middleware.append(HousekeepingMiddleware(lambda: build_housekeeping(settings)))
     return KafkaBroker(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=settings.kafka_group_id,

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from willowe_tasks.payloads import LikePayload, MatchPayload, PriorityName
 from willowe_tasks.topics import HIGH, LOW, MEDIUM, PRIORITY_TOPICS
 
-__all__ = ["KINDS", "NotificationKind", "PRIORITIES", "retention_s"]
+__all__ = ["KINDS", "NotificationKind", "PRIORITIES", "longest_lifetime_s", "retention_s"]
 
 #: The guide's priority words and the actor priorities they stand for.
 PRIORITIES: dict[PriorityName, int] = {"high": HIGH, "medium": MEDIUM, "low": LOW}
@@ -75,3 +75,10 @@ KINDS: dict[str, NotificationKind] = {
     )
 }
 
+
+
+def longest_lifetime_s() -> int:
+    """The longest any notification may wait to be pushed: a kind's lifetime, or
+    a custom notification's default (its topic's retention)."""
+    return max([kind.ttl_s for kind in KINDS.values()]
+               + [spec.retention_ms // 1000 for _, spec in PRIORITY_TOPICS])

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from willowe_tasks.analytics import AnalyticsSink, JsonlAnalyticsSink
 from willowe_tasks.delivery import APNsClient, CertificateAuth, FCMClient, TokenAuth
 from willowe_tasks.delivery_log import DeliveryLog, SQLiteDeliveryLog
 from willowe_tasks.devices import DeviceRegistry, SQLiteDeviceRegistry
+from willowe_tasks.housekeeping import Housekeeping
 from willowe_tasks.settings import Settings, get_settings
 from willowe_tasks.token_guard import TokenRemovalGuard, Trip
 
@@ -92,6 +94,22 @@ def _fcm_client(settings: Settings) -> FCMClient | None:
         ca_file=str(settings.fcm_ca_file) if settings.fcm_ca_file else None,
         timeout_s=settings.push_timeout_s,
     )
+
+
+def build_housekeeping(settings: Settings) -> Housekeeping:
+    """The schedule that trims this process's ledger and registry."""
+
+    def jobs() -> list[tuple[str, Callable[[], int]]]:
+        services = get_services()
+        return [
+            ("ledger prune",
+             lambda: services.ledger.prune(settings.ledger_retention_days * 86_400)),
+            ("invalid device purge",
+             lambda: services.registry.purge_invalid(
+                 settings.invalid_device_retention_days * 86_400)),
+        ]
+
+    return Housekeeping(jobs, interval_s=settings.housekeeping_interval_s)
 
 
 _lock = threading.Lock()

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     token_guard_window_s: float = Field(300.0, gt=0, le=86_400)
     token_guard_min_pushes: int = Field(20, ge=1, le=1_000_000)
 
+    # Housekeeping in each worker (willowe_tasks/housekeeping.py).
+    ledger_retention_days: float = Field(
+        31, gt=0, le=3650,
+        description="Settled ledger pairs are forgotten after this; at least the longest"
+                    " lifetime of a notification (30 days).")
+    invalid_device_retention_days: float = Field(90, gt=0, le=3650)
+    housekeeping_interval_s: float = Field(3600, ge=1, le=7 * 86_400)
+
     @field_validator("apns_endpoint")
     @classmethod
     def _apns_endpoint(cls, value: str) -> str:
@@ -93,6 +101,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FCM_PROJECT_ID and FCM_SERVICE_ACCOUNT_FILE go together; set both"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ledger_outlives_notifications(self) -> Settings:
+        from willowe_tasks.kinds import longest_lifetime_s
+
+        longest_days = longest_lifetime_s() / 86_400
+        if self.ledger_retention_days < longest_days:
+            raise ValueError(
+                f"LEDGER_RETENTION_DAYS must be at least {longest_days:g}, the longest lifetime"
+                f" of a notification (got {self.ledger_retention_days:g}): a redelivery within"
+                " it would otherwise be pushed again")
         return self
 
     @field_validator("kafka_broker")
