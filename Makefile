@@ -63,7 +63,7 @@ lint: | $(VENV)/.installed ## ruff and mypy
 	$(BIN)/mypy broker willowe_tasks
 
 demo: topics ## the main job: workers deliver the guide's examples to local fake APNs/FCM
-	$(BIN)/python -m willowe_tasks.demo
+	$(BIN)/python examples/demo.py
 
 BENCH_ARGS ?=
 

@@ -102,7 +102,7 @@ def concurrency(threads: int) -> tuple[int, str]:
 def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
              latency_s: float = LATENCY_S) -> dict[str, Any]:
     """One repetition; returns its figures (see module docstring)."""
-    from willowe_tasks.devices import SQLiteDeviceRegistry
+    from willowe_tasks.registry import SQLiteDeviceRegistry
     from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -184,9 +184,9 @@ def _consumed_topics() -> list[str]:
     """Every topic a worker of the application consumes: each priority topic
     and its delay topic."""
     from broker.topics import delay_name
-    from willowe_tasks.topics import PRIORITY_TOPICS
+    from willowe_tasks.topics import PRIORITY_TOPIC_NAMES
 
-    return [name for _, spec in PRIORITY_TOPICS for name in (spec.name, delay_name(spec.name))]
+    return [name for topic in PRIORITY_TOPIC_NAMES for name in (topic, delay_name(topic))]
 
 
 def _start_group_at_end(bootstrap: str, group: str, topics: list[str]

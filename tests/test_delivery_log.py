@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from support import FakeClock
 
-from willowe_tasks import delivery_log
-from willowe_tasks.delivery_log import DeliveryLog, SQLiteDeliveryLog, token_key
+from willowe_tasks.ledger import DeliveryLedger, SQLiteLedger
+from willowe_tasks.ledger import sqlite as ledger_sqlite
+from willowe_tasks.tokens import token_key
 
 LEASE_S = 30.0
 #: Bound on every wait in this module, in seconds.
@@ -34,14 +35,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, clock: FakeClock) -> Iterator[SQLiteDeliveryLog]:
-    log = SQLiteDeliveryLog(tmp_path / "ledger" / "deliveries.sqlite3", clock=clock)
+def ledger(tmp_path: Path, clock: FakeClock) -> Iterator[SQLiteLedger]:
+    log = SQLiteLedger(tmp_path / "ledger" / "deliveries.sqlite3", clock=clock)
     yield log
     log.close()
 
 
-def test_conforms_to_protocol(ledger: SQLiteDeliveryLog) -> None:
-    typed: DeliveryLog = ledger
+def test_conforms_to_protocol(ledger: SQLiteLedger) -> None:
+    typed: DeliveryLedger = ledger
     assert typed.delivered("n1") == set()
 
 
@@ -51,7 +52,7 @@ def test_token_key_is_a_prefixed_sha256() -> None:
     assert key == token_key("a1" * 32) != token_key("a1" * 31 + "a2")
 
 
-def test_claim_then_deliver_blocks_every_later_claim(ledger: SQLiteDeliveryLog) -> None:
+def test_claim_then_deliver_blocks_every_later_claim(ledger: SQLiteLedger) -> None:
     assert ledger.claim("n1", KEY_A, lease_s=LEASE_S) is True
     assert ledger.claim("n1", KEY_A, lease_s=LEASE_S) is False  # live lease
     assert ledger.claim("n1", KEY_B, lease_s=LEASE_S) is True  # other device
@@ -65,14 +66,14 @@ def test_claim_then_deliver_blocks_every_later_claim(ledger: SQLiteDeliveryLog) 
     assert ledger.counts() == {"in_flight": 2, "maybe_delivered": 0, "delivered": 1}
 
 
-def test_release_lets_a_retry_claim_again(ledger: SQLiteDeliveryLog) -> None:
+def test_release_lets_a_retry_claim_again(ledger: SQLiteLedger) -> None:
     assert ledger.claim("n1", KEY_A, lease_s=LEASE_S)
     assert ledger.release("n1", KEY_A) is True
     assert ledger.delivered("n1") == set()
     assert ledger.claim("n1", KEY_A, lease_s=LEASE_S) is True
 
 
-def test_release_after_delivery_is_ignored(ledger: SQLiteDeliveryLog) -> None:
+def test_release_after_delivery_is_ignored(ledger: SQLiteLedger) -> None:
     ledger.claim("n1", KEY_A, lease_s=LEASE_S)
     ledger.mark_delivered("n1", KEY_A)
     assert ledger.release("n1", KEY_A) is False
@@ -80,9 +81,9 @@ def test_release_after_delivery_is_ignored(ledger: SQLiteDeliveryLog) -> None:
 
 
 def test_expired_claim_is_maybe_delivered_and_not_pushed_again(
-    ledger: SQLiteDeliveryLog, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ledger: SQLiteLedger, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="willowe_tasks.delivery_log")
+    caplog.set_level(logging.WARNING, logger="willowe_tasks.ledger")
     assert ledger.claim("n1", KEY_A, lease_s=10)  # the worker then "crashes"
     clock.now += 9.9
     assert ledger.claim("n1", KEY_A, lease_s=10) is False  # still in flight
@@ -101,7 +102,7 @@ def test_expired_claim_is_maybe_delivered_and_not_pushed_again(
 
 
 def test_late_mark_delivered_resolves_a_maybe_delivered_pair(
-    ledger: SQLiteDeliveryLog, clock: FakeClock
+    ledger: SQLiteLedger, clock: FakeClock
 ) -> None:
     ledger.claim("n1", KEY_A, lease_s=1)
     clock.now += 5  # the worker stalled past its lease...
@@ -112,7 +113,7 @@ def test_late_mark_delivered_resolves_a_maybe_delivered_pair(
 
 
 def test_late_release_of_own_expired_claim_allows_retry(
-    ledger: SQLiteDeliveryLog, clock: FakeClock
+    ledger: SQLiteLedger, clock: FakeClock
 ) -> None:
     ledger.claim("n1", KEY_A, lease_s=1)
     clock.now += 5
@@ -122,7 +123,7 @@ def test_late_release_of_own_expired_claim_allows_retry(
     assert ledger.claim("n1", KEY_A, lease_s=1) is True
 
 
-def test_caller_may_reclaim_expired_claims(ledger: SQLiteDeliveryLog, clock: FakeClock) -> None:
+def test_caller_may_reclaim_expired_claims(ledger: SQLiteLedger, clock: FakeClock) -> None:
     ledger.claim("n1", KEY_A, lease_s=1, owner="worker-a")
     ledger.claim("n1", KEY_B, lease_s=1, owner="worker-a")
     clock.now += 5
@@ -136,14 +137,14 @@ def test_caller_may_reclaim_expired_claims(ledger: SQLiteDeliveryLog, clock: Fak
     assert ledger.release("n1", KEY_A, owner="worker-b") is True
 
 
-def test_mark_delivered_without_claim_is_recorded(ledger: SQLiteDeliveryLog) -> None:
+def test_mark_delivered_without_claim_is_recorded(ledger: SQLiteLedger) -> None:
     ledger.mark_delivered("n1", KEY_A)
     ledger.mark_delivered("n1", KEY_A)
     assert ledger.delivered("n1") == {KEY_A}
     assert ledger.claim("n1", KEY_A, lease_s=LEASE_S) is False
 
 
-def test_raw_tokens_are_rejected_and_never_stored(ledger: SQLiteDeliveryLog) -> None:
+def test_raw_tokens_are_rejected_and_never_stored(ledger: SQLiteLedger) -> None:
     raw_ios = "a1" * 32  # hex like a digest: the prefix is what tells them apart
     for bad in (raw_ios, "fcm:APA91b-raw", KEY_A.upper(), KEY_A[:-1], ""):
         with pytest.raises(ValueError, match="^token_key:") as excinfo:
@@ -169,7 +170,7 @@ def test_raw_tokens_are_rejected_and_never_stored(ledger: SQLiteDeliveryLog) -> 
     ],
 )
 def test_claim_validation_names_the_field(
-    ledger: SQLiteDeliveryLog, kwargs: dict[str, object], field: str
+    ledger: SQLiteLedger, kwargs: dict[str, object], field: str
 ) -> None:
     args: dict[str, object] = {"notification_id": "n1", "token_key": KEY_A, "lease_s": LEASE_S}
     args.update(kwargs)
@@ -178,9 +179,9 @@ def test_claim_validation_names_the_field(
 
 
 def test_prune_forgets_old_pairs_but_keeps_live_claims(
-    ledger: SQLiteDeliveryLog, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ledger: SQLiteLedger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(delivery_log, "PRUNE_BATCH_ROWS", 3)  # exercise the batching loop
+    monkeypatch.setattr(ledger_sqlite, "PRUNE_BATCH_ROWS", 3)  # exercise the batching loop
     old_keys = [token_key(f"old-{i}") for i in range(7)]
     for key in old_keys:
         ledger.claim("old", key, lease_s=LEASE_S)
@@ -202,7 +203,7 @@ def test_prune_forgets_old_pairs_but_keeps_live_claims(
 
 
 def test_closed_ledger_refuses_use(tmp_path: Path) -> None:
-    log = SQLiteDeliveryLog(tmp_path / "d.sqlite3")
+    log = SQLiteLedger(tmp_path / "d.sqlite3")
     log.close()
     with pytest.raises(RuntimeError, match="closed"):
         log.claim("n1", KEY_A, lease_s=LEASE_S)
@@ -213,7 +214,7 @@ def test_closed_ledger_refuses_use(tmp_path: Path) -> None:
 PAIRS = [(f"n{n}", token_key(f"device-{d}")) for n in range(10) for d in range(10)]
 
 
-def _claim_all(log: SQLiteDeliveryLog, seed: int) -> list[tuple[str, str]]:
+def _claim_all(log: SQLiteLedger, seed: int) -> list[tuple[str, str]]:
     """Claim every pair in a random order; deliver the ones won."""
     order = list(PAIRS)
     random.Random(seed).shuffle(order)
@@ -227,7 +228,7 @@ def _claim_all(log: SQLiteDeliveryLog, seed: int) -> list[tuple[str, str]]:
 
 def _claimer_process(path: str, seed: int, start: BarrierType, results: Queue) -> None:
     try:
-        with SQLiteDeliveryLog(path) as log:
+        with SQLiteLedger(path) as log:
             log.delivered("warm-up")  # open the connection before the race starts
             start.wait()
             results.put(_claim_all(log, seed))
@@ -252,7 +253,7 @@ def test_exactly_one_claimer_wins_each_pair_across_threads_and_processes(
     ]
     for process in processes:
         process.start()
-    shared = SQLiteDeliveryLog(path)
+    shared = SQLiteLedger(path)
     thread_wins: list[list[tuple[str, str]]] = []
     errors: list[BaseException] = []
 
@@ -284,7 +285,7 @@ def test_exactly_one_claimer_wins_each_pair_across_threads_and_processes(
 
 
 def _claim_and_crash(path: str, lease_s: float) -> None:
-    log = SQLiteDeliveryLog(path)
+    log = SQLiteLedger(path)
     assert log.claim("n-crash", KEY_A, lease_s=lease_s)
     # "Push succeeded", then the process dies before mark_delivered.
     os._exit(3)
@@ -299,7 +300,7 @@ def test_worker_crash_between_push_and_mark_is_not_pushed_again(tmp_path: Path) 
     crasher.join(WAIT_S)
     assert crasher.exitcode == 3
 
-    with SQLiteDeliveryLog(path) as log:
+    with SQLiteLedger(path) as log:
         assert log.claim("n-crash", KEY_A, lease_s=LEASE_S) is False  # lease still live
         time.sleep(lease_s)
         assert log.claim("n-crash", KEY_A, lease_s=LEASE_S) is False  # redelivery: skipped
@@ -309,7 +310,7 @@ def test_worker_crash_between_push_and_mark_is_not_pushed_again(tmp_path: Path) 
 
 def test_locked_database_raises_instead_of_answering(tmp_path: Path) -> None:
     path = tmp_path / "deliveries.sqlite3"
-    with SQLiteDeliveryLog(path, busy_timeout_s=0.05) as log:
+    with SQLiteLedger(path, busy_timeout_s=0.05) as log:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process mid-claim
         # Neither True nor False would be safe here: the caller must retry later.

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from willowe_tasks.devices import (
+from willowe_tasks.registry import (
     Device,
     DeviceRegistry,
     DeviceValidationError,
     SQLiteDeviceRegistry,
-    token_fingerprint,
 )
+from willowe_tasks.tokens import token_hash
 
 IOS_TOKEN = "a1" * 32
 IOS_TOKEN_2 = "b2" * 32
@@ -147,16 +147,16 @@ def test_validation_errors_name_the_field(
 def test_tokens_never_reach_logs_or_repr(
     registry: SQLiteDeviceRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="willowe_tasks.devices")
+    caplog.set_level(logging.DEBUG, logger="willowe_tasks.registry")
     device = registry.register("alice", "android", ANDROID_TOKEN, "app.willowe.android")
     registry.register("bob", "android", ANDROID_TOKEN, "app.willowe.android")
     registry.unregister(ANDROID_TOKEN)
 
     assert "moved" in caplog.text and "unregistered" in caplog.text
-    assert token_fingerprint(ANDROID_TOKEN) in caplog.text
+    assert token_hash(ANDROID_TOKEN) in caplog.text
     assert ANDROID_TOKEN not in caplog.text
     assert ANDROID_TOKEN not in repr(device)
-    assert device.token_fingerprint in repr(device)
+    assert device.token_hash in repr(device)
 
 
 def test_creates_parent_folder_uses_wal_and_persists(tmp_path: Path) -> None:

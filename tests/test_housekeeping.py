@@ -11,9 +11,10 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from support import FakeClock, wait_until
 
-from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
-from willowe_tasks.devices import SQLiteDeviceRegistry
 from willowe_tasks.housekeeping import Housekeeping, HousekeepingMiddleware
+from willowe_tasks.ledger import SQLiteLedger
+from willowe_tasks.registry import SQLiteDeviceRegistry
+from willowe_tasks.tokens import token_key
 
 #: Bound on every wait here, in seconds.
 WAIT_S = 10.0
@@ -26,9 +27,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def stores(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[SQLiteDeliveryLog,
+def stores(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[SQLiteLedger,
                                                           SQLiteDeviceRegistry]]:
-    ledger = SQLiteDeliveryLog(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", clock=clock)
     registry = SQLiteDeviceRegistry(tmp_path / "devices.sqlite3")
     yield ledger, registry
     ledger.close()
@@ -36,7 +37,7 @@ def stores(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[SQLiteDeliveryLog
 
 
 def test_old_ledger_pairs_and_long_invalid_devices_are_trimmed_on_schedule(
-    stores: tuple[SQLiteDeliveryLog, SQLiteDeviceRegistry], clock: FakeClock
+    stores: tuple[SQLiteLedger, SQLiteDeviceRegistry], clock: FakeClock
 ) -> None:
     ledger, registry = stores
     # Given a pair delivered 40 days ago, one delivered today, and a device
@@ -70,7 +71,7 @@ def test_old_ledger_pairs_and_long_invalid_devices_are_trimmed_on_schedule(
 
 
 def test_a_failing_job_does_not_stop_the_others(
-    stores: tuple[SQLiteDeliveryLog, SQLiteDeviceRegistry],
+    stores: tuple[SQLiteLedger, SQLiteDeviceRegistry],
 ) -> None:
     ledger, _ = stores
 

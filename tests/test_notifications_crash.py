@@ -17,9 +17,10 @@ from kafka import KafkaAdminClient
 from support import wait_until
 
 from broker.topics import reconcile
-from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
-from willowe_tasks.devices import SQLiteDeviceRegistry
+from willowe_tasks.ledger import SQLiteLedger
+from willowe_tasks.registry import SQLiteDeviceRegistry
 from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env, worker_command
+from willowe_tasks.tokens import token_key
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_a_worker_killed_mid_delivery_does_not_push_a_notification_twice(
         assert killed_at < 2 * NOTIFICATIONS, "the kill came too late to test anything"
         # and a new worker takes over
         worker = start_worker(env, log)
-        ledger = SQLiteDeliveryLog(env["DELIVERY_LOG_PATH"])
+        ledger = SQLiteLedger(env["DELIVERY_LOG_PATH"])
 
         def settled() -> bool:
             done = {(n, t) for n in sent for t in ledger.delivered(n)}

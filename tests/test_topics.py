@@ -10,7 +10,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from broker.topics import PartitionShrinkRefused, TopicSpec, reconcile
 from willowe_tasks.__main__ import main as willowe_main
-from willowe_tasks.topics import ALL_TOPIC_SPECS, PRIORITY_TOPICS, topic_for_priority
+from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 
 def partitions_of(admin: KafkaAdminClient, name: str) -> int:
@@ -115,12 +115,3 @@ def test_the_guides_topics_are_made_by_the_topics_command(
         assert config_of(admin, name, "cleanup.policy") == "delete"
         assert config_of(admin, f"{name}.XQ", "retention.ms") == "604800000"
         assert f"{name}.DQ" in {s.name for s in ALL_TOPIC_SPECS}
-
-
-def test_priorities_pick_topics_by_band() -> None:
-    (high, high_spec), (medium, medium_spec), (low, low_spec) = PRIORITY_TOPICS
-    assert topic_for_priority(high) == high_spec.name == "high-priority-notifications"
-    assert topic_for_priority(high + 1) == medium_spec.name
-    assert topic_for_priority(medium) == medium_spec.name
-    assert topic_for_priority(medium + 1) == low_spec.name
-    assert topic_for_priority(10**6) == low_spec.name

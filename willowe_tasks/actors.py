@@ -14,6 +14,10 @@
 reaches Kafka (a ``pydantic.ValidationError`` names the field), and returns
 once Kafka has the message. The worker validates again: a record that fails
 goes to the dead-letter topic with the reason, never to a phone.
+
+:func:`declare_actors` declares them on a broker, for one application
+(:class:`willowe_tasks.app.App`); the package's own ``send_match`` & co. are
+those of the default application.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -28,24 +33,15 @@ from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from willowe_tasks import logs
-from willowe_tasks.app import broker
 from willowe_tasks.dispatch import Notification, NotificationFailed, deliver
-from willowe_tasks.kinds import KINDS, PRIORITIES, NotificationKind, retention_s
+from willowe_tasks.kinds import KINDS, NotificationKind
 from willowe_tasks.lenient import known_fields_only
-from willowe_tasks.payloads import AnalyticsEvent, CustomNotification, PriorityName, UserId
+from willowe_tasks.payloads import AnalyticsEvent, CustomNotification, UserId
+from willowe_tasks.priorities import BANDS, PriorityName, band
 from willowe_tasks.push_fit import check_fits
-from willowe_tasks.services import get_services
-from willowe_tasks.settings import get_settings
+from willowe_tasks.services import Services
 
-__all__ = [
-    "InvalidPayload",
-    "send_fast_match",
-    "send_like",
-    "send_match",
-    "send_notification",
-    "send_one_night",
-    "track_event",
-]
+__all__ = ["Actors", "InvalidPayload", "SendNotification", "ValidatingActor", "declare_actors"]
 
 
 class InvalidPayload(ValueError):
@@ -81,6 +77,97 @@ class ValidatingActor(dramatiq.Actor):
         return super().message_with_options(args=normalised, kwargs={}, **options)
 
 
+class SendNotification:
+    """The guide's ``sendMessage(topic, message, priority)``: a custom notification
+    whose priority word picks its topic (one actor per band)."""
+
+    def __init__(self, actors: dict[str, ValidatingActor]) -> None:
+        self._actors = actors
+
+    def send(self, notification: dict[str, Any], priority: PriorityName = "high",
+             **options: Any) -> dramatiq.Message:
+        return self.send_with_options(args=(notification,), priority=priority, **options)
+
+    def send_with_options(self, *, args: tuple[Any, ...], priority: PriorityName = "high",
+                          **options: Any) -> dramatiq.Message:
+        return self.actor(priority).send_with_options(args=args, **options)
+
+    def actor(self, priority: PriorityName) -> ValidatingActor:
+        return self._actors[band(priority).word]
+
+
+@dataclass(frozen=True)
+class Actors:
+    """An application's actors."""
+
+    #: A match (high priority).
+    send_match: ValidatingActor
+    #: A fast match (high priority, short-lived).
+    send_fast_match: ValidatingActor
+    #: A like (medium priority).
+    send_like: ValidatingActor
+    #: A one-night request (medium priority).
+    send_one_night: ValidatingActor
+    #: An analytics event (low priority): to the analytics sink, never to a phone.
+    track_event: ValidatingActor
+    send_notification: SendNotification
+
+
+def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services]) -> Actors:
+    """Declare the notification actors on ``broker``. ``services`` gives the
+    worker process's services (registry, ledger, providers) when one runs."""
+
+    def declare(model: type[BaseModel], name: str, priority: int, fn: Callable[..., None],
+                preview: Preview | None = None) -> ValidatingActor:
+        actor = dramatiq.actor(
+            actor_class=ValidatingActor, actor_name=name, priority=priority, broker=broker,
+            # Bad payloads and refused pushes can't get better by retrying.
+            throws=(InvalidPayload, NotificationFailed),
+        )(fn)
+        assert isinstance(actor, ValidatingActor)
+        actor.arguments = model
+        actor.preview = preview
+        actor.logger.addFilter(logs.RedactActorArguments())
+        return actor
+
+    def kind_actor(kind: NotificationKind) -> ValidatingActor:
+        model = _KIND_ARGS[kind.name]
+
+        def deliver_kind(user_id: str, payload: dict[str, Any]) -> None:
+            args = _worker_side(model, (user_id, payload))
+            deliver(_kind_notification(kind, args, *_current_message()), services())
+
+        return declare(model, f"send_{kind.name}", kind.band.actor_priority, deliver_kind,
+                       _kind_preview(kind))
+
+    def custom_actor(word: PriorityName) -> ValidatingActor:
+        def send_custom(notification: dict[str, Any]) -> None:
+            checked = _worker_side(_CUSTOM_ARGS, (notification,)).notification  # type: ignore[attr-defined]
+            deliver(_custom_notification(checked, word, *_current_message()), services())
+
+        return declare(_CUSTOM_ARGS, f"send_notification_{word}", band(word).actor_priority,
+                       send_custom, _custom_preview(word))
+
+    def track_event(event: str, properties: dict[str, Any] | None = None) -> None:
+        checked = _worker_side(AnalyticsEvent, (event, properties or {}))
+        assert isinstance(checked, AnalyticsEvent)
+        event_id, occurred_at = _current_message()
+        services().analytics.record(
+            checked.event, checked.properties, event_id=event_id, occurred_at=occurred_at,
+        )
+
+    kinds = {name: kind_actor(kind) for name, kind in KINDS.items()}
+    return Actors(
+        send_match=kinds["match"],
+        send_fast_match=kinds["fast_match"],
+        send_like=kinds["like"],
+        send_one_night=kinds["one_night"],
+        track_event=declare(AnalyticsEvent, "track_event", band("low").actor_priority,
+                            track_event),
+        send_notification=SendNotification({b.word: custom_actor(b.word) for b in BANDS}),
+    )
+
+
 def _check(model: type[BaseModel], args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseModel:
     """Validate positional/keyword arguments against ``model`` (strictly: an
     unknown field is an error here, where the caller can still fix it)."""
@@ -89,22 +176,6 @@ def _check(model: type[BaseModel], args: tuple[Any, ...], kwargs: dict[str, Any]
         raise TypeError(f"expected at most {len(names)} arguments ({', '.join(names)}), "
                         f"got {len(args)}")
     return model.model_validate(dict(zip(names, args, strict=False)) | kwargs)
-
-
-def _actor(model: type[BaseModel], *, actor_name: str, priority: int,
-           **options: Any) -> Callable[[Callable[..., None]], ValidatingActor]:
-    def decorate(fn: Callable[..., None]) -> ValidatingActor:
-        actor = dramatiq.actor(
-            actor_class=ValidatingActor, actor_name=actor_name, priority=priority,
-            broker=broker,
-            # Bad payloads and refused pushes can't get better by retrying.
-            throws=(InvalidPayload, NotificationFailed), **options,
-        )(fn)
-        assert isinstance(actor, ValidatingActor)
-        actor.arguments = model
-        actor.logger.addFilter(logs.RedactActorArguments())
-        return actor
-    return decorate
 
 
 def _worker_side(model: type[BaseModel], args: tuple[Any, ...]) -> BaseModel:
@@ -142,10 +213,6 @@ def _fresh_id() -> tuple[str, float]:
     return str(uuid.uuid4()), time.time()
 
 
-def _deliver(notification: Notification) -> None:
-    deliver(notification, get_services(), push_timeout_s=get_settings().push_timeout_s)
-
-
 def _kind_notification(kind: NotificationKind, args: Any, notification_id: str,
                        sent_at: float) -> Notification:
     payload = args.payload
@@ -154,8 +221,18 @@ def _kind_notification(kind: NotificationKind, args: Any, notification_id: str,
     image = getattr(payload, kind.image_field, None) if kind.image_field else None
     return Notification(
         id=notification_id, kind=kind.name, user_id=args.user_id, title=kind.title(payload),
-        body=kind.body(payload), priority=kind.priority_name, expires_at=sent_at + kind.ttl_s,
+        body=kind.body(payload), priority=kind.band.word, expires_at=sent_at + kind.ttl_s,
         data=data, image_url=_https_only(image),
+    )
+
+
+def _custom_notification(checked: CustomNotification, word: PriorityName,
+                         notification_id: str, sent_at: float) -> Notification:
+    return Notification(
+        id=notification_id, kind=checked.type, user_id=checked.target_user_id,
+        title=checked.title, body=checked.body, priority=word,
+        expires_at=sent_at + (checked.ttl_s or band(word).topic.retention_ms // 1000),
+        data=dict(checked.data or {}),
     )
 
 
@@ -164,11 +241,6 @@ def _https_only(url: object) -> str | None:
     # the push rather than failing it.
     text = str(url) if url is not None else None
     return text if text is not None and text.startswith("https://") else None
-
-
-def _deliver_kind(kind: NotificationKind, user_id: str, payload: Any) -> None:
-    args = _worker_side(_KIND_ARGS[kind.name], (user_id, payload))
-    _deliver(_kind_notification(kind, args, *_current_message()))
 
 
 def _kind_preview(kind: NotificationKind) -> Preview:
@@ -180,9 +252,15 @@ def _kind_preview(kind: NotificationKind) -> Preview:
     return preview
 
 
-def _arguments_model(payload: type[BaseModel]) -> type[BaseModel]:
-    return create_model(f"{payload.__name__}Arguments", __config__=_ARGUMENTS_CONFIG,
-                        user_id=(UserId, ...), payload=(payload, ...))
+def _custom_preview(word: PriorityName) -> Preview:
+    def preview(args: BaseModel) -> tuple[Notification, dict[tuple[str, ...], str]]:
+        checked: CustomNotification = args.notification  # type: ignore[attr-defined]
+        texts: dict[tuple[str, ...], str] = {
+            ("notification", "title"): checked.title, ("notification", "body"): checked.body}
+        if checked.data:
+            texts[("notification", "data")] = "".join(f"{k}{v}" for k, v in checked.data.items())
+        return _custom_notification(checked, word, *_fresh_id()), texts
+    return preview
 
 
 #: Validation errors name fields, never echo values: a user's name or message
@@ -190,96 +268,14 @@ def _arguments_model(payload: type[BaseModel]) -> type[BaseModel]:
 _ARGUMENTS_CONFIG = ConfigDict(hide_input_in_errors=True)
 
 
+def _arguments_model(payload: type[BaseModel]) -> type[BaseModel]:
+    return create_model(f"{payload.__name__}Arguments", __config__=_ARGUMENTS_CONFIG,
+                        user_id=(UserId, ...), payload=(payload, ...))
+
+
 #: Each kind's actor arguments: (user_id, payload), validated together so an
 #: error names the field as ``payload.age``.
 _KIND_ARGS = {name: _arguments_model(kind.payload) for name, kind in KINDS.items()}
 
-
-def _kind_actor(name: str) -> ValidatingActor:
-    kind = KINDS[name]
-
-    def deliver_kind(user_id: str, payload: dict[str, Any]) -> None:
-        _deliver_kind(kind, user_id, payload)
-
-    actor = _actor(_KIND_ARGS[name], actor_name=f"send_{name}", priority=kind.priority)(
-        deliver_kind
-    )
-    actor.preview = _kind_preview(kind)
-    return actor
-
-
-#: A match (high priority).
-send_match = _kind_actor("match")
-#: A fast match (high priority, short-lived).
-send_fast_match = _kind_actor("fast_match")
-#: A like (medium priority).
-send_like = _kind_actor("like")
-#: A one-night request (medium priority).
-send_one_night = _kind_actor("one_night")
-
-
-@_actor(AnalyticsEvent, actor_name="track_event", priority=PRIORITIES["low"])
-def track_event(event: str, properties: dict[str, Any] | None = None) -> None:
-    """An analytics event (low priority): to the analytics sink, never to a phone."""
-    checked = _worker_side(AnalyticsEvent, (event, properties or {}))
-    assert isinstance(checked, AnalyticsEvent)
-    event_id, occurred_at = _current_message()
-    get_services().analytics.record(
-        checked.event, checked.properties, event_id=event_id, occurred_at=occurred_at,
-    )
-
-
-def _custom_actor(priority_name: PriorityName) -> ValidatingActor:
-    priority = PRIORITIES[priority_name]
-
-    def build(checked: CustomNotification, notification_id: str,
-              sent_at: float) -> Notification:
-        return Notification(
-            id=notification_id, kind=checked.type, user_id=checked.target_user_id,
-            title=checked.title, body=checked.body, priority=priority_name,
-            expires_at=sent_at + (checked.ttl_s or retention_s(priority)),
-            data=dict(checked.data or {}),
-        )
-
-    def send_custom(notification: dict[str, Any]) -> None:
-        checked = _worker_side(_CUSTOM_ARGS, (notification,)).notification  # type: ignore[attr-defined]
-        _deliver(build(checked, *_current_message()))
-
-    def preview(args: BaseModel) -> tuple[Notification, dict[tuple[str, ...], str]]:
-        checked: CustomNotification = args.notification  # type: ignore[attr-defined]
-        texts: dict[tuple[str, ...], str] = {
-            ("notification", "title"): checked.title, ("notification", "body"): checked.body}
-        if checked.data:
-            texts[("notification", "data")] = "".join(f"{k}{v}" for k, v in checked.data.items())
-        return build(checked, *_fresh_id()), texts
-
-    actor = _actor(_CUSTOM_ARGS, actor_name=f"send_notification_{priority_name}",
-                   priority=priority)(send_custom)
-    actor.preview = preview
-    return actor
-
-
 _CUSTOM_ARGS = create_model("CustomNotificationArguments", __config__=_ARGUMENTS_CONFIG,
                             notification=(CustomNotification, ...))
-_CUSTOM_ACTORS = {name: _custom_actor(name) for name in PRIORITIES}
-
-
-class _SendNotification:
-    """The guide's ``sendMessage(topic, message, priority)``: a custom notification
-    whose priority word picks its topic."""
-
-    def send(self, notification: dict[str, Any], priority: PriorityName = "high",
-             **options: Any) -> dramatiq.Message:
-        return self.send_with_options(args=(notification,), priority=priority, **options)
-
-    def send_with_options(self, *, args: tuple[Any, ...], priority: PriorityName = "high",
-                          **options: Any) -> dramatiq.Message:
-        if priority not in _CUSTOM_ACTORS:
-            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
-        return _CUSTOM_ACTORS[priority].send_with_options(args=args, **options)
-
-    def actor(self, priority: PriorityName) -> ValidatingActor:
-        return _CUSTOM_ACTORS[priority]
-
-
-send_notification = _SendNotification()

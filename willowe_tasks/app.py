@@ -1,19 +1,58 @@
-"""The application's broker, built from settings and made Dramatiq's global
-broker, so ``dramatiq willowe_tasks`` runs workers on it."""
+"""An application: a Kafka broker built from settings, the notification actors
+declared on it, and, in each process, the services they deliver with.
+
+``import willowe_tasks`` builds the *default* application from the
+environment and makes its broker Dramatiq's global one, so
+``dramatiq willowe_tasks`` runs workers on it and ``from willowe_tasks import
+send_match`` sends through it. Building one opens no connection and starts no
+thread: Kafka clients, push providers and databases are made on first use.
+
+Tests and tools build their own from the settings they need::
+
+    app = App(load_settings(kafka_broker="127.0.0.1:19092", kafka_group_id="tests"))
+    app.actors.send_match.send("user123", {"name": "Анна", "age": 25})
+    worker = dramatiq.Worker(app.broker)
+"""
 
 from __future__ import annotations
+
+import threading
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from broker import KafkaBroker
+from broker.per_process import PerProcess
 from willowe_tasks import logs
+from willowe_tasks.actors import Actors, declare_actors
 from willowe_tasks.housekeeping import HousekeepingMiddleware
-from willowe_tasks.services import build_housekeeping
+from willowe_tasks.priorities import BANDS
+from willowe_tasks.services import Services, build_housekeeping, build_services
 from willowe_tasks.settings import Settings, get_settings
-from willowe_tasks.topics import PRIORITY_TOPICS
 
-__all__ = ["broker", "build_broker"]
+__all__ = ["App", "build_broker", "default_app"]
+
+
+class App:
+    """The notification application on a broker of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = build_broker(settings)
+        self._services: PerProcess[Services] = PerProcess(lambda: build_services(settings))
+        self.actors: Actors = declare_actors(self.broker, self.services)
+        # Each worker process trims the ledger and the registry on a schedule.
+        self.broker.add_middleware(
+            HousekeepingMiddleware(lambda: build_housekeeping(self.services, settings)))
+
+    def services(self) -> Services:
+        """This process's services, built on first use."""
+        return self._services.get()
+
+    def close(self) -> None:
+        """Close the broker's clients and this process's services."""
+        self.broker.close()
+        self._services.close(lambda services: services.close())
 
 
 def build_broker(settings: Settings) -> KafkaBroker:
@@ -22,19 +61,28 @@ def build_broker(settings: Settings) -> KafkaBroker:
                               max_retries=settings.kafka_retry_retries))
     # Actors read their message id (the notification id) and send time.
     middleware.append(CurrentMessage())
-    # Each worker process trims the ledger and the registry on a schedule.
-    middleware.append(HousekeepingMiddleware(lambda: build_housekeeping(settings)))
     return KafkaBroker(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=settings.kafka_group_id,
         client_id=settings.kafka_client_id,
         middleware=middleware,
-        priority_queues=[(ceiling, spec.name) for ceiling, spec in PRIORITY_TOPICS],
+        priority_queues=[(b.actor_priority, b.topic.name) for b in BANDS],
         # `make topics` (or compose's topics service) owns their shape.
         create_topics=False,
     )
 
 
-logs.install()
-broker = build_broker(get_settings())
-dramatiq.set_broker(broker)
+_default: App | None = None
+_default_lock = threading.Lock()
+
+
+def default_app() -> App:
+    """The application the environment describes, built once; its broker is
+    Dramatiq's global broker."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            logs.install()
+            _default = App(get_settings())
+            dramatiq.set_broker(_default.broker)
+        return _default

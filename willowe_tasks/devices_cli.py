@@ -1,7 +1,7 @@
 """``python -m willowe_tasks devices …``: look at and undo token removals.
 
 A provider's rejection marks a device invalid instead of deleting it (see
-:mod:`willowe_tasks.devices`); after a misconfiguration (a worker pointed at
+:mod:`willowe_tasks.registry`); after a misconfiguration (a worker pointed at
 the wrong APNs environment) ``devices restore --since`` makes the tokens it
 marked live again.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from willowe_tasks.devices import SQLiteDeviceRegistry
+from willowe_tasks.registry import SQLiteDeviceRegistry
 from willowe_tasks.settings import load_settings
 from willowe_tasks.when import parse_since
 

@@ -14,34 +14,30 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
 
 import dramatiq
 
-from willowe_tasks.delivery import (
+from willowe_tasks.priorities import PriorityName
+from willowe_tasks.providers import (
     DeliveryError,
     PermanentDeliveryError,
     Push,
     TokenRejected,
     TransientDeliveryError,
+    provider_for,
 )
-from willowe_tasks.delivery.push import Priority
-from willowe_tasks.delivery_log import token_key
-from willowe_tasks.devices import Device
+from willowe_tasks.registry import Device, invalid_reason
 from willowe_tasks.services import Services
 from willowe_tasks.token_guard import GuardVerdict
+from willowe_tasks.tokens import token_key
 
-__all__ = ["Notification", "NotificationFailed", "deliver", "invalid_reason", "push_for", "stats"]
+__all__ = ["Notification", "NotificationFailed", "deliver", "push_for", "stats"]
 
 logger = logging.getLogger(__name__)
 
 #: How long a claim on a (notification, device) pair lasts, as a multiple of the
 #: push timeout: long enough to cover a slow provider, short enough to recover.
 CLAIM_LEASE_FACTOR = 3
-
-#: Timeouts after which the request certainly did not reach the provider
-#: (httpx and requests exception names, as the clients put them in ``detail``).
-UNSENT_TIMEOUTS = frozenset({"ConnectTimeout", "PoolTimeout"})
 
 #: The sound of every alert unless a notification says otherwise.
 DEFAULT_SOUND = "default"
@@ -61,7 +57,7 @@ class Notification:
     user_id: str
     title: str
     body: str
-    priority: Priority
+    priority: PriorityName
     expires_at: float
     #: What the app needs to open the right screen (see kinds.py), as strings.
     data: dict[str, str] = field(default_factory=dict)
@@ -76,7 +72,7 @@ class Notification:
         return self.id[:64]
 
 
-def deliver(notification: Notification, services: Services, *, push_timeout_s: float) -> None:
+def deliver(notification: Notification, services: Services) -> None:
     """Push ``notification`` to every device of its user.
 
     Returns when each device has it (or was skipped); raises
@@ -89,7 +85,7 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
         return
     transient: list[TransientDeliveryError] = []
     permanent: list[PermanentDeliveryError] = []
-    lease_s = push_timeout_s * CLAIM_LEASE_FACTOR
+    lease_s = services.push_timeout_s * CLAIM_LEASE_FACTOR
     for device in services.registry.devices_for(notification.user_id):
         key = token_key(device.token)
         if not services.ledger.claim(notification.id, key, lease_s=lease_s):
@@ -103,7 +99,7 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
             continue
         provider = _provider(device)
         try:
-            _push(notification, device, services)
+            services.provider(device.platform).send(push_for(notification, device))
         except TokenRejected as e:
             services.ledger.release(notification.id, key)
             held = _token_rejected(notification, device, e, services)
@@ -111,7 +107,7 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
                 transient.append(held)
         except TransientDeliveryError as e:
             services.token_guard.pushed(provider)
-            if _may_have_been_delivered(e):
+            if e.maybe_sent:
                 # The request went out and no answer came back: the provider may
                 # have accepted it. Released, a retry would push it again (once
                 # per timeout, for as long as the provider stays slow); kept, the
@@ -119,7 +115,7 @@ def deliver(notification: Notification, services: Services, *, push_timeout_s: f
                 stats["maybe_delivered"] += 1
                 logger.warning("Push of notification %s to %s device %s timed out (%s); it"
                                " may have been delivered, so it is not pushed again.",
-                               notification.id, device.platform, device.token_fingerprint,
+                               notification.id, device.platform, device.token_hash,
                                e.detail or e.reason)
                 continue
             services.ledger.release(notification.id, key)
@@ -159,7 +155,7 @@ def _token_rejected(notification: Notification, device: Device, error: TokenReje
         stats["token_kept"] += 1
         return None
     stats["token_removed"] += 1
-    logger.info("Marked %s device %s invalid: %s.", device.platform, device.token_fingerprint,
+    logger.info("Marked %s device %s invalid: %s.", device.platform, device.token_hash,
                 error.reason)
     if verdict is GuardVerdict.REMOVE_AND_RECHECK:
         # Too early to tell a dead token from a wrong setting: look again once
@@ -169,36 +165,13 @@ def _token_rejected(notification: Notification, device: Device, error: TokenReje
     return None
 
 
-def invalid_reason(provider: str, reason: str) -> str:
-    """How a provider's rejection is recorded in the registry: ``apns:Unregistered``."""
-    return f"{provider}:{reason}"
-
-
-def _may_have_been_delivered(error: TransientDeliveryError) -> bool:
-    """Whether the push may have reached the provider: it timed out after the
-    request was (or may have been) sent. Only a timeout while connecting or
-    waiting for a connection (the clients name the exception in ``detail``)
-    means the request never left."""
-    return error.reason == "Timeout" and error.detail not in UNSENT_TIMEOUTS
-
-
 def _settled(services: Services, notification_id: str, key: str) -> bool:
     return (key in services.ledger.delivered(notification_id)
             or key in services.ledger.maybe_delivered(notification_id))
 
 
-def _provider(device: Device) -> Literal["apns", "fcm"]:
-    return "apns" if device.platform == "ios" else "fcm"
-
-
-def _push(notification: Notification, device: Device, services: Services) -> None:
-    client = services.apns if device.platform == "ios" else services.fcm
-    if client is None:
-        raise PermanentDeliveryError(
-            "NotConfigured", provider=_provider(device),
-            detail=f"no credentials configured for {device.platform} devices",
-        )
-    client.send(push_for(notification, device))
+def _provider(device: Device) -> str:
+    return provider_for(device.platform).name
 
 
 def push_for(notification: Notification, device: Device) -> Push:

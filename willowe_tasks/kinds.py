@@ -14,27 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from willowe_tasks.payloads import LikePayload, MatchPayload, PriorityName
-from willowe_tasks.topics import HIGH, LOW, MEDIUM, PRIORITY_TOPICS
+from willowe_tasks.payloads import LikePayload, MatchPayload
+from willowe_tasks.priorities import BANDS, PriorityBand, band
 
-__all__ = ["KINDS", "NotificationKind", "PRIORITIES", "longest_lifetime_s", "retention_s"]
-
-#: The guide's priority words and the actor priorities they stand for.
-PRIORITIES: dict[PriorityName, int] = {"high": HIGH, "medium": MEDIUM, "low": LOW}
-
-
-def retention_s(priority: int) -> int:
-    """Retention of the topic an actor of this priority sends to, in seconds."""
-    for ceiling, spec in PRIORITY_TOPICS:
-        if priority <= ceiling:
-            return spec.retention_ms // 1000
-    return PRIORITY_TOPICS[-1][1].retention_ms // 1000
+__all__ = ["KINDS", "NotificationKind", "longest_lifetime_s"]
 
 
 @dataclass(frozen=True)
 class NotificationKind:
     name: str
-    priority: int
+    band: PriorityBand
     payload: type[BaseModel]
     #: Seconds after sending during which the notification is still worth a push.
     ttl_s: int
@@ -46,9 +35,9 @@ class NotificationKind:
     #: Payload field holding a picture URL, shown as a rich notification.
     image_field: str | None = None
 
-    @property
-    def priority_name(self) -> PriorityName:
-        return next(word for word, value in PRIORITIES.items() if value == self.priority)
+
+def _retention_s(word: str) -> int:
+    return band(word).topic.retention_ms // 1000
 
 
 def _who(p: Any) -> str:
@@ -64,13 +53,13 @@ _MATCH_DATA = ("sender_id", "match_id")
 KINDS: dict[str, NotificationKind] = {
     kind.name: kind
     for kind in (
-        NotificationKind("match", HIGH, MatchPayload, retention_s(HIGH),
+        NotificationKind("match", band("high"), MatchPayload, _retention_s("high"),
                          lambda p: "У вас новый мэтч! 💘", _who, _MATCH_DATA, "photo_url"),
-        NotificationKind("fast_match", HIGH, MatchPayload, 15 * 60,
+        NotificationKind("fast_match", band("high"), MatchPayload, 15 * 60,
                          lambda p: "Быстрый мэтч ⚡", _who, _MATCH_DATA, "photo_url"),
-        NotificationKind("like", MEDIUM, LikePayload, retention_s(MEDIUM),
+        NotificationKind("like", band("medium"), LikePayload, _retention_s("medium"),
                          lambda p: "Вам поставили лайк ❤️", _who, ("sender_id",)),
-        NotificationKind("one_night", MEDIUM, MatchPayload, 6 * 3600,
+        NotificationKind("one_night", band("medium"), MatchPayload, 6 * 3600,
                          lambda p: "One Night 🌙", _who, _MATCH_DATA, "photo_url"),
     )
 }
@@ -81,4 +70,4 @@ def longest_lifetime_s() -> int:
     """The longest any notification may wait to be pushed: a kind's lifetime, or
     a custom notification's default (its topic's retention)."""
     return max([kind.ttl_s for kind in KINDS.values()]
-               + [spec.retention_ms // 1000 for _, spec in PRIORITY_TOPICS])
+               + [b.topic.retention_ms // 1000 for b in BANDS])

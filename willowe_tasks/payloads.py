@@ -8,7 +8,7 @@ Field names follow Python; the integration guide's camelCase names
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
 
@@ -18,15 +18,11 @@ __all__ = [
     "LikePayload",
     "MatchPayload",
     "ObjectId",
-    "PriorityName",
     "UserId",
 ]
 
 #: A user id as the web app knows it: printable, no whitespace.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
-
-#: The guide's priority words (sendMessage's third argument).
-PriorityName = Literal["high", "medium", "low"]
 
 #: Largest analytics properties object, in bytes of JSON; events are not blobs.
 MAX_ANALYTICS_PROPERTIES_BYTES = 8192

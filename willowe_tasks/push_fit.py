@@ -2,8 +2,9 @@
 
 The worker would build the same push and the provider would refuse it, or
 worse, one provider would take it and the other dead-letter it. So ``send()``
-builds the push with the worker's own code (:func:`willowe_tasks.dispatch.push_for`
-and the providers' builders) and measures it in UTF-8 bytes.
+builds the push with the worker's own code (:func:`willowe_tasks.dispatch.push_for`)
+and has every registered provider measure it with its own builder, in UTF-8
+bytes. The user's devices are not known yet, so it must fit them all.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from willowe_tasks.delivery.limits import push_sizes
-from willowe_tasks.devices import Device
 from willowe_tasks.dispatch import Notification, push_for
+from willowe_tasks.providers import providers
+from willowe_tasks.registry import Device
 
 __all__ = ["check_fits"]
 
 #: Stands in for a phone when measuring: device tokens and app ids travel
-#: outside the payload both providers count, so any will do.
+#: outside the payload every provider counts, so any will do.
 _SOME_DEVICE = Device(user_id="-", platform="ios", token="00" * 32, app_id="-")
 
 
@@ -27,8 +28,8 @@ def check_fits(notification: Notification, texts: dict[tuple[str, ...], str], *,
     """Raise a ``ValidationError`` when ``notification`` would be too big for a
     provider. It names the longest of ``texts`` (field location → its text),
     the field a caller would shorten, and the provider's limit in bytes."""
-    too_big = [size for size in push_sizes(push_for(notification, _SOME_DEVICE))
-               if not size.fits]
+    push = push_for(notification, _SOME_DEVICE)
+    too_big = [size for size in (spec.measure(push) for spec in providers()) if not size.fits]
     if not too_big or not texts:
         return
     worst = max(too_big, key=lambda size: size.size_bytes - size.limit_bytes)

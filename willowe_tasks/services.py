@@ -1,40 +1,81 @@
-"""The per-process things a worker delivers with: device registry, delivery
-ledger, analytics sink and the APNs/FCM clients, built from settings.
+"""What a worker delivers with: device registry, delivery ledger, analytics
+sink, the removal guard and the push providers' clients, built from settings.
 
-Made lazily and once per process: Dramatiq forks its worker processes after
-importing the app, and neither HTTP/2 connections nor SQLite handles may
-cross a fork.
+An application (:class:`willowe_tasks.app.App`) makes one :class:`Services`
+per process, on first use: Dramatiq forks its worker processes after importing
+the app, and neither HTTP/2 connections nor SQLite handles may cross a fork.
+Each provider's client is built on its first push, so a worker that never
+pushes to Android never imports the FCM client.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 from willowe_tasks.analytics import AnalyticsSink, JsonlAnalyticsSink
-from willowe_tasks.delivery import APNsClient, CertificateAuth, FCMClient, TokenAuth
-from willowe_tasks.delivery_log import DeliveryLog, SQLiteDeliveryLog
-from willowe_tasks.devices import DeviceRegistry, SQLiteDeviceRegistry
 from willowe_tasks.housekeeping import Housekeeping
-from willowe_tasks.settings import Settings, get_settings
+from willowe_tasks.ledger import DeliveryLedger, SQLiteLedger
+from willowe_tasks.providers import PermanentDeliveryError, PushProvider, provider_for
+from willowe_tasks.registry import DeviceRegistry, SQLiteDeviceRegistry, invalid_reason
+from willowe_tasks.settings import Settings
 from willowe_tasks.token_guard import TokenRemovalGuard, Trip
 
-__all__ = ["Services", "get_services", "reset_services"]
+__all__ = ["Services", "build_housekeeping", "build_services", "build_token_guard"]
 
 
-@dataclass
 class Services:
-    registry: DeviceRegistry
-    ledger: DeliveryLog
-    analytics: AnalyticsSink
-    apns: APNsClient | None
-    fcm: FCMClient | None
-    token_guard: TokenRemovalGuard
+    """The stores and clients one worker process delivers with.
+
+    ``providers`` are clients to use as they are (tests); any other platform's
+    client is built from ``settings`` on first use. ``push_timeout_s`` bounds
+    one push (the ledger's claims outlast it).
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: DeviceRegistry,
+        ledger: DeliveryLedger,
+        analytics: AnalyticsSink,
+        token_guard: TokenRemovalGuard,
+        settings: Settings | None = None,
+        providers: Mapping[str, PushProvider] | None = None,
+        push_timeout_s: float | None = None,
+    ) -> None:
+        self.registry = registry
+        self.ledger = ledger
+        self.analytics = analytics
+        self.token_guard = token_guard
+        self.settings = settings
+        if push_timeout_s is None:
+            push_timeout_s = settings.push_timeout_s if settings is not None else 10.0
+        self.push_timeout_s = push_timeout_s
+        self._providers: dict[str, PushProvider | None] = dict(providers or {})
+        self._lock = threading.Lock()
+
+    def provider(self, platform: str) -> PushProvider:
+        """The client for ``platform``'s devices, built on first use.
+
+        Raises :class:`PermanentDeliveryError` ``NotConfigured`` when the
+        settings give that provider no credentials.
+        """
+        with self._lock:
+            if platform not in self._providers:
+                spec = provider_for(platform)
+                self._providers[platform] = (spec.build(self.settings)
+                                             if self.settings is not None else None)
+            client = self._providers[platform]
+        if client is None:
+            raise PermanentDeliveryError(
+                "NotConfigured", provider=provider_for(platform).name,
+                detail=f"no credentials configured for {platform} devices")
+        return client
 
     def close(self) -> None:
-        for client in (self.apns, self.fcm):
+        with self._lock:
+            clients, self._providers = list(self._providers.values()), {}
+        for client in clients:
             if client is not None:
                 client.close()
         self.registry.close()
@@ -48,11 +89,10 @@ def build_services(settings: Settings) -> Services:
     registry = SQLiteDeviceRegistry(settings.device_registry_path)
     return Services(
         registry=registry,
-        ledger=SQLiteDeliveryLog(settings.delivery_log_path),
+        ledger=SQLiteLedger(settings.delivery_log_path),
         analytics=JsonlAnalyticsSink(settings.analytics_path),
-        apns=_apns_client(settings),
-        fcm=_fcm_client(settings),
         token_guard=build_token_guard(settings, registry),
+        settings=settings,
     )
 
 
@@ -60,78 +100,24 @@ def build_token_guard(settings: Settings, registry: DeviceRegistry) -> TokenRemo
     """The removal guard; when it trips, the marks it made meanwhile are undone."""
 
     def restore(trip: Trip) -> None:
-        registry.restore(since=trip.since, reason=f"{trip.provider}:{trip.reason}")
+        registry.restore(since=trip.since, reason=invalid_reason(trip.provider, trip.reason))
 
     return TokenRemovalGuard(max_share=settings.token_guard_max_share,
                              window_s=settings.token_guard_window_s,
                              min_pushes=settings.token_guard_min_pushes, on_trip=restore)
 
 
-def _apns_client(settings: Settings) -> APNsClient | None:
-    auth: TokenAuth | CertificateAuth
-    if settings.apns_key_file and settings.apns_key_id and settings.apns_team_id:
-        auth = TokenAuth(key_path=settings.apns_key_file, key_id=settings.apns_key_id,
-                         team_id=settings.apns_team_id)
-    elif settings.apns_cert_file and settings.apns_cert_key_file:
-        auth = CertificateAuth(cert_file=str(settings.apns_cert_file),
-                               key_file=str(settings.apns_cert_key_file))
-    else:
-        return None
-    return APNsClient(
-        endpoint=settings.apns_endpoint, default_topic=settings.apns_topic, auth=auth,
-        ca_file=str(settings.apns_ca_file) if settings.apns_ca_file else None,
-        timeout_s=settings.push_timeout_s,
-    )
-
-
-def _fcm_client(settings: Settings) -> FCMClient | None:
-    if not (settings.fcm_project_id and settings.fcm_service_account_file):
-        return None
-    return FCMClient(
-        project_id=settings.fcm_project_id,
-        service_account_file=settings.fcm_service_account_file,
-        endpoint=settings.fcm_endpoint,
-        ca_file=str(settings.fcm_ca_file) if settings.fcm_ca_file else None,
-        timeout_s=settings.push_timeout_s,
-    )
-
-
-def build_housekeeping(settings: Settings) -> Housekeeping:
+def build_housekeeping(services: Callable[[], Services], settings: Settings) -> Housekeeping:
     """The schedule that trims this process's ledger and registry."""
 
     def jobs() -> list[tuple[str, Callable[[], int]]]:
-        services = get_services()
+        current = services()
         return [
             ("ledger prune",
-             lambda: services.ledger.prune(settings.ledger_retention_days * 86_400)),
+             lambda: current.ledger.prune(settings.ledger_retention_days * 86_400)),
             ("invalid device purge",
-             lambda: services.registry.purge_invalid(
+             lambda: current.registry.purge_invalid(
                  settings.invalid_device_retention_days * 86_400)),
         ]
 
     return Housekeeping(jobs, interval_s=settings.housekeeping_interval_s)
-
-
-_lock = threading.Lock()
-_services: Services | None = None
-_services_pid = 0
-
-
-def get_services() -> Services:
-    """This process's services, built on first use."""
-    global _services, _services_pid
-    with _lock:
-        if _services is None or _services_pid != os.getpid():
-            _services = build_services(get_settings())
-            _services_pid = os.getpid()
-        return _services
-
-
-def reset_services(services: Services | None = None) -> None:
-    """Close this process's services (tests: or install ``services`` instead)."""
-    global _services, _services_pid
-    with _lock:
-        if _services is not None and _services_pid == os.getpid():
-            _services.close()
-        _services = services
-        _services_pid = os.getpid() if services is not None else 0

@@ -8,6 +8,7 @@ with :class:`SettingsError`, which names the variable and what it expected.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "get_settings", "load_settings"]
+__all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_from"]
 
 
 class SettingsError(ValueError):
@@ -139,6 +140,13 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as e:
         raise SettingsError(_describe(e)) from None
+
+
+def settings_from(variables: Mapping[str, str]) -> Settings:
+    """Settings from these environment variables (``{"KAFKA_BROKER": …}``), on
+    top of the environment: for tools that start workers with a given
+    environment and act with the same settings themselves."""
+    return load_settings(**{name.lower(): value for name, value in variables.items()})
 
 
 @lru_cache(maxsize=1)

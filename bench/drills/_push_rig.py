@@ -25,8 +25,8 @@ from bench.drills._common import Context, Result, tally, wait_until
 from bench.envs import ROOT
 from bench.runner import start
 from broker.topics import reconcile
-from willowe_tasks.delivery_log import SQLiteDeliveryLog, token_key
-from willowe_tasks.devices import SQLiteDeviceRegistry
+from willowe_tasks.ledger import SQLiteLedger
+from willowe_tasks.registry import SQLiteDeviceRegistry
 from willowe_tasks.testing import (
     FakeAPNs,
     FakeFCM,
@@ -34,6 +34,7 @@ from willowe_tasks.testing import (
     fake_provider_env,
     worker_command,
 )
+from willowe_tasks.tokens import token_key
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 #: Users per drill. Each has an iPhone and an Android phone; every
@@ -71,7 +72,7 @@ class PushRig:
         self.sent: dict[str, str] = {}
         #: What the fakes recorded before they were last cleared.
         self._kept: list[ReceivedRequest] = []
-        self._ledger: SQLiteDeliveryLog | None = None
+        self._ledger: SQLiteLedger | None = None
 
     def __enter__(self) -> Self:
         self.apns.start()
@@ -91,7 +92,7 @@ class PushRig:
         finally:
             admin.close()
         self._register_phones()
-        self._ledger = SQLiteDeliveryLog(self.env["DELIVERY_LOG_PATH"])
+        self._ledger = SQLiteLedger(self.env["DELIVERY_LOG_PATH"])
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

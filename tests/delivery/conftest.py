@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from delivery_support import FakeClock
 
-from willowe_tasks.delivery import APNsClient, FCMClient, TokenAuth
+from willowe_tasks.providers.apns.auth import TokenAuth
+from willowe_tasks.providers.apns.client import APNsClient
+from willowe_tasks.providers.fcm.client import FCMClient
 from willowe_tasks.testing import FakeAPNs, FakeFCM
 from willowe_tasks.testing.fake_fcm import new_service_account_key_pem
 

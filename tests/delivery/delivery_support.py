@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from willowe_tasks.delivery import Push
+from willowe_tasks.providers import Push
 
 #: A device token as APNs issues them: 32 bytes, hex.
 APNS_TOKEN = "a1" * 32

@@ -15,7 +15,7 @@ import h2.connection
 import h2.events
 from delivery_support import APNS_TOKEN
 
-from willowe_tasks.delivery import TokenAuth
+from willowe_tasks.providers.apns.auth import TokenAuth
 from willowe_tasks.testing import FakeAPNs
 
 #: Bound on every socket wait, in seconds.

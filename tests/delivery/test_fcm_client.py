@@ -15,12 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from delivery_support import FCM_TOKEN, make_push
 
-from willowe_tasks.delivery import (
-    FCMClient,
-    PermanentDeliveryError,
-    TokenRejected,
-    TransientDeliveryError,
-)
+from willowe_tasks.providers import PermanentDeliveryError, TokenRejected, TransientDeliveryError
+from willowe_tasks.providers.fcm.client import FCMClient
 from willowe_tasks.testing import FakeFCM
 
 #: Threads sending at once in the concurrency test.
@@ -278,10 +274,21 @@ def test_unreachable_fcm_is_transient(fake_fcm: FakeFCM) -> None:
             ca_file=fake_fcm.ca_file,
             timeout_s=2.0,
         ) as client,
-        pytest.raises(TransientDeliveryError, match="ConnectionError"),
+        pytest.raises(TransientDeliveryError, match="ConnectionError") as caught,
     ):
         client.send(make_push(FCM_TOKEN))
     assert fake_fcm.token_grants == 1  # the token endpoint did answer
+    assert not caught.value.maybe_sent  # nothing listened: the message never left
+
+
+def test_an_answer_too_late_may_have_been_accepted(
+    fake_fcm: FakeFCM, make_fcm_client: Callable[..., FCMClient]
+) -> None:
+    fake_fcm.latency_s = 1.0
+    client = make_fcm_client(timeout_s=0.2)
+    with pytest.raises(TransientDeliveryError, match="Timeout") as caught:
+        client.send(make_push(FCM_TOKEN))
+    assert caught.value.maybe_sent
 
 
 def test_unreachable_token_endpoint_is_transient(

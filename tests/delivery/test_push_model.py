@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import time
 from typing import Any
@@ -9,14 +10,15 @@ from typing import Any
 import pytest
 from delivery_support import APNS_TOKEN, make_push
 
-from willowe_tasks.delivery import (
+from willowe_tasks.providers import (
     DeliveryError,
     PermanentDeliveryError,
     TokenRejected,
     TransientDeliveryError,
-    token_ref,
 )
-from willowe_tasks.delivery.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
+from willowe_tasks.providers.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
+from willowe_tasks.registry import Device
+from willowe_tasks.tokens import token_hash
 
 
 def test_repr_hides_token_and_content() -> None:
@@ -28,11 +30,13 @@ def test_repr_hides_token_and_content() -> None:
     assert "notif-0001" in text
 
 
-def test_token_ref_is_a_short_stable_hash() -> None:
+def test_a_push_names_its_device_by_the_same_short_hash_as_every_log_line() -> None:
     push = make_push()
-    assert push.token_ref == token_ref(APNS_TOKEN)
-    assert len(push.token_ref) == 12
-    assert push.token_ref not in APNS_TOKEN
+    device = Device("u1", "ios", APNS_TOKEN, "app")
+    # One phone, one name, wherever it is logged
+    assert push.token_hash == device.token_hash == token_hash(APNS_TOKEN)
+    assert push.token_hash == "sha256:" + hashlib.sha256(APNS_TOKEN.encode()).hexdigest()[:12]
+    assert push.token_hash[len("sha256:"):] not in APNS_TOKEN
 
 
 def test_collapse_id_is_limited_to_64_bytes_not_characters() -> None:

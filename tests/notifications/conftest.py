@@ -10,13 +10,12 @@ from pathlib import Path
 import dramatiq
 import pytest
 from kafka import KafkaAdminClient
-from notification_support import App
+from notification_support import Rig
 
-import willowe_tasks
 from broker.topics import reconcile
 from willowe_tasks import dispatch
-from willowe_tasks.services import build_services, reset_services
-from willowe_tasks.settings import load_settings
+from willowe_tasks.app import App
+from willowe_tasks.settings import settings_from
 from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
@@ -30,36 +29,31 @@ def fakes() -> Iterator[tuple[FakeAPNs, FakeFCM]]:
 @pytest.fixture
 def sender(
     kafka_bootstrap: str, fakes: tuple[FakeAPNs, FakeFCM], tmp_path: Path
-) -> Iterator[App]:
-    """Settings, services and the app's broker pointed at the test Kafka and fakes."""
+) -> Iterator[Rig]:
+    """An application of the test's own on the test Kafka, delivering to the fakes,
+    with a consumer group of its own."""
     apns, fcm = fakes
     apns.clear()
     fcm.clear()
-    # The same settings a worker process gets from fake_provider_env, read in-process.
-    provider_settings = {k.lower(): v for k, v in fake_provider_env(apns, fcm, tmp_path).items()}
-    settings = load_settings(kafka_broker=kafka_bootstrap, **provider_settings)
-    broker = willowe_tasks.broker
-    broker.close()
-    broker.bootstrap_servers = [kafka_bootstrap]
-    # A group of its own, starting where the topics end now: earlier runs'
-    # messages are not this test's business.
-    broker.group_id = f"test-app-{uuid.uuid4().hex[:8]}"
+    app = App(settings_from({
+        "KAFKA_BROKER": kafka_bootstrap,
+        "KAFKA_GROUP_ID": f"test-app-{uuid.uuid4().hex[:8]}",
+        **fake_provider_env(apns, fcm, tmp_path),
+    }))
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     reconcile(admin, ALL_TOPIC_SPECS)
     admin.close()
-    broker.flush_all()
-    services = build_services(settings)
-    reset_services(services)
+    # Earlier runs' messages are not this test's business.
+    app.broker.flush_all()
     dispatch.stats.clear()
     try:
-        yield App(broker, apns, fcm, services, settings.analytics_path)
+        yield Rig(app, apns, fcm)
     finally:
-        reset_services()
-        broker.close()
+        app.close()
 
 
 @pytest.fixture
-def app(sender: App) -> Iterator[App]:
+def app(sender: Rig) -> Iterator[Rig]:
     """The sending side plus a worker running in this process."""
     worker = dramatiq.Worker(sender.broker, worker_threads=4, worker_timeout=100)
     worker.start()

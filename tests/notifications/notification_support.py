@@ -9,8 +9,11 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-import willowe_tasks
+from broker import KafkaBroker
 from broker.dead_letters import header_dict
+from willowe_tasks.actors import Actors
+from willowe_tasks.app import App
+from willowe_tasks.services import Services
 from willowe_tasks.testing import FakeAPNs, FakeFCM
 
 IOS_TOKEN = "ab" * 32
@@ -22,19 +25,35 @@ LOW = "low-priority-notifications"
 
 
 @dataclass
-class App:
-    broker: willowe_tasks.app.KafkaBroker  # type: ignore[name-defined]
+class Rig:
+    """An application of the test's own, on the test Kafka, delivering to the fakes."""
+
+    app: App
     apns: FakeAPNs
     fcm: FakeFCM
-    services: willowe_tasks.services.Services  # type: ignore[name-defined]
-    analytics_path: Path
+
+    @property
+    def broker(self) -> KafkaBroker:
+        return self.app.broker
+
+    @property
+    def actors(self) -> Actors:
+        return self.app.actors
+
+    @property
+    def services(self) -> Services:
+        return self.app.services()
+
+    @property
+    def analytics_path(self) -> Path:
+        return self.app.settings.analytics_path
 
     def join(self, *queues: str) -> None:
         for queue in queues or (HIGH, MEDIUM, LOW):
             self.broker.join(queue, timeout=60_000)
 
 
-def register_both(app: App, user_id: str = "user123") -> None:
+def register_both(app: Rig, user_id: str = "user123") -> None:
     app.services.registry.register(user_id, "ios", IOS_TOKEN, app.apns.bundle_id)
     app.services.registry.register(user_id, "android", ANDROID_TOKEN, "com.willowe.android")
 
@@ -47,7 +66,7 @@ def end_offsets(bootstrap: list[str], topic: str) -> int:
     return total
 
 
-def read_dead_letters(app: App, topic: str, message_id: str) -> list[dict[str, str]]:
+def read_dead_letters(app: Rig, topic: str, message_id: str) -> list[dict[str, str]]:
     consumer = KafkaConsumer(
         topic, bootstrap_servers=app.broker.bootstrap_servers, auto_offset_reset="earliest",
         consumer_timeout_ms=5000, group_id=None,

@@ -13,21 +13,20 @@ from notification_support import (
     IOS_TOKEN,
     LOW,
     MEDIUM,
-    App,
+    Rig,
     end_offsets,
     register_both,
 )
 from pydantic import ValidationError
 
-import willowe_tasks
-from willowe_tasks.delivery.fcm_message import MAX_TTL_S
+from willowe_tasks.providers.fcm.message import MAX_TTL_S
 
 PHOTO = "https://example.com/photo.jpg"
 
 
-def test_a_match_carries_who_and_which_match_with_a_sound_and_the_photo(app: App) -> None:
+def test_a_match_carries_who_and_which_match_with_a_sound_and_the_photo(app: Rig) -> None:
     register_both(app)
-    willowe_tasks.send_match.send("user123", {
+    app.actors.send_match.send("user123", {
         "name": "Анна", "age": 25, "photoUrl": PHOTO, "senderId": "user777", "matchId": "m-9"})
     app.join(HIGH)
     [ios] = app.apns.wait_for(1)
@@ -48,9 +47,9 @@ def test_a_match_carries_who_and_which_match_with_a_sound_and_the_photo(app: App
     assert message["android"]["notification"]["tag"] == ios.headers["apns-collapse-id"]
 
 
-def test_a_like_leaves_out_what_it_was_not_given(app: App) -> None:
+def test_a_like_leaves_out_what_it_was_not_given(app: Rig) -> None:
     register_both(app, "user456")
-    willowe_tasks.send_like.send("user456", {"name": "Мария", "age": 28})
+    app.actors.send_like.send("user456", {"name": "Мария", "age": 28})
     app.join(MEDIUM)
     [ios] = app.apns.wait_for(1)
     assert set(ios.data) == {"kind", "notification_id"}
@@ -58,10 +57,10 @@ def test_a_like_leaves_out_what_it_was_not_given(app: App) -> None:
     assert ios.json["aps"]["sound"] == "default"
 
 
-def test_a_custom_low_priority_notification_reaches_android_within_fcms_ttl(app: App) -> None:
+def test_a_custom_low_priority_notification_reaches_android_within_fcms_ttl(app: Rig) -> None:
     # Given a custom notification whose deadline is its topic's 30 days
     register_both(app)
-    willowe_tasks.send_notification.send(
+    app.actors.send_notification.send(
         {"type": "custom-notification", "targetUserId": "user123", "title": "Новое сообщение",
          "body": "У вас новое сообщение", "data": {"chat_id": "c-1"}}, "low")
     app.join(LOW)
@@ -89,11 +88,11 @@ def test_a_custom_low_priority_notification_reaches_android_within_fcms_ttl(app:
     ],
 )
 def test_a_notification_too_big_for_a_provider_is_refused_at_send(
-    sender: App, notification: dict[str, object], field: str, provider: str
+    sender: Rig, notification: dict[str, object], field: str, provider: str
 ) -> None:
     before = end_offsets(sender.broker.bootstrap_servers, HIGH)
     with pytest.raises(ValidationError) as raised:
-        willowe_tasks.send_notification.send(
+        sender.actors.send_notification.send(
             {"type": "custom-notification", "targetUserId": "user123", "title": "Привет",
              **notification}, "high")
     text = str(raised.value)
@@ -104,21 +103,21 @@ def test_a_notification_too_big_for_a_provider_is_refused_at_send(
     assert end_offsets(sender.broker.bootstrap_servers, HIGH) == before
 
 
-def test_a_notification_just_under_the_limits_is_accepted(sender: App) -> None:
+def test_a_notification_just_under_the_limits_is_accepted(sender: Rig) -> None:
     # 1,800 Cyrillic letters: 3,600 bytes of body leave room for the rest
-    willowe_tasks.send_notification.send(
+    sender.actors.send_notification.send(
         {"type": "custom-notification", "targetUserId": "nobody-here", "title": "Привет",
          "body": "ж" * 1800}, "low")
 
 
 def test_a_record_with_a_field_this_version_does_not_know_is_still_delivered(
-    app: App, caplog: pytest.LogCaptureFixture
+    app: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a producer one version ahead that adds a field (send() itself refuses it)
     register_both(app)
     with pytest.raises(ValidationError, match="payload.mood"):
-        willowe_tasks.send_match.send("user123", {"name": "Анна", "age": 25, "mood": "😊"})
-    message = willowe_tasks.send_match.message("user123", {"name": "Анна", "age": 25})
+        app.actors.send_match.send("user123", {"name": "Анна", "age": 25, "mood": "😊"})
+    message = app.actors.send_match.message("user123", {"name": "Анна", "age": 25})
     newer = message.copy(args=("user123", {"name": "Анна", "age": 25, "mood": "😊"}))
     second = message.copy(message_id=message.message_id + "-2",
                           args=("user123", {"name": "Анна", "age": 26, "mood": "🙂"}))

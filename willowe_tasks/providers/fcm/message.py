@@ -1,9 +1,9 @@
-"""What FCM receives for a :class:`~willowe_tasks.delivery.push.Push`: the HTTP v1
+"""What FCM receives for a :class:`~willowe_tasks.providers.push.Push`: the HTTP v1
 ``message`` object.
 
 A pure function of the push, with no HTTP client behind it, so that ``send()``
 can measure a notification with the very code the worker later sends it with
-(see :mod:`willowe_tasks.delivery.limits`).
+(see :mod:`willowe_tasks.providers.base`).
 
 Rules taken from Firebase's "REST Resource: projects.messages" (AndroidConfig,
 AndroidNotification) and "About FCM messages".
@@ -12,12 +12,12 @@ AndroidNotification) and "About FCM messages".
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
-from willowe_tasks.delivery.push import Push
+from willowe_tasks.priorities import band
+from willowe_tasks.providers.push import Push
 
 __all__ = [
-    "ANDROID_PRIORITY",
     "MAX_MESSAGE_BYTES",
     "MAX_TTL_S",
     "encode_request",
@@ -36,9 +36,6 @@ MAX_TTL_S = 28 * 24 * 3600
 #: so a message that passes here also passes there.
 MAX_MESSAGE_BYTES = 4096
 
-#: ``android.priority`` per :attr:`Push.priority`; FCM knows only two.
-ANDROID_PRIORITY: Final = {"high": "high", "medium": "normal", "low": "normal"}
-
 
 def fcm_message(push: Push, *, now: float | None = None) -> dict[str, Any]:
     """The ``message`` of a ``messages:send`` request for ``push``.
@@ -50,7 +47,7 @@ def fcm_message(push: Push, *, now: float | None = None) -> dict[str, Any]:
     notification from showing twice on screen.
     """
     ttl_s = min(push.ttl_s(now), MAX_TTL_S)
-    android: dict[str, Any] = {"priority": ANDROID_PRIORITY[push.priority], "ttl": f"{ttl_s}s"}
+    android: dict[str, Any] = {"priority": band(push.priority).fcm_priority, "ttl": f"{ttl_s}s"}
     message: dict[str, Any] = {"token": push.token}
     if push.data:
         message["data"] = dict(push.data)

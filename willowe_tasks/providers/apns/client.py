@@ -54,16 +54,16 @@ from typing import Final
 import certifi
 import httpx
 
-from willowe_tasks.delivery._loop import LoopThread
-from willowe_tasks.delivery.apns_auth import CertificateAuth, TokenAuth
-from willowe_tasks.delivery.apns_payload import MAX_PAYLOAD_BYTES, apns_headers, apns_payload
-from willowe_tasks.delivery.errors import (
+from willowe_tasks.providers._loop import LoopThread
+from willowe_tasks.providers.apns.auth import CertificateAuth, TokenAuth
+from willowe_tasks.providers.apns.payload import MAX_PAYLOAD_BYTES, apns_headers, apns_payload
+from willowe_tasks.providers.errors import (
     PermanentDeliveryError,
     TokenRejected,
     TransientDeliveryError,
 )
-from willowe_tasks.delivery.push import Push
-from willowe_tasks.delivery.retry_after import parse_retry_after
+from willowe_tasks.providers.push import Push
+from willowe_tasks.providers.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ TOKEN_REJECTED_REASONS: Final = frozenset(
 _HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
 
 PROVIDER: Final = "apns"
+
+#: httpx failures that happen before a request leaves: connecting, waiting for
+#: a free stream, or a request httpx could not even form. Any other failure
+#: (a write or read timeout, a connection dropped mid-request, the overall
+#: bound) may come after APNs accepted the push.
+NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                   httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 
 #: A request may take this many times ``timeout_s`` in all (connect, write, read).
 OVERALL_TIMEOUT_FACTOR = 3
@@ -149,7 +156,7 @@ class APNsClient:
         self._io.close()
 
     def send(self, push: Push) -> None:
-        """Deliver ``push`` or raise a :class:`~willowe_tasks.delivery.errors.DeliveryError`.
+        """Deliver ``push`` or raise a :class:`~willowe_tasks.providers.errors.DeliveryError`.
 
         Safe to call from many threads at once. Never retries or sleeps by itself:
         retries belong to the caller (Dramatiq's Retries middleware).
@@ -189,17 +196,19 @@ class APNsClient:
             response = self._io.call(post, OVERALL_TIMEOUT_FACTOR * self._timeout_s)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise TransientDeliveryError(
-                "Timeout", provider=PROVIDER, detail=type(exc).__name__
+                "Timeout", provider=PROVIDER, detail=type(exc).__name__,
+                maybe_sent=not isinstance(exc, NOT_SENT),
             ) from exc
         except httpx.TransportError as exc:
             raise TransientDeliveryError(
-                "ConnectionError", provider=PROVIDER, detail=f"{type(exc).__name__}: {exc}"
+                "ConnectionError", provider=PROVIDER, detail=f"{type(exc).__name__}: {exc}",
+                maybe_sent=not isinstance(exc, NOT_SENT),
             ) from exc
         if response.status_code == 200:
             logger.debug(
                 "APNs accepted push %s for device %s",
                 response.headers.get("apns-id"),
-                push.token_ref,
+                push.token_hash,
             )
             return
         self._raise_for(response, push, jwt_used)
@@ -209,7 +218,7 @@ class APNsClient:
         reason = _reason(response)
         apns_id = response.headers.get("apns-id")
         if status == 410 or reason in TOKEN_REJECTED_REASONS:
-            logger.info("APNs rejected device %s: %s (%s)", push.token_ref, reason, status)
+            logger.info("APNs rejected device %s: %s (%s)", push.token_hash, reason, status)
             raise TokenRejected(reason, provider=PROVIDER, status_code=status,
                                 invalid_since=_invalid_since(response))
         if reason == "ExpiredProviderToken" and jwt_used is not None:

@@ -1,7 +1,7 @@
 """Deliver pushes to Firebase Cloud Messaging (HTTP v1) through ``pyfcm``.
 
 ``pyfcm`` 2.x handles service-account credentials and the request; the message
-itself is built by :func:`~willowe_tasks.delivery.fcm_message.fcm_message`, the
+itself is built by :func:`~willowe_tasks.providers.fcm.message.fcm_message`, the
 same function ``send()`` measures a notification with. Three of pyfcm's habits
 do not fit a Dramatiq worker, so :class:`_PyFCM` overrides them on an instance
 of a private subclass (never on ``pyfcm``'s classes themselves):
@@ -30,24 +30,25 @@ from typing import Any, Final
 import google.auth.exceptions
 import google.auth.transport.requests
 import requests
+import urllib3
 from google.oauth2 import service_account
 from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 
-from willowe_tasks.delivery.errors import (
+from willowe_tasks.providers.errors import (
     DeliveryError,
     PermanentDeliveryError,
     TokenRejected,
     TransientDeliveryError,
 )
-from willowe_tasks.delivery.fcm_message import (
+from willowe_tasks.providers.fcm.message import (
     MAX_MESSAGE_BYTES,
     encode_request,
     fcm_message,
     fcm_payload_bytes,
 )
-from willowe_tasks.delivery.push import Push
-from willowe_tasks.delivery.retry_after import parse_retry_after
+from willowe_tasks.providers.push import Push
+from willowe_tasks.providers.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class FCMClient:
         self._fcm.close()
 
     def send(self, push: Push) -> None:
-        """Deliver ``push`` or raise a :class:`~willowe_tasks.delivery.errors.DeliveryError`.
+        """Deliver ``push`` or raise a :class:`~willowe_tasks.providers.errors.DeliveryError`.
 
         Safe to call from many threads at once. Never sleeps or retries a
         delivery by itself: retries belong to the caller.
@@ -154,11 +155,11 @@ class FCMClient:
             result = self._fcm.parse_response(response)
         except DeliveryError as exc:
             if isinstance(exc, TokenRejected):
-                logger.info("FCM rejected device %s: %s", push.token_ref, exc.reason)
+                logger.info("FCM rejected device %s: %s", push.token_hash, exc.reason)
             else:
-                logger.warning("FCM did not deliver to %s: %s", push.token_ref, exc)
+                logger.warning("FCM did not deliver to %s: %s", push.token_hash, exc)
             raise
-        logger.debug("FCM accepted %s for device %s", result.get("name"), push.token_ref)
+        logger.debug("FCM accepted %s for device %s", result.get("name"), push.token_hash)
 
 
 def _endpoint_base(endpoint: str) -> str:
@@ -283,11 +284,13 @@ class _PyFCM(FCMNotification):
             )
         except requests.Timeout as exc:
             raise TransientDeliveryError(
-                "Timeout", provider=PROVIDER, detail=type(exc).__name__
+                "Timeout", provider=PROVIDER, detail=type(exc).__name__,
+                maybe_sent=_maybe_sent(exc),
             ) from exc
         except requests.RequestException as exc:
             raise TransientDeliveryError(
-                "ConnectionError", provider=PROVIDER, detail=type(exc).__name__
+                "ConnectionError", provider=PROVIDER, detail=type(exc).__name__,
+                maybe_sent=_maybe_sent(exc),
             ) from exc
 
     def parse_response(self, response: requests.Response) -> dict[str, Any]:
@@ -324,6 +327,22 @@ class _AuthRequest(google.auth.transport.requests.Request):
             timeout=timeout or self._timeout_s,
             **kwargs,
         )
+
+
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached FCM before ``exc``.
+
+    Not when connecting failed: a connect timeout, a refused or unresolvable
+    host (urllib3's NewConnectionError under requests' ConnectionError), or a
+    TLS handshake that failed. A read timeout, or a connection dropped while
+    waiting for the answer, may come after FCM accepted the message.
+    """
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return not isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return isinstance(exc, requests.Timeout)
 
 
 def _json(response: requests.Response) -> Any:

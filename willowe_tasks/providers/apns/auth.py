@@ -1,4 +1,4 @@
-"""How an :class:`~willowe_tasks.delivery.apns.APNsClient` proves who it is to APNs.
+"""How an :class:`~willowe_tasks.providers.apns.client.APNsClient` proves who it is to APNs.
 
 Two ways, as Apple offers them:
 

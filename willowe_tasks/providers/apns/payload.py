@@ -1,9 +1,9 @@
-"""What APNs receives for a :class:`~willowe_tasks.delivery.push.Push`: the JSON
+"""What APNs receives for a :class:`~willowe_tasks.providers.push.Push`: the JSON
 payload and the request headers.
 
 Pure functions of the push, with no HTTP client behind them, so that ``send()``
 can measure a notification with the very code the worker later sends it with
-(see :mod:`willowe_tasks.delivery.limits`).
+(see :mod:`willowe_tasks.providers.base`).
 
 Rules taken from Apple's "Generating a remote notification" and "Sending
 notification requests to APNs".
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Final
 
-from willowe_tasks.delivery.errors import PermanentDeliveryError
-from willowe_tasks.delivery.push import Push
+from willowe_tasks.priorities import band
+from willowe_tasks.providers.errors import PermanentDeliveryError
+from willowe_tasks.providers.push import Push
 
 __all__ = [
-    "APNS_PRIORITY",
     "BACKGROUND_PRIORITY",
     "IMAGE_URL_KEY",
     "MAX_PAYLOAD_BYTES",
@@ -30,9 +29,6 @@ __all__ = [
 #: Apple's limit on the JSON payload of a regular (non-VoIP) notification, in
 #: bytes: "For regular remote notifications, the maximum size is 4KB (4096 bytes)".
 MAX_PAYLOAD_BYTES = 4096
-
-#: ``apns-priority`` per :attr:`Push.priority`; 10 means "now", 5 "when it saves power".
-APNS_PRIORITY: Final = {"high": "10", "medium": "10", "low": "5"}
 
 #: Background (content-available) pushes must use this priority; Apple rejects 10.
 BACKGROUND_PRIORITY = "5"
@@ -74,7 +70,7 @@ def apns_headers(push: Push, *, default_topic: str, now: float | None = None) ->
     if push.push_type == "background":
         priority = BACKGROUND_PRIORITY
     else:
-        priority = APNS_PRIORITY[push.priority]
+        priority = band(push.priority).apns_priority
     current = time.time() if now is None else now
     # 0 tells APNs "deliver now or never" instead of storing an expired push.
     # Apple documents no upper bound: the whole deadline is passed on.

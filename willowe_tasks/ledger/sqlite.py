@@ -22,7 +22,7 @@ processes sharing the database file exactly one caller wins a pair. The loser
 gets False while the pair is delivered or while the winner's lease
 (``lease_s``, which must exceed the longest possible push including HTTP
 timeouts) is running. After ``mark_delivered`` the pair is never claimed
-again, until :meth:`SQLiteDeliveryLog.prune` forgets it. "All" means the
+again, until :meth:`SQLiteLedger.prune` forgets it. "All" means the
 processes of one host (or a local disk they share): SQLite locking is not
 reliable over NFS, and workers on other hosts with their own file are not
 covered -- partitioning Kafka by user keeps a user's notifications on one
@@ -40,25 +40,24 @@ rare missed one. A push that
 timed out belongs here too: the caller must not ``release`` it, since the
 provider may have accepted it. A failed ``mark_delivered`` (database locked
 past ``busy_timeout``) leaves the claim, so it also ends up here. These pairs
-are reported by :meth:`SQLiteDeliveryLog.maybe_delivered` and counted in
-:meth:`SQLiteDeliveryLog.counts`. A caller that prefers at-least-once for some
+are reported by :meth:`SQLiteLedger.maybe_delivered` and counted in
+:meth:`SQLiteLedger.counts`. A caller that prefers at-least-once for some
 notification passes ``reclaim_expired=True`` and may then push twice.
 
 Duplicates that do get through (``reclaim_expired=True``, a ``prune`` window
 shorter than Kafka's redelivery horizon, a lost database file) are invisible on
 the phone when the push carries a collapse id derived from the notification
-id (``apns-collapse-id``, at most 64 bytes; FCM ``collapse_key`` / Android
-notification ``tag``): the second copy replaces the first instead of showing
-twice.
+id (``apns-collapse-id``, at most 64 bytes; the Android notification ``tag``):
+the second copy replaces the first instead of showing twice.
 
-The ledger never stores tokens: callers pass :func:`token_key` (a sha256
+The ledger never stores tokens: callers pass
+:func:`~willowe_tasks.tokens.token_key` (a sha256
 digest; push tokens carry far too much entropy to be recovered from it), and
 anything else is rejected.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -68,15 +67,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from willowe_tasks._sqlite import ThreadLocalSQLite
+from willowe_tasks.tokens import TOKEN_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
 
-#: Prefix of every key made by :func:`token_key`; tells a key from a raw token
-#: (an iOS token is hex too, so the digits alone would not).
-TOKEN_KEY_PREFIX = "sha256:"
 #: Longest accepted notification id, in characters.
 NOTIFICATION_ID_MAX_CHARS = 200
 #: How long a writer waits for another process's write lock, in seconds.
@@ -112,50 +108,8 @@ _SCHEMA = (
 )
 
 
-def token_key(token: str) -> str:
-    """The ledger key for a device token: ``sha256:`` and 64 hex digits."""
-    return TOKEN_KEY_PREFIX + hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-class DeliveryLog(Protocol):
-    """Two-phase record of which devices got which notification."""
-
-    def claim(
-        self,
-        notification_id: str,
-        token_key: str,
-        *,
-        lease_s: float,
-        reclaim_expired: bool = False,
-    ) -> bool:
-        """Reserve the pair for one push; False if it must not be pushed now."""
-        ...
-
-    def mark_delivered(self, notification_id: str, token_key: str) -> None:
-        """The provider accepted the push: never push this pair again."""
-        ...
-
-    def release(self, notification_id: str, token_key: str) -> bool:
-        """The push certainly failed: let a retry claim the pair again."""
-        ...
-
-    def delivered(self, notification_id: str) -> set[str]:
-        """Keys whose push for this notification is confirmed."""
-        ...
-
-    def maybe_delivered(self, notification_id: str) -> set[str]:
-        """Keys whose claim expired without confirmation; they are not pushed again."""
-        ...
-
-    def prune(self, older_than_s: float) -> int:
-        """Forget settled pairs last touched more than ``older_than_s`` ago."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class SQLiteDeliveryLog:
-    """:class:`DeliveryLog` on a SQLite file shared by threads and processes.
+class SQLiteLedger:
+    """The delivery ledger on a SQLite file shared by threads and processes.
 
     Create one instance per process (after forking); each thread gets its own
     connection. ``clock`` returns Unix time in seconds and must agree across
@@ -434,7 +388,7 @@ class SQLiteDeliveryLog:
         """Close every thread's connection; only once no thread uses the ledger."""
         self._db.close()
 
-    def __enter__(self) -> SQLiteDeliveryLog:
+    def __enter__(self) -> SQLiteLedger:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

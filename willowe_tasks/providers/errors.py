@@ -20,9 +20,10 @@ secrets here, and exception messages end up in logs and dead-letter headers.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-Provider = Literal["apns", "fcm"]
+#: A provider's name, as its spec gives it ("apns", "fcm", …).
+Provider = str
 
 
 class DeliveryError(Exception):
@@ -65,6 +66,13 @@ class TransientDeliveryError(DeliveryError):
 
     ``retry_after_s`` is the delay the provider asked for (Retry-After), or
     ``None`` when it did not say; the caller's backoff decides then.
+
+    ``maybe_sent`` says whether the request may have reached the provider
+    before it failed (a read timeout, a connection dropped while waiting for
+    the answer): then the provider may have accepted the push, and an
+    at-most-once caller must not send it again. The client sets it where it
+    catches the failure, which is the only place that knows; an answer from
+    the provider (a 5xx, a 429) means it was not accepted.
     """
 
     def __init__(
@@ -75,8 +83,10 @@ class TransientDeliveryError(DeliveryError):
         retry_after_s: float | None = None,
         status_code: int | None = None,
         detail: str = "",
+        maybe_sent: bool = False,
     ) -> None:
         self.retry_after_s = retry_after_s
+        self.maybe_sent = maybe_sent
         super().__init__(reason, provider=provider, status_code=status_code, detail=detail)
 
     def _message(self) -> str:
@@ -86,7 +96,8 @@ class TransientDeliveryError(DeliveryError):
         return message
 
     def _kwargs(self) -> dict[str, Any]:
-        return {**super()._kwargs(), "retry_after_s": self.retry_after_s}
+        return {**super()._kwargs(), "retry_after_s": self.retry_after_s,
+                "maybe_sent": self.maybe_sent}
 
 
 class TokenRejected(DeliveryError):

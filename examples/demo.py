@@ -1,5 +1,5 @@
-"""``make demo``: the whole product on the local Kafka, against local fakes
-of APNs and FCM.
+"""``make demo`` (``python examples/demo.py``): the whole product on the local
+Kafka, against local fakes of APNs and FCM.
 
 It registers demo devices, starts worker processes (``dramatiq
 willowe_tasks``), sends the integration guide's examples, prints what each
@@ -24,8 +24,9 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from willowe_tasks.analytics import read_events
-from willowe_tasks.devices import SQLiteDeviceRegistry, token_fingerprint
-from willowe_tasks.settings import load_settings
+from willowe_tasks.app import App
+from willowe_tasks.registry import SQLiteDeviceRegistry
+from willowe_tasks.settings import load_settings, settings_from
 from willowe_tasks.testing import (
     FakeAPNs,
     FakeFCM,
@@ -33,7 +34,8 @@ from willowe_tasks.testing import (
     fake_provider_env,
     worker_command,
 )
-from willowe_tasks.topics import PRIORITY_TOPICS
+from willowe_tasks.tokens import token_hash
+from willowe_tasks.topics import PRIORITY_TOPIC_NAMES
 
 #: Demo phones: (user, platform, token, app id).
 DEVICES = [
@@ -57,23 +59,22 @@ def main() -> int:
     home.mkdir(parents=True)
     group_id = f"demo-{int(time.time())}"
     with FakeAPNs() as apns, FakeFCM() as fcm:
-        env = {
-            **os.environ,
-            "KAFKA_BROKER": settings.kafka_broker,
-            "KAFKA_GROUP_ID": group_id,
-            **fake_provider_env(apns, fcm, home),
-        }
-        os.environ.update(env)  # this process sends with the same settings
+        worker_env = {"KAFKA_BROKER": settings.kafka_broker, "KAFKA_GROUP_ID": group_id,
+                      **fake_provider_env(apns, fcm, home)}
+        env = {**os.environ, **worker_env}
+        # This process sends with the workers' settings, on an app of its own.
+        app = App(settings_from(worker_env))
         _say(f"Fake APNs on {apns.url}, fake FCM on {fcm.url}")
         _register_devices(home / "devices.sqlite3")
-        _empty_topics()
+        _empty_topics(app)
         workers = _start_workers(env, home / "workers.log")
         try:
             _wait_for_workers(settings.bootstrap_servers, group_id, workers)
-            sent_at = _send_examples()
+            sent_at = _send_examples(app)
             _report(apns, fcm, sent_at, home / "analytics.jsonl")
         finally:
             _stop_workers(workers)
+            app.close()
     return 0
 
 
@@ -81,15 +82,13 @@ def _register_devices(path: Path) -> None:
     registry = SQLiteDeviceRegistry(path)
     for user_id, platform, token, app_id in DEVICES:
         registry.register(user_id, platform, token, app_id)
-        _say(f"Registered {platform:<7} device {token_fingerprint(token)} for {user_id}")
+        _say(f"Registered {platform:<7} device {token_hash(token)} for {user_id}")
     registry.close()
 
 
-def _empty_topics() -> None:
-    from willowe_tasks import broker
-
-    for _, spec in PRIORITY_TOPICS:
-        broker.flush(spec.name)
+def _empty_topics(app: App) -> None:
+    for topic in PRIORITY_TOPIC_NAMES:
+        app.broker.flush(topic)
     _say("Emptied the notification topics of earlier runs.")
 
 
@@ -104,7 +103,7 @@ def _start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 def _wait_for_workers(bootstrap: list[str], group_id: str,
                       workers: subprocess.Popen[bytes]) -> None:
     # Each worker process has a consumer per topic and per delay topic.
-    wanted = 2 * 2 * len(PRIORITY_TOPICS)
+    wanted = 2 * 2 * len(PRIORITY_TOPIC_NAMES)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
     try:
@@ -131,10 +130,11 @@ def _wait_for_workers(bootstrap: list[str], group_id: str,
                      f"{WORKER_READY_TIMEOUT_S:.0f}s; see .cache/demo/workers.log")
 
 
-def _send_examples() -> dict[str, float]:
+def _send_examples(app: App) -> dict[str, float]:
     """Send the guide's examples; return each message's send time by its id
     (the notification id every push of it carries)."""
-    from willowe_tasks import send_like, send_match, send_notification, track_event
+    send_like, send_match = app.actors.send_like, app.actors.send_match
+    send_notification, track_event = app.actors.send_notification, app.actors.track_event
 
     sent_at: dict[str, float] = {}
 

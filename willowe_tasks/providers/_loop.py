@@ -2,7 +2,7 @@
 
 Used by the APNs client: Dramatiq's worker threads are synchronous, while the
 only thread-safe way to share one HTTP/2 connection in httpx is its asyncio
-client driven from a single thread (see :mod:`willowe_tasks.delivery.apns`).
+client driven from a single thread (see :mod:`willowe_tasks.providers.apns.client`).
 
 The loop and the resource living on it (an ``httpx.AsyncClient``) are made on
 first use, and made again in a forked child: a thread does not survive

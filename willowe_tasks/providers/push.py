@@ -1,39 +1,27 @@
 """One notification to one device, in terms both providers understand.
 
-A :class:`Push` is what an actor hands to :class:`~willowe_tasks.delivery.apns.APNsClient`
-or :class:`~willowe_tasks.delivery.fcm.FCMClient`. It is provider-neutral; each client
+A :class:`Push` is what an actor hands to :class:`~willowe_tasks.providers.apns.client.APNsClient`
+or :class:`~willowe_tasks.providers.fcm.client.FCMClient`. It is provider-neutral; each client
 maps it to its own wire format (priority numbers, TTL strings, collapse headers).
 
 Device tokens, titles, bodies and data are kept out of ``repr()`` because they are
 secrets or personal data and a ``Push`` easily ends up in a log line or a traceback.
-Use :attr:`Push.token_ref` when a log needs to say which device was meant.
+Use :attr:`Push.token_hash` when a log needs to say which device was meant.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-Priority = Literal["high", "medium", "low"]
+from willowe_tasks.priorities import PriorityName
+from willowe_tasks.tokens import token_hash
+
 PushType = Literal["alert", "background"]
 
 #: APNs rejects an ``apns-collapse-id`` longer than this (UTF-8 bytes).
 MAX_COLLAPSE_ID_BYTES = 64
-
-#: Length of the hash prefix that stands in for a device token in logs and errors.
-TOKEN_REF_HEX_CHARS = 12
-
-
-def token_ref(token: str) -> str:
-    """A short, stable stand-in for a device token, safe to log.
-
-    A SHA-256 prefix identifies the token in logs without revealing it: the token
-    itself lets anyone who holds the provider credentials push to that phone.
-    """
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:TOKEN_REF_HEX_CHARS]
-
 
 @dataclass(frozen=True, slots=True)
 class Push:
@@ -59,7 +47,7 @@ class Push:
     title: str | None = field(repr=False)
     body: str | None = field(repr=False)
     data: dict[str, str] = field(repr=False)
-    priority: Priority
+    priority: PriorityName
     expires_at: float
     collapse_id: str
     push_type: PushType = "alert"
@@ -70,8 +58,8 @@ class Push:
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token:
             raise ValueError("Push.token must be a non-empty string")
-        if self.priority not in get_args(Priority):
-            raise ValueError(f"Push.priority must be one of {get_args(Priority)}")
+        if self.priority not in get_args(PriorityName):
+            raise ValueError(f"Push.priority must be one of {get_args(PriorityName)}")
         if self.push_type not in get_args(PushType):
             raise ValueError(f"Push.push_type must be one of {get_args(PushType)}")
         if not self.collapse_id:
@@ -89,9 +77,9 @@ class Push:
                 raise ValueError(f"Push.data must map str to str (key {key!r} does not)")
 
     @property
-    def token_ref(self) -> str:
-        """Hash prefix of the device token, for logs (see :func:`token_ref`)."""
-        return token_ref(self.token)
+    def token_hash(self) -> str:
+        """Who the device is in logs (see :func:`willowe_tasks.tokens.token_hash`)."""
+        return token_hash(self.token)
 
     def ttl_s(self, now: float | None = None) -> int:
         """Whole seconds left until ``expires_at``.
