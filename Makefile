@@ -11,12 +11,16 @@ LOCALKAFKA := $(BIN)/python -m broker.localkafka --home $(KAFKA_HOME)
 KAFKA_BROKER ?= 127.0.0.1:9092
 export KAFKA_BROKER
 PYTEST_ARGS ?=
+# The local PostgreSQL for development; tests start their own on a free port.
+POSTGRES_HOME ?= .cache/postgres
+POSTGRES_PORT ?= 5433
+LOCALPOSTGRES := $(BIN)/python -m willowe_tasks.testing.localpostgres --home $(POSTGRES_HOME) --port $(POSTGRES_PORT)
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka kafka-stop kafka-status kafka-kill kafka-cli topics test lint demo bench drills clean
+.PHONY: help install kafka kafka-stop kafka-status kafka-kill kafka-cli postgres postgres-stop postgres-status topics test lint demo bench drills clean
 
 help: ## list every target
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(VENV)/.installed ## create .venv and install the project with its test tools
 
@@ -52,6 +56,15 @@ kafka-cli: $(KAFKA_HOME)/libs/.fetched ## run a Kafka CLI tool: make kafka-cli C
 	@test -n "$(CMD)" || { echo 'usage: make kafka-cli CMD="kafka-topics --list"' >&2; exit 2; }
 	$(LOCALKAFKA) tool $(CMD)
 
+postgres: | $(VENV)/.installed ## start the local PostgreSQL on 127.0.0.1:5433 (no-op if it answers)
+	$(LOCALPOSTGRES) start
+
+postgres-stop: | $(VENV)/.installed ## stop the local PostgreSQL cleanly (data is kept)
+	$(LOCALPOSTGRES) stop
+
+postgres-status: | $(VENV)/.installed ## say whether the local PostgreSQL answers
+	$(LOCALPOSTGRES) status
+
 topics: kafka ## create or repair the notification topics and their .DQ/.XQ (idempotent)
 	$(BIN)/python -m willowe_tasks topics
 
@@ -75,4 +88,5 @@ drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka, about 6 
 
 clean: ## remove the virtualenv, caches and the local Kafka's jars and data
 	-$(LOCALKAFKA) stop 2>/dev/null
+	-$(LOCALPOSTGRES) stop 2>/dev/null
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache *.egg-info

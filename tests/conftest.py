@@ -1,12 +1,18 @@
-"""Fixtures shared by every test: a real Kafka, and names that don't collide.
+"""Fixtures shared by every test: a real Kafka, a real PostgreSQL, and names
+that don't collide.
 
 The session uses the broker at ``KAFKA_BROKER`` if one answers there;
 otherwise it starts the project's local Kafka (``broker.localkafka``) and
-stops it at the end, but only if it started it.
+stops it at the end, but only if it started it. PostgreSQL is started on
+first use (``willowe_tasks.testing.localpostgres``), on a free port.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +22,7 @@ from kafka import KafkaAdminClient
 
 from broker.localkafka import LocalKafka, broker_answers
 from willowe_tasks.settings import load_settings
+from willowe_tasks.testing.localpostgres import LocalPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +61,50 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A topic/group name no other test (or earlier run) uses."""
     test = request.node.name[:40].replace("[", "-").replace("]", "")
     return f"test-{test}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def local_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server for the session. Its home, .cache/test-postgres,
+    keeps the cluster between sessions (initdb runs once); a server of that
+    home still running from an earlier session is used as it is."""
+    home = ROOT / ".cache" / "test-postgres"
+    scratch_home = None
+    if not LocalPostgres(home).server_can_reach_home():
+        # As root the server runs as `postgres`, which cannot get into a
+        # checkout under a private folder; the temp folder it can.
+        scratch_home = home = Path(tempfile.mkdtemp(prefix="willowe-test-postgres-"))
+        home.chmod(0o755)
+    leftover_port = LocalPostgres(home).running_port
+    server = LocalPostgres(home, port=leftover_port or _free_tcp_port())
+    started = server.start()
+    try:
+        yield server
+    finally:
+        if started:
+            server.stop()
+        if scratch_home is not None:
+            shutil.rmtree(scratch_home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database_url(local_postgres: LocalPostgres, request: pytest.FixtureRequest
+                          ) -> Iterator[str]:
+    """The URL of a new, empty database for this test alone; dropped afterwards."""
+    test = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    name = f"test_{test}_{uuid.uuid4().hex[:8]}"
+    url = local_postgres.create_database(name)
+    yield url
+    local_postgres.drop_database(name)
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    """A port on 127.0.0.1 that nothing listened on a moment ago."""
+    return _free_tcp_port()
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
