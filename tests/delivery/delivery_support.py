@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import ssl
 import time
+from collections.abc import Mapping
 
 import httpx
 import jwt
 
 from willowe_tasks.delivery import Push
-from willowe_tasks.testing import FakeFCM
+from willowe_tasks.testing import FakeAPNs, FakeFCM
 from willowe_tasks.testing.fake_fcm import FCM_SCOPE, GOOGLE_TOKEN_AUDIENCE, JWT_BEARER_GRANT
 
 #: A device token as APNs issues them: 32 bytes, hex.
@@ -107,3 +108,53 @@ def fcm_error(response: httpx.Response) -> tuple[int, str, str | None, str | Non
     fields = [v["field"] for d in details for v in d.get("fieldViolations", [])]
     return (error["code"], error["status"], codes[0] if codes else None,
             fields[0] if fields else None)
+
+
+def apns_provider_token(fake: FakeAPNs, iat: float, *, key: object = None,
+                        kid: str | None = None) -> str:
+    return jwt.encode(
+        {"iss": fake.team_id, "iat": int(iat)},
+        key or fake.signing_key_pem,  # type: ignore[arg-type]
+        algorithm="ES256",
+        headers={"kid": kid or fake.key_id},
+    )
+
+
+class APNsWire:
+    """Raw HTTP/2 pushes to a FakeAPNs (either of its hosts), for requests the
+    real client would never make."""
+
+    def __init__(self, fake: FakeAPNs, clock: FakeClock) -> None:
+        self.fake = fake
+        context = ssl.create_default_context(cafile=fake.ca_file)
+        self.http = httpx.Client(http1=False, http2=True, verify=context, timeout=WIRE_TIMEOUT_S)
+        self.headers = {
+            "apns-topic": fake.bundle_id,
+            "apns-push-type": "alert",
+            "apns-priority": "10",
+            "authorization": f"bearer {apns_provider_token(fake, clock())}",
+        }
+
+    def push(
+        self,
+        payload: object = None,
+        *,
+        token: str = APNS_TOKEN,
+        url: str | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """POST ``payload`` (default: an alert) to ``token``, with ``headers``
+        replacing or adding to an alert push's."""
+        if body is None:
+            body = json.dumps(payload or {"aps": {"alert": {"title": "Hi"}}}).encode()
+        return self.http.post(f"{url or self.fake.url}/3/device/{token}", content=body,
+                              headers={**self.headers, **(headers or {})})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def apns_reason(response: httpx.Response) -> tuple[int, str | None]:
+    body = response.json() if response.content else {}
+    return response.status_code, body.get("reason")

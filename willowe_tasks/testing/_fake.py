@@ -53,6 +53,7 @@ class FakeProvider:
         alpn_protocols: list[str],
         require_client_cert: bool = False,
         latency_s: float = 0.0,
+        listeners: int = 1,
     ) -> None:
         #: Seconds every push request waits before it is answered. Requests wait
         #: concurrently (an asyncio sleep per stream), like a distant server.
@@ -67,6 +68,7 @@ class FakeProvider:
             name=self.name,
             alpn_protocols=alpn_protocols,
             require_client_cert=require_client_cert,
+            listeners=listeners,
         )
 
     # -- lifecycle -----------------------------------------------------------
