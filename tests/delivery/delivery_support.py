@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import httpx
 import jwt
 
 from willowe_tasks.delivery import Push
-from willowe_tasks.testing import FakeAPNs, FakeFCM
+from willowe_tasks.testing import FakeAPNs, FakeFCM, ReceivedRequest
 from willowe_tasks.testing.fake_fcm import FCM_SCOPE, GOOGLE_TOKEN_AUDIENCE, JWT_BEARER_GRANT
 
 #: A device token as APNs issues them: 32 bytes, hex.
@@ -35,6 +35,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def numbered(requests: Iterable[ReceivedRequest]) -> list[str]:
+    """The ``n`` data value of each push: tests number what they send."""
+    return [request.data["n"] for request in requests]
 
 
 def make_push(token: str = APNS_TOKEN, **overrides: object) -> Push:

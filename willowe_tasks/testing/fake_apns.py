@@ -23,7 +23,8 @@ BadDeviceToken`` on the other, and ``400 DeviceTokenNotForTopic`` when pushed
 under another app's topic. Tokens nobody registered are accepted on both
 unless the fake is made with ``only_registered_tokens=True``.
 
-Payloads are checked by :mod:`._apns_payload`.
+Payloads are checked by :mod:`._apns_payload`. Offline phones follow Apple's
+storage rule (see :data:`STORAGE`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from willowe_tasks.testing._apns_payload import (
 )
 from willowe_tasks.testing._asgi import HTTPRequest, HTTPResponse
 from willowe_tasks.testing._fake import FakeProvider, Outcome
+from willowe_tasks.testing._phones import PhoneMessage, StoragePolicy
+from willowe_tasks.testing._records import ReceivedRequest
 from willowe_tasks.testing._server import KEEP_ALIVE_TIMEOUT_S
 
 __all__ = ["MAX_PAYLOAD_BYTES", "MAX_VOIP_PAYLOAD_BYTES", "Environment", "FakeAPNs"]
@@ -59,6 +62,19 @@ Environment = Literal["sandbox", "production"]
 #: Apple's limit on ``apns-collapse-id``: "The value of this key must not exceed
 #: 64 bytes" (Sending notification requests to APNs).
 MAX_COLLAPSE_ID_BYTES = 64
+
+#: "If APNs can't deliver a notification immediately, it may store the
+#: notification for 30 days or less, depending on the date you specify in the
+#: apns-expiration header" (Sending notification requests to APNs). Apple
+#: documents no upper bound on the header itself, so the fake accepts any date
+#: and keeps a notification at most this long.
+MAX_STORAGE_S = 30 * 24 * 3600.0
+
+#: "APNs stores only one notification per bundle ID. When you send multiple
+#: notifications to the same device for a bundle ID, APNs selects only one
+#: notification to store. In most cases, the latest notification is stored"
+#: (Sending notification requests to APNs): one collapse key per app, the latest wins.
+STORAGE = StoragePolicy(max_collapse_keys=None, max_plain_messages=0)
 
 #: What ``apns-topic`` must be per push type: the bundle id plus this suffix
 #: (Sending notification requests to APNs, apns-push-type).
@@ -152,8 +168,9 @@ class FakeAPNs(FakeProvider):
     background pushes, ``<bundle_id>.voip`` for VoIP, ...) are accepted. With
     ``client_cert_auth`` the TLS handshake requires a client certificate signed
     by :attr:`ca_file` (see :meth:`issue_client_cert`) instead of a provider
-    token. ``clock`` (unix seconds) judges token ages, so a test can move time
-    forward together with the client's ``TokenAuth``. With ``only_registered_tokens`` a token nobody
+    token. ``clock`` (unix seconds) judges token ages and how long an offline
+    phone's notification lives, so a test can move time forward together with
+    the client's ``TokenAuth``. With ``only_registered_tokens`` a token nobody
     registered is ``400 BadDeviceToken``, as a made-up token is.
     """
 
@@ -172,8 +189,10 @@ class FakeAPNs(FakeProvider):
     ) -> None:
         super().__init__(
             alpn_protocols=["h2"],
+            storage=STORAGE,
             require_client_cert=client_cert_auth,
             latency_s=latency_s,
+            clock=clock,
             listeners=len(get_args(Environment)),
         )
         self.bundle_id = bundle_id
@@ -181,7 +200,6 @@ class FakeAPNs(FakeProvider):
         self.key_id = key_id
         self.client_cert_auth = client_cert_auth
         self.only_registered_tokens = only_registered_tokens
-        self._clock = clock
         key = ec.generate_private_key(ec.SECP256R1())
         self._public_key = key.public_key()
         #: The ``.p8`` signing key as PEM text, for ``TokenAuth(key_pem=...)``.
@@ -415,6 +433,29 @@ class FakeAPNs(FakeProvider):
         apns_id = request.header("apns-id")
         if apns_id is not None and not _UUID.fullmatch(apns_id):
             raise APNsRejection(400, "BadMessageId")
+
+    # -- phones ------------------------------------------------------------------
+
+    def _device_key(self, token: str) -> str:
+        return token.lower()
+
+    def _phone_message(self, record: ReceivedRequest) -> PhoneMessage:
+        now = self._clock()
+        # "If the value is 0, APNs treats the notification as if it expires
+        # immediately and doesn't store the notification or attempt to redeliver
+        # it"; without the header Apple keeps it as long as it keeps any.
+        expiration = record.headers.get("apns-expiration")
+        expires_at = now + MAX_STORAGE_S if expiration is None else float(expiration)
+        aps = record.json["aps"]
+        return PhoneMessage(
+            request=record,
+            expires_at=min(expires_at, now + MAX_STORAGE_S),
+            collapse_key=self.bundle_id,
+            visible=record.headers.get("apns-push-type") == "alert" and bool(aps.get("alert")),
+            # "Multiple notifications with the same collapse identifier are
+            # displayed to the user as a single notification."
+            screen_key=record.headers.get("apns-collapse-id"),
+        )
 
 
 def _parse_json(body: bytes) -> Any:

@@ -12,6 +12,9 @@ Projects and tokens: the fake serves one Firebase project, and more on request
 registered for one project (:meth:`FakeFCM.register_token`) is refused to any
 other with ``403 SENDER_ID_MISMATCH``, as for a worker configured with the
 wrong project; tokens nobody registered are accepted by every project.
+
+Offline phones follow FCM's storage rules ("Non-collapsible and collapsible
+messages"): see :data:`STORAGE`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import json
 import re
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from willowe_tasks.testing._asgi import HTTPRequest, HTTPResponse
 from willowe_tasks.testing._fake import FakeProvider, Outcome
-from willowe_tasks.testing._fcm_messages import InvalidMessage, validate
+from willowe_tasks.testing._fcm_messages import InvalidMessage, ttl_s, validate
 from willowe_tasks.testing._google_oauth import (
     ACCESS_TOKEN_LIFETIME_S,
     FCM_SCOPE,
@@ -35,6 +40,8 @@ from willowe_tasks.testing._google_oauth import (
     TokenIssuer,
     new_service_account_key_pem,
 )
+from willowe_tasks.testing._phones import PhoneMessage, StoragePolicy
+from willowe_tasks.testing._records import ReceivedRequest
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME_S",
@@ -47,6 +54,22 @@ __all__ = [
 
 #: Path of the OAuth token endpoint on the fake.
 TOKEN_PATH = "/token"
+
+#: What FCM keeps for an offline Android device. "The FCM server can
+#: simultaneously store four different collapsible messages per device, each
+#: with a different collapse key. If you exceed this number, FCM only keeps four
+#: collapse keys, with no determining factor on which keys are kept" (the fake
+#: keeps the four most recently used). "For Android, there is a limit of 100
+#: messages that can be stored without collapsing. If the limit is reached, all
+#: stored messages are discarded" (the fake discards the 100 and the one that
+#: did not fit, and the phone gets a deleted-messages notice).
+#: https://firebase.google.com/docs/cloud-messaging/customize-messages/collapsible-message-types
+STORAGE = StoragePolicy(max_collapse_keys=4, max_plain_messages=100)
+
+#: Stands for the app's package name: "By default, the collapse key is the app
+#: package name registered in the Firebase console", and notification messages
+#: are "Always collapsible" (Firebase Cloud Messaging message types).
+DEFAULT_COLLAPSE_KEY = "(app package name)"
 
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
@@ -71,6 +94,7 @@ class FakeFCM(FakeProvider):
     the service account from :meth:`service_account_info` or
     :meth:`write_service_account`. ``fail(status, reason)`` takes an FCM
     ``errorCode`` such as ``"UNREGISTERED"`` or ``"QUOTA_EXCEEDED"`` as ``reason``.
+    ``clock`` (unix seconds) judges how long an offline phone's messages live.
     """
 
     name = "fake-fcm"
@@ -81,8 +105,11 @@ class FakeFCM(FakeProvider):
         project_id: str = "willowe-test",
         latency_s: float = 0.0,
         service_account_key_pem: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(alpn_protocols=["h2", "http/1.1"], latency_s=latency_s)
+        super().__init__(
+            alpn_protocols=["h2", "http/1.1"], storage=STORAGE, latency_s=latency_s, clock=clock
+        )
         self.project_id = project_id
         # A fresh 2048-bit RSA key takes ~0.1 s; a test suite may pass one in
         # to share it between many short-lived fakes.
@@ -202,6 +229,24 @@ class FakeFCM(FakeProvider):
             )
         name = f"projects/{project_id}/messages/0:{message_id}%{secrets.token_hex(8)}"
         return HTTPResponse.json(200, {"name": name}), None
+
+    def _phone_message(self, record: ReceivedRequest) -> PhoneMessage | None:
+        if record.json.get("validate_only"):
+            return None  # "Flag for testing the request without actually delivering"
+        message = record.json["message"]
+        android = message.get("android") or {}
+        shown = {**(message.get("notification") or {}), **(android.get("notification") or {})}
+        is_notification = "notification" in message or "notification" in android
+        collapse_key = android.get("collapse_key")
+        if collapse_key is None and is_notification:
+            collapse_key = DEFAULT_COLLAPSE_KEY
+        return PhoneMessage(
+            request=record,
+            expires_at=self._clock() + ttl_s(message),
+            collapse_key=collapse_key,
+            visible=bool(shown.get("title") or shown.get("body")),
+            screen_key=(android.get("notification") or {}).get("tag"),
+        )
 
 
 def _google_error(
