@@ -9,27 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from delivery_support import APNS_TOKEN, FakeClock
+from delivery_support import APNS_TOKEN, FakeClock, apns_provider_token
 
 from willowe_tasks.testing import FakeAPNs
 
 PATH = f"/3/device/{APNS_TOKEN}"
 PAYLOAD = json.dumps({"aps": {"alert": {"title": "Hi"}}}).encode()
-
-
-def provider_token(
-    fake: FakeAPNs, iat: float, *, key: object = None, kid: str | None = None
-) -> str:
-    return jwt.encode(
-        {"iss": fake.team_id, "iat": int(iat)},
-        key or fake.signing_key_pem,  # type: ignore[arg-type]
-        algorithm="ES256",
-        headers={"kid": kid or fake.key_id},
-    )
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def http(fake_apns: FakeAPNs) -> Iterator[httpx.Client]:
 @pytest.fixture
 def headers(fake_apns: FakeAPNs, clock: FakeClock) -> dict[str, str]:
     return {
-        "authorization": f"bearer {provider_token(fake_apns, clock())}",
+        "authorization": f"bearer {apns_provider_token(fake_apns, clock())}",
         "apns-topic": fake_apns.bundle_id,
         "apns-push-type": "alert",
         "apns-priority": "10",
@@ -163,7 +151,7 @@ def test_rejects_a_token_signed_with_another_key(
     other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    headers["authorization"] = f"bearer {provider_token(fake_apns, clock(), key=other)}"
+    headers["authorization"] = f"bearer {apns_provider_token(fake_apns, clock(), key=other)}"
     response = http.post(PATH, content=PAYLOAD, headers=headers)
     assert (response.status_code, reason(response)) == (403, "InvalidProviderToken")
 
@@ -171,7 +159,7 @@ def test_rejects_a_token_signed_with_another_key(
 def test_rejects_a_token_for_another_key_id(
     fake_apns: FakeAPNs, http: httpx.Client, headers: dict[str, str], clock: FakeClock
 ) -> None:
-    headers["authorization"] = f"bearer {provider_token(fake_apns, clock(), kid='OTHERKEY01')}"
+    headers["authorization"] = f"bearer {apns_provider_token(fake_apns, clock(), kid='OTHERKEY01')}"
     response = http.post(PATH, content=PAYLOAD, headers=headers)
     assert (response.status_code, reason(response)) == (403, "InvalidProviderToken")
 
@@ -179,7 +167,7 @@ def test_rejects_a_token_for_another_key_id(
 def test_rejects_a_token_older_than_an_hour(
     fake_apns: FakeAPNs, http: httpx.Client, headers: dict[str, str], clock: FakeClock
 ) -> None:
-    headers["authorization"] = f"bearer {provider_token(fake_apns, clock() - 3601)}"
+    headers["authorization"] = f"bearer {apns_provider_token(fake_apns, clock() - 3601)}"
     response = http.post(PATH, content=PAYLOAD, headers=headers)
     assert (response.status_code, reason(response)) == (403, "ExpiredProviderToken")
 
@@ -189,11 +177,11 @@ def test_rejects_token_rotation_within_20_minutes_on_a_connection(
 ) -> None:
     assert http.post(PATH, content=PAYLOAD, headers=headers).status_code == 200
     clock.advance(19 * 60)
-    headers["authorization"] = f"bearer {provider_token(fake_apns, clock())}"
+    headers["authorization"] = f"bearer {apns_provider_token(fake_apns, clock())}"
     response = http.post(PATH, content=PAYLOAD, headers=headers)
     assert (response.status_code, reason(response)) == (429, "TooManyProviderTokenUpdates")
     clock.advance(60)  # now 20 minutes after the first token
-    headers["authorization"] = f"bearer {provider_token(fake_apns, clock())}"
+    headers["authorization"] = f"bearer {apns_provider_token(fake_apns, clock())}"
     assert http.post(PATH, content=PAYLOAD, headers=headers).status_code == 200
 
 

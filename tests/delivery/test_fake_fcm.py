@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from delivery_support import FCM_TOKEN
+from delivery_support import FCM_TOKEN, fcm_assertion
 
 from willowe_tasks.testing import FakeFCM
-from willowe_tasks.testing.fake_fcm import FCM_SCOPE, GOOGLE_TOKEN_AUDIENCE, JWT_BEARER_GRANT
+from willowe_tasks.testing.fake_fcm import JWT_BEARER_GRANT
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
@@ -36,25 +35,6 @@ VALID_MESSAGE: dict[str, Any] = {
 }
 
 
-def assertion(fake: FakeFCM, *, key: str | None = None, **claims: object) -> str:
-    now = int(time.time())
-    payload: dict[str, object] = {
-        "iss": fake.client_email,
-        "aud": GOOGLE_TOKEN_AUDIENCE,
-        "scope": FCM_SCOPE,
-        "iat": now,
-        "exp": now + 3600,
-        **claims,
-    }
-    info = fake.service_account_info()
-    return jwt.encode(
-        payload,
-        key or info["private_key"],
-        algorithm="RS256",
-        headers={"kid": info["private_key_id"]},
-    )
-
-
 @pytest.fixture
 def http(fake_fcm: FakeFCM) -> Iterator[httpx.Client]:
     context = ssl.create_default_context(cafile=fake_fcm.ca_file)
@@ -65,7 +45,7 @@ def http(fake_fcm: FakeFCM) -> Iterator[httpx.Client]:
 @pytest.fixture
 def bearer(fake_fcm: FakeFCM, http: httpx.Client) -> dict[str, str]:
     response = http.post(
-        "/token", data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion(fake_fcm)}
+        "/token", data={"grant_type": JWT_BEARER_GRANT, "assertion": fcm_assertion(fake_fcm)}
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -131,7 +111,7 @@ def test_token_endpoint_rejects_bad_grants(
 def test_token_endpoint_checks_the_assertion(
     fake_fcm: FakeFCM, http: httpx.Client, claims: dict[str, Any], error: str
 ) -> None:
-    form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion(fake_fcm, **claims)}
+    form = {"grant_type": JWT_BEARER_GRANT, "assertion": fcm_assertion(fake_fcm, **claims)}
     response = http.post("/token", data=form)
     assert (response.status_code, response.json()["error"]) == (400, error)
 

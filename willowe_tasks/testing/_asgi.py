@@ -34,6 +34,9 @@ class HTTPRequest:
     #: the n-th connection from that address); one per connection.
     connection: str
     body_truncated: bool = False
+    #: The port of the fake's socket the request came in on (a fake may listen
+    #: on several, one per provider host).
+    server_port: int = 0
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name``, or ``None``."""
@@ -101,6 +104,7 @@ class ASGIApp:
             if not message.get("more_body", False):
                 break
         client = scope.get("client") or ("?", 0)
+        server = scope.get("server") or ("?", 0)
         # The server's loop tells apart connections that came from the same
         # client address one after the other (see _server._ServerLoop).
         label = getattr(asyncio.get_running_loop(), "connection_label", None)
@@ -117,6 +121,7 @@ class ASGIApp:
             http_version=scope.get("http_version", ""),
             connection=connection,
             body_truncated=truncated,
+            server_port=int(server[1] or 0),
         )
         try:
             response = await self._handler(request)

@@ -1,4 +1,5 @@
-"""What every fake provider shares: lifecycle, files, recording, faults, latency."""
+"""What every fake provider shares: lifecycle, files, recording, faults, latency,
+and the phones its pushes reach."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from willowe_tasks.testing._asgi import ASGIApp, HTTPRequest, HTTPResponse
+from willowe_tasks.testing._phones import Phone, PhoneBook, PhoneMessage, StoragePolicy
 from willowe_tasks.testing._records import (
     FaultPlan,
     ReceivedRequest,
@@ -51,22 +54,28 @@ class FakeProvider:
         self,
         *,
         alpn_protocols: list[str],
+        storage: StoragePolicy,
         require_client_cert: bool = False,
         latency_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        listeners: int = 1,
     ) -> None:
         #: Seconds every push request waits before it is answered. Requests wait
         #: concurrently (an asyncio sleep per stream), like a distant server.
         self.latency_s = latency_s
+        self._clock = clock
         self._directory = Path(tempfile.mkdtemp(prefix=f"willowe-{self.name}-"))
         self._tls = TLSFiles(self._directory)
         self._log = RequestLog()
         self._faults = FaultPlan()
+        self._phones = PhoneBook(storage)
         self._server = BackgroundServer(
             ASGIApp(self._dispatch),
             self._tls,
             name=self.name,
             alpn_protocols=alpn_protocols,
             require_client_cert=require_client_cert,
+            listeners=listeners,
         )
 
     # -- lifecycle -----------------------------------------------------------
@@ -129,9 +138,30 @@ class FakeProvider:
         return {item.connection for item in self._log.snapshot()}
 
     def clear(self) -> None:
-        """Forget received requests and pending faults."""
+        """Forget received requests, pending faults and what phones received (every
+        phone is online again); registered and unregistered tokens stay."""
         self._log.clear()
         self._faults.clear()
+        self._phones.clear()
+
+    # -- phones ----------------------------------------------------------------
+
+    def set_offline(self, token: str) -> None:
+        """Take the device with ``token`` offline: pushes to it are still accepted
+        (as the provider accepts them) but wait, under the provider's storage
+        rules, until :meth:`set_online`."""
+        self._phones.set_offline(self._device_key(token))
+
+    def set_online(self, token: str) -> list[ReceivedRequest]:
+        """Bring the device back; returns the pushes the provider hands it now, in
+        the order they were sent (those whose lifetime ran out on the fake's clock
+        while it was away are gone)."""
+        return self._phones.set_online(self._device_key(token), self._clock())
+
+    def phone(self, token: str) -> Phone:
+        """What the device with ``token`` received and shows now (a snapshot):
+        ``len(fake.phone(token).shown)`` is the notifications a user sees."""
+        return self._phones.snapshot(self._device_key(token))
 
     def fail(
         self,
@@ -158,24 +188,37 @@ class FakeProvider:
             await asyncio.sleep(self.latency_s)
         outcome = await self._handle(request)
         if outcome.record:
-            self._log.append(
-                ReceivedRequest(
-                    token=outcome.token,
-                    method=request.method,
-                    path=request.path,
-                    headers=freeze_headers(request.headers),
-                    json=outcome.json,
-                    received_at=received_at,
-                    connection=request.connection,
-                    http_version=request.http_version,
-                    status=outcome.response.status,
-                    reason=outcome.reason,
-                )
+            record = ReceivedRequest(
+                token=outcome.token,
+                method=request.method,
+                path=request.path,
+                headers=freeze_headers(request.headers),
+                json=outcome.json,
+                received_at=received_at,
+                connection=request.connection,
+                http_version=request.http_version,
+                status=outcome.response.status,
+                reason=outcome.reason,
             )
+            # The phone gets it before the test can see the answer, so a test
+            # that waited for the request can look at the phone at once.
+            message = self._phone_message(record) if record.ok and record.token else None
+            if message is not None and record.token is not None:
+                self._phones.deliver(self._device_key(record.token), message, self._clock())
+            self._log.append(record)
         return outcome.response
 
     def _is_push(self, request: HTTPRequest) -> bool:
         return True
 
     async def _handle(self, request: HTTPRequest) -> Outcome:
+        raise NotImplementedError
+
+    def _device_key(self, token: str) -> str:
+        """The token as the provider tells devices apart (APNs ignores hex case)."""
+        return token
+
+    def _phone_message(self, record: ReceivedRequest) -> PhoneMessage | None:
+        """How the phone gets (and the provider stores) an accepted push; ``None``
+        if nothing reaches a phone."""
         raise NotImplementedError

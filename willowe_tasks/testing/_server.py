@@ -139,7 +139,11 @@ def _quiet_disconnects(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 
 
 class BackgroundServer:
-    """Serve ``app`` over HTTPS from a daemon thread until :meth:`stop`."""
+    """Serve ``app`` over HTTPS from a daemon thread until :meth:`stop`.
+
+    With ``listeners`` above one the same app answers on that many ports (APNs'
+    sandbox and production hosts); a request's ``server_port`` tells them apart.
+    """
 
     def __init__(
         self,
@@ -149,7 +153,10 @@ class BackgroundServer:
         name: str,
         alpn_protocols: list[str],
         require_client_cert: bool = False,
+        listeners: int = 1,
     ) -> None:
+        if listeners < 1:
+            raise ValueError("listeners must be at least 1")
         self._app = app
         self._tls = tls
         self._name = name
@@ -159,27 +166,42 @@ class BackgroundServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Event | None = None
         self._error: BaseException | None = None
-        self.port: int | None = None
+        self._listeners = listeners
+        #: The listening ports, in the order they were asked for; empty until started.
+        self.ports: list[int] = []
+
+    @property
+    def port(self) -> int | None:
+        """The first listening port (``None`` until started)."""
+        return self.ports[0] if self.ports else None
 
     @property
     def url(self) -> str:
-        if self.port is None:
+        return self.url_of(0)
+
+    def url_of(self, listener: int) -> str:
+        """``https://127.0.0.1:<port>`` of the ``listener``-th listening socket."""
+        if not self.ports:
             raise RuntimeError(f"{self._name} is not started")
-        return f"https://{HOST}:{self.port}"
+        return f"https://{HOST}:{self.ports[listener]}"
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"{self._name} was already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sockets: list[socket.socket] = []
         try:
-            sock.bind((HOST, 0))
-            sock.listen(socket.SOMAXCONN)
-            self.port = sock.getsockname()[1]
+            for _ in range(self._listeners):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind((HOST, 0))
+                sock.listen(socket.SOMAXCONN)
         except OSError:
-            sock.close()
+            for sock in sockets:
+                sock.close()
             raise
-        # Hypercorn adopts the descriptor ("fd://") and closes it on shutdown.
-        config = self._config(sock.detach())
+        self.ports = [sock.getsockname()[1] for sock in sockets]
+        # Hypercorn adopts the descriptors ("fd://") and closes them on shutdown.
+        config = self._config([sock.detach() for sock in sockets])
         self._thread = threading.Thread(
             target=self._run, args=(config,), name=f"{self._name}-server", daemon=True
         )
@@ -201,9 +223,9 @@ class BackgroundServer:
         if thread.is_alive():
             logger.warning("%s server thread did not stop in time", self._name)
 
-    def _config(self, fd: int) -> Config:
+    def _config(self, fds: list[int]) -> Config:
         config = Config()
-        config.bind = [f"fd://{fd}"]
+        config.bind = [f"fd://{fd}" for fd in fds]
         config.certfile = self._tls.cert_file
         config.keyfile = self._tls.key_file
         config.alpn_protocols = self._alpn_protocols

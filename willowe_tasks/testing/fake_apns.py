@@ -12,6 +12,19 @@ Token-rotation rules follow Apple's documentation: a JWT older than an hour is
 than 20 minutes after its previous one gets ``429 TooManyProviderTokenUpdates``.
 Apple tracks rotation per connection (separate worker processes, each with its
 own token and connection, are fine), and so does the fake.
+
+Environments: APNs has a development (sandbox) and a production host, and a
+device token is only good on the one its app was built for; "a valid sandbox
+[token] used in production environment will also give this error"
+(BadDeviceToken, Apple's DTS on the developer forums). The fake listens on
+both (:attr:`FakeAPNs.sandbox_url`, :attr:`FakeAPNs.production_url`); a token
+registered for one (:meth:`FakeAPNs.register_token`) gets ``400
+BadDeviceToken`` on the other, and ``400 DeviceTokenNotForTopic`` when pushed
+under another app's topic. Tokens nobody registered are accepted on both
+unless the fake is made with ``only_registered_tokens=True``.
+
+Payloads are checked by :mod:`._apns_payload`. Offline phones follow Apple's
+storage rule (see :data:`STORAGE`).
 """
 
 from __future__ import annotations
@@ -23,21 +36,60 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from willowe_tasks.testing._apns_payload import (
+    MAX_PAYLOAD_BYTES,
+    MAX_VOIP_PAYLOAD_BYTES,
+    APNsRejection,
+    check_payload,
+)
 from willowe_tasks.testing._asgi import HTTPRequest, HTTPResponse
 from willowe_tasks.testing._fake import FakeProvider, Outcome
+from willowe_tasks.testing._phones import PhoneMessage, StoragePolicy
+from willowe_tasks.testing._records import ReceivedRequest
 from willowe_tasks.testing._server import KEEP_ALIVE_TIMEOUT_S
 
-#: Apple's limit on a (non-VoIP) notification payload.
-MAX_PAYLOAD_BYTES = 4096
+__all__ = ["MAX_PAYLOAD_BYTES", "MAX_VOIP_PAYLOAD_BYTES", "Environment", "FakeAPNs"]
 
-#: Apple's limit on ``apns-collapse-id``.
+#: APNs' two hosts: ``api.sandbox.push.apple.com`` and ``api.push.apple.com``.
+Environment = Literal["sandbox", "production"]
+
+#: Apple's limit on ``apns-collapse-id``: "The value of this key must not exceed
+#: 64 bytes" (Sending notification requests to APNs).
 MAX_COLLAPSE_ID_BYTES = 64
+
+#: "If APNs can't deliver a notification immediately, it may store the
+#: notification for 30 days or less, depending on the date you specify in the
+#: apns-expiration header" (Sending notification requests to APNs). Apple
+#: documents no upper bound on the header itself, so the fake accepts any date
+#: and keeps a notification at most this long.
+MAX_STORAGE_S = 30 * 24 * 3600.0
+
+#: "APNs stores only one notification per bundle ID. When you send multiple
+#: notifications to the same device for a bundle ID, APNs selects only one
+#: notification to store. In most cases, the latest notification is stored"
+#: (Sending notification requests to APNs): one collapse key per app, the latest wins.
+STORAGE = StoragePolicy(max_collapse_keys=None, max_plain_messages=0)
+
+#: What ``apns-topic`` must be per push type: the bundle id plus this suffix
+#: (Sending notification requests to APNs, apns-push-type).
+TOPIC_SUFFIXES = {
+    "alert": "",
+    "background": "",
+    "voip": ".voip",
+    "complication": ".complication",
+    "fileprovider": ".pushkit.fileprovider",
+    "liveactivity": ".push-type.liveactivity",
+    "location": ".location-query",
+    "pushtotalk": ".voip-ptt",
+    "widgets": ".push-type.widgets",
+    "controls": ".push-type.controls",
+}
 
 #: Provider tokens older than this are rejected as expired.
 TOKEN_MAX_AGE_S = 3600.0
@@ -92,11 +144,12 @@ _HEX = re.compile(r"[0-9a-fA-F]{32,200}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-class _Rejection(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+@dataclass(frozen=True, slots=True)
+class _Device:
+    """Where a registered token is good."""
+
+    environment: Environment
+    bundle_id: str
 
 
 @dataclass(slots=True)
@@ -108,13 +161,17 @@ class _ConnectionToken:
 
 
 class FakeAPNs(FakeProvider):
-    """Fake APNs on ``https://127.0.0.1:<port>`` (HTTP/2 only).
+    """Fake APNs on ``https://127.0.0.1:<port>`` (HTTP/2 only), sandbox and production.
 
-    ``bundle_id`` is the only ``apns-topic`` accepted for alert and background
-    pushes. With ``client_cert_auth`` the TLS handshake requires a client
-    certificate signed by :attr:`ca_file` (see :meth:`issue_client_cert`) instead
-    of a provider token. ``clock`` (unix seconds) judges token ages, so a test
-    can move time forward together with the client's ``TokenAuth``.
+    :attr:`url` is the sandbox host; :attr:`production_url` the production one.
+    ``bundle_id`` is the app whose topics (``bundle_id`` itself for alert and
+    background pushes, ``<bundle_id>.voip`` for VoIP, ...) are accepted. With
+    ``client_cert_auth`` the TLS handshake requires a client certificate signed
+    by :attr:`ca_file` (see :meth:`issue_client_cert`) instead of a provider
+    token. ``clock`` (unix seconds) judges token ages and how long an offline
+    phone's notification lives, so a test can move time forward together with
+    the client's ``TokenAuth``. With ``only_registered_tokens`` a token nobody
+    registered is ``400 BadDeviceToken``, as a made-up token is.
     """
 
     name = "fake-apns"
@@ -128,15 +185,21 @@ class FakeAPNs(FakeProvider):
         client_cert_auth: bool = False,
         latency_s: float = 0.0,
         clock: Callable[[], float] = time.time,
+        only_registered_tokens: bool = False,
     ) -> None:
         super().__init__(
-            alpn_protocols=["h2"], require_client_cert=client_cert_auth, latency_s=latency_s
+            alpn_protocols=["h2"],
+            storage=STORAGE,
+            require_client_cert=client_cert_auth,
+            latency_s=latency_s,
+            clock=clock,
+            listeners=len(get_args(Environment)),
         )
         self.bundle_id = bundle_id
         self.team_id = team_id
         self.key_id = key_id
         self.client_cert_auth = client_cert_auth
-        self._clock = clock
+        self.only_registered_tokens = only_registered_tokens
         key = ec.generate_private_key(ec.SECP256R1())
         self._public_key = key.public_key()
         #: The ``.p8`` signing key as PEM text, for ``TokenAuth(key_pem=...)``.
@@ -150,7 +213,21 @@ class FakeAPNs(FakeProvider):
         self._state_lock = threading.Lock()
         self._connection_tokens: dict[str, _ConnectionToken] = {}
         self._unregistered: dict[str, int] = {}
+        self._devices: dict[str, _Device] = {}
         self._verified_tokens: dict[str, tuple[Any, Any]] = {}
+
+    @property
+    def sandbox_url(self) -> str:
+        """The development host (``api.sandbox.push.apple.com``); the same as :attr:`url`."""
+        return self.url_for("sandbox")
+
+    @property
+    def production_url(self) -> str:
+        """The production host (``api.push.apple.com``)."""
+        return self.url_for("production")
+
+    def url_for(self, environment: Environment) -> str:
+        return self._server.url_of(get_args(Environment).index(environment))
 
     @property
     def signing_key_path(self) -> str:
@@ -161,11 +238,29 @@ class FakeAPNs(FakeProvider):
         """A client certificate and key signed by the fake's CA: ``(cert_file, key_file)``."""
         return self._tls.issue_client_cert(name or self.bundle_id)
 
-    def unregister(self, token: str) -> None:
-        """Answer later pushes to ``token`` with ``410 Unregistered``, as for a
-        deleted app."""
+    def register_token(
+        self, token: str, *, environment: Environment = "sandbox", bundle_id: str | None = None
+    ) -> None:
+        """``token`` was issued to app ``bundle_id`` (default :attr:`bundle_id`) by
+        APNs' ``environment``: it gets ``BadDeviceToken`` on the other host and
+        ``DeviceTokenNotForTopic`` under another app's topic. Registering an
+        unregistered token makes it live again, as an app reinstalled on the
+        phone reporting its token to the provider does."""
+        if environment not in get_args(Environment):
+            raise ValueError(f"environment must be one of {get_args(Environment)}")
         with self._state_lock:
-            self._unregistered[token.lower()] = int(self._clock() * 1000)
+            self._devices[token.lower()] = _Device(environment, bundle_id or self.bundle_id)
+            self._unregistered.pop(token.lower(), None)
+
+    def unregister(self, token: str, *, at: float | None = None) -> None:
+        """Answer later pushes to ``token`` with ``410 Unregistered``, as for a
+        deleted app, with ``timestamp``: "The time, represented in milliseconds
+        since Epoch, at which APNs confirmed the token was no longer valid for the
+        topic" (Handling notification responses from APNs); ``at`` (unix seconds)
+        sets it, else the fake's clock."""
+        when = self._clock() if at is None else at
+        with self._state_lock:
+            self._unregistered[token.lower()] = int(when * 1000)
 
     # -- request checks --------------------------------------------------------
 
@@ -174,9 +269,9 @@ class FakeAPNs(FakeProvider):
         token = match.group(1) if match else None
         payload = _parse_json(request.body)
         try:
-            self._check(request, token)
+            self._check(request, token, payload)
             fault = self._faults.take(token)
-        except _Rejection as rejection:
+        except APNsRejection as rejection:
             return self._reject(rejection.status, rejection.reason, token, payload)
         apns_id = request.header("apns-id") or str(uuid.uuid4()).upper()
         if fault is not None:
@@ -204,42 +299,64 @@ class FakeAPNs(FakeProvider):
             HTTPResponse.json(status, {"reason": reason}, headers), token, payload, reason
         )
 
-    def _check(self, request: HTTPRequest, token: str | None) -> None:
+    def _check(self, request: HTTPRequest, token: str | None, payload: Any) -> None:
         if request.http_version != "2":
             # Apple only speaks HTTP/2; ALPN offers nothing else, so this is a
             # client that ignored ALPN.
-            raise _Rejection(505, "HTTPVersionNotSupported")
+            raise APNsRejection(505, "HTTPVersionNotSupported")
         if token is None:
-            raise _Rejection(404, "BadPath")
+            raise APNsRejection(404, "BadPath")
         if request.method != "POST":
-            raise _Rejection(405, "MethodNotAllowed")
+            raise APNsRejection(405, "MethodNotAllowed")
         for name in SINGLE_HEADERS:
             if len(request.header_values(name)) > 1:
-                raise _Rejection(400, "DuplicateHeaders")
+                raise APNsRejection(400, "DuplicateHeaders")
         if not token:
-            raise _Rejection(400, "MissingDeviceToken")
+            raise APNsRejection(400, "MissingDeviceToken")
         if not self.client_cert_auth:
             self._check_provider_token(request)
         if not _HEX.fullmatch(token):
-            raise _Rejection(400, "BadDeviceToken")
+            raise APNsRejection(400, "BadDeviceToken")
         self._check_headers(request)
-        self._check_payload(request)
+        push_type = request.header("apns-push-type")
+        check_payload(request.body, payload, request.body_truncated, push_type)
+        self._check_device(request, token)
+
+    def _check_device(self, request: HTTPRequest, token: str) -> None:
+        with self._state_lock:
+            device = self._devices.get(token.lower())
+        if device is None:
+            if self.only_registered_tokens:
+                raise APNsRejection(400, "BadDeviceToken")
+            return
+        if device.environment != self._environment_of(request):
+            raise APNsRejection(400, "BadDeviceToken")
+        topic = request.header("apns-topic") or ""
+        if topic != device.bundle_id and not topic.startswith(device.bundle_id + "."):
+            raise APNsRejection(400, "DeviceTokenNotForTopic")
+
+    def _environment_of(self, request: HTTPRequest) -> Environment:
+        environments = get_args(Environment)
+        for index, port in enumerate(self._server.ports):
+            if port == request.server_port:
+                return environments[index]  # type: ignore[no-any-return]
+        return "sandbox"
 
     def _check_provider_token(self, request: HTTPRequest) -> None:
         header = request.header("authorization")
         if not header:
-            raise _Rejection(403, "MissingProviderToken")
+            raise APNsRejection(403, "MissingProviderToken")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise _Rejection(403, "InvalidProviderToken")
+            raise APNsRejection(403, "InvalidProviderToken")
         iat, issuer = self._verified_claims(token)
         if issuer != self.team_id or not isinstance(iat, int):
-            raise _Rejection(403, "InvalidProviderToken")
+            raise APNsRejection(403, "InvalidProviderToken")
         now = self._clock()
         if iat > now + CLOCK_SKEW_S:
-            raise _Rejection(403, "InvalidProviderToken")
+            raise APNsRejection(403, "InvalidProviderToken")
         if now - iat > TOKEN_MAX_AGE_S:
-            raise _Rejection(403, "ExpiredProviderToken")
+            raise APNsRejection(403, "ExpiredProviderToken")
         self._check_rotation(request.connection, token, iat)
 
     def _verified_claims(self, token: str) -> tuple[Any, Any]:
@@ -256,7 +373,7 @@ class FakeAPNs(FakeProvider):
             return known
         try:
             if jwt.get_unverified_header(token).get("kid") != self.key_id:
-                raise _Rejection(403, "InvalidProviderToken")
+                raise APNsRejection(403, "InvalidProviderToken")
             claims = jwt.decode(
                 token,
                 self._public_key,
@@ -264,7 +381,7 @@ class FakeAPNs(FakeProvider):
                 options={"verify_iat": False, "require": ["iss", "iat"]},
             )
         except jwt.InvalidTokenError as exc:
-            raise _Rejection(403, "InvalidProviderToken") from exc
+            raise APNsRejection(403, "InvalidProviderToken") from exc
         found = (claims["iat"], claims["iss"])
         with self._state_lock:
             if len(self._verified_tokens) >= VERIFIED_TOKENS_KEPT:
@@ -280,7 +397,7 @@ class FakeAPNs(FakeProvider):
                 current = None
             if current is not None and current.token != token:
                 if iat - current.iat < TOKEN_MIN_ROTATION_S:
-                    raise _Rejection(429, "TooManyProviderTokenUpdates")
+                    raise APNsRejection(429, "TooManyProviderTokenUpdates")
                 current = None
             if current is None:
                 current = _ConnectionToken(token, iat, now)
@@ -291,41 +408,54 @@ class FakeAPNs(FakeProvider):
         topic = request.header("apns-topic")
         push_type = request.header("apns-push-type")
         if not topic:
-            raise _Rejection(400, "MissingTopic")
+            raise APNsRejection(400, "MissingTopic")
         if push_type not in PUSH_TYPES:
-            raise _Rejection(400, "InvalidPushType")
-        expected = self.bundle_id if push_type in ("alert", "background") else None
-        if (expected and topic != expected) or not topic.startswith(self.bundle_id):
-            raise _Rejection(400, "TopicDisallowed")
+            raise APNsRejection(400, "InvalidPushType")
+        suffix = TOPIC_SUFFIXES.get(push_type)
+        if (suffix is not None and topic != self.bundle_id + suffix) or not topic.startswith(
+            self.bundle_id
+        ):
+            raise APNsRejection(400, "TopicDisallowed")
         priority = request.header("apns-priority") or "10"
         if priority not in PRIORITIES:
-            raise _Rejection(400, "BadPriority")
+            raise APNsRejection(400, "BadPriority")
+        # "the notification's POST request should contain the apns-push-type
+        # header field with a value of background, and the apns-priority field
+        # with a value of 5" (Pushing background updates to your app).
         if push_type == "background" and priority != "5":
-            raise _Rejection(400, "BadPriority")
+            raise APNsRejection(400, "BadPriority")
         expiration = request.header("apns-expiration")
         if expiration is not None and not expiration.isdigit():
-            raise _Rejection(400, "BadExpirationDate")
+            raise APNsRejection(400, "BadExpirationDate")
         collapse_id = request.header("apns-collapse-id")
         if collapse_id is not None and len(collapse_id.encode("utf-8")) > MAX_COLLAPSE_ID_BYTES:
-            raise _Rejection(400, "BadCollapseId")
+            raise APNsRejection(400, "BadCollapseId")
         apns_id = request.header("apns-id")
         if apns_id is not None and not _UUID.fullmatch(apns_id):
-            raise _Rejection(400, "BadMessageId")
+            raise APNsRejection(400, "BadMessageId")
 
-    def _check_payload(self, request: HTTPRequest) -> None:
-        if not request.body:
-            raise _Rejection(400, "PayloadEmpty")
-        if len(request.body) > MAX_PAYLOAD_BYTES or request.body_truncated:
-            raise _Rejection(413, "PayloadTooLarge")
-        payload = _parse_json(request.body)
-        # Apple documents no reason for malformed JSON; the fake names it plainly.
-        if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
-            raise _Rejection(400, "BadPayload")
-        if (
-            request.header("apns-push-type") == "background"
-            and payload["aps"].get("content-available") != 1
-        ):
-            raise _Rejection(400, "BadPayload")
+    # -- phones ------------------------------------------------------------------
+
+    def _device_key(self, token: str) -> str:
+        return token.lower()
+
+    def _phone_message(self, record: ReceivedRequest) -> PhoneMessage:
+        now = self._clock()
+        # "If the value is 0, APNs treats the notification as if it expires
+        # immediately and doesn't store the notification or attempt to redeliver
+        # it"; without the header Apple keeps it as long as it keeps any.
+        expiration = record.headers.get("apns-expiration")
+        expires_at = now + MAX_STORAGE_S if expiration is None else float(expiration)
+        aps = record.json["aps"]
+        return PhoneMessage(
+            request=record,
+            expires_at=min(expires_at, now + MAX_STORAGE_S),
+            collapse_key=self.bundle_id,
+            visible=record.headers.get("apns-push-type") == "alert" and bool(aps.get("alert")),
+            # "Multiple notifications with the same collapse identifier are
+            # displayed to the user as a single notification."
+            screen_key=record.headers.get("apns-collapse-id"),
+        )
 
 
 def _parse_json(body: bytes) -> Any:

@@ -1,12 +1,20 @@
 """A local FCM HTTP v1 endpoint with its own OAuth token endpoint.
 
 :meth:`FakeFCM.service_account_info` hands out a service account whose
-``token_uri`` points at the fake, so google-auth runs its real JWT-bearer grant:
-the fake verifies the assertion's RS256 signature against the key it issued and
-answers with an access token, which ``messages:send`` then requires. Messages
-are validated as strictly as Google does for the fields a sender commonly gets
-wrong (string-only data, ``ttl`` duration strings, ``priority`` values, unknown
-fields), and errors come in Google's format with an ``FcmError`` detail.
+``token_uri`` points at the fake, so google-auth runs its real JWT-bearer grant
+(:mod:`._google_oauth`) and ``messages:send`` requires the access token it got.
+Messages are checked as Google checks them (:mod:`._fcm_messages`: string-only
+data, reserved keys, ``ttl`` format and its 28-day limit, the 4096-byte size,
+field types), and errors come in Google's format with an ``FcmError`` detail.
+
+Projects and tokens: the fake serves one Firebase project, and more on request
+(:meth:`FakeFCM.add_project`, each with its own service account). A token
+registered for one project (:meth:`FakeFCM.register_token`) is refused to any
+other with ``403 SENDER_ID_MISMATCH``, as for a worker configured with the
+wrong project; tokens nobody registered are accepted by every project.
+
+Offline phones follow FCM's storage rules ("Non-collapsible and collapsible
+messages"): see :data:`STORAGE`.
 """
 
 from __future__ import annotations
@@ -16,41 +24,56 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
-
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from willowe_tasks.testing._asgi import HTTPRequest, HTTPResponse
 from willowe_tasks.testing._fake import FakeProvider, Outcome
+from willowe_tasks.testing._fcm_messages import InvalidMessage, ttl_s, validate
+from willowe_tasks.testing._google_oauth import (
+    ACCESS_TOKEN_LIFETIME_S,
+    FCM_SCOPE,
+    GOOGLE_TOKEN_AUDIENCE,
+    JWT_BEARER_GRANT,
+    TokenIssuer,
+    new_service_account_key_pem,
+)
+from willowe_tasks.testing._phones import PhoneMessage, StoragePolicy
+from willowe_tasks.testing._records import ReceivedRequest
 
-#: Scope a service account must ask for to send messages.
-FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-
-#: Audience google-auth puts in service-account assertions, whatever the token_uri.
-GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
-
-#: OAuth grant type of a service-account assertion (RFC 7523).
-JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-#: Lifetime of issued access tokens, as Google's.
-ACCESS_TOKEN_LIFETIME_S = 3600
-
-#: Google's limit on the data of one message.
-MAX_DATA_BYTES = 4096
+__all__ = [
+    "ACCESS_TOKEN_LIFETIME_S",
+    "FCM_SCOPE",
+    "GOOGLE_TOKEN_AUDIENCE",
+    "JWT_BEARER_GRANT",
+    "FakeFCM",
+    "new_service_account_key_pem",
+]
 
 #: Path of the OAuth token endpoint on the fake.
 TOKEN_PATH = "/token"
 
+#: What FCM keeps for an offline Android device. "The FCM server can
+#: simultaneously store four different collapsible messages per device, each
+#: with a different collapse key. If you exceed this number, FCM only keeps four
+#: collapse keys, with no determining factor on which keys are kept" (the fake
+#: keeps the four most recently used). "For Android, there is a limit of 100
+#: messages that can be stored without collapsing. If the limit is reached, all
+#: stored messages are discarded" (the fake discards the 100 and the one that
+#: did not fit, and the phone gets a deleted-messages notice).
+#: https://firebase.google.com/docs/cloud-messaging/customize-messages/collapsible-message-types
+STORAGE = StoragePolicy(max_collapse_keys=4, max_plain_messages=100)
+
+#: Stands for the app's package name: "By default, the collapse key is the app
+#: package name registered in the Firebase console", and notification messages
+#: are "Always collapsible" (Firebase Cloud Messaging message types).
+DEFAULT_COLLAPSE_KEY = "(app package name)"
+
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 _SEND_PATH = re.compile(r"/v1/projects/([^/]+)/messages:send")
-_TTL = re.compile(r"\d{1,10}(\.\d{1,9})?s")
-_REGISTRATION_TOKEN = re.compile(r"[A-Za-z0-9_:\-]{1,4096}")
 
 #: Google's canonical status name per HTTP status.
 GOOGLE_STATUS = {
@@ -63,84 +86,6 @@ GOOGLE_STATUS = {
     503: "UNAVAILABLE",
 }
 
-_TOP_LEVEL_FIELDS = frozenset({"message", "validate_only"})
-_MESSAGE_FIELDS = frozenset(
-    [
-        "name",
-        "data",
-        "notification",
-        "android",
-        "webpush",
-        "apns",
-        "fcm_options",
-        "token",
-        "topic",
-        "condition",
-    ]
-)
-_NOTIFICATION_FIELDS = frozenset({"title", "body", "image"})
-_ANDROID_FIELDS = frozenset(
-    [
-        "collapse_key",
-        "priority",
-        "ttl",
-        "restricted_package_name",
-        "data",
-        "notification",
-        "fcm_options",
-        "direct_boot_ok",
-    ]
-)
-_ANDROID_NOTIFICATION_FIELDS = frozenset(
-    [
-        "title",
-        "body",
-        "icon",
-        "color",
-        "sound",
-        "tag",
-        "click_action",
-        "body_loc_key",
-        "body_loc_args",
-        "title_loc_key",
-        "title_loc_args",
-        "channel_id",
-        "ticker",
-        "sticky",
-        "event_time",
-        "local_only",
-        "notification_priority",
-        "default_sound",
-        "default_vibrate_timings",
-        "default_light_settings",
-        "vibrate_timings",
-        "visibility",
-        "notification_count",
-        "light_settings",
-        "image",
-        "bypass_proxy_notification",
-    ]
-)
-_ANDROID_PRIORITIES = frozenset({"normal", "high", "NORMAL", "HIGH"})
-_RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type"})
-
-
-def new_service_account_key_pem() -> str:
-    """A new RSA private key in PKCS#8 PEM, as in a Google service-account file."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
-
-
-class _Invalid(Exception):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
 
 class FakeFCM(FakeProvider):
     """Fake FCM (and OAuth token endpoint) on ``https://127.0.0.1:<port>``.
@@ -149,6 +94,7 @@ class FakeFCM(FakeProvider):
     the service account from :meth:`service_account_info` or
     :meth:`write_service_account`. ``fail(status, reason)`` takes an FCM
     ``errorCode`` such as ``"UNREGISTERED"`` or ``"QUOTA_EXCEEDED"`` as ``reason``.
+    ``clock`` (unix seconds) judges how long an offline phone's messages live.
     """
 
     name = "fake-fcm"
@@ -159,28 +105,20 @@ class FakeFCM(FakeProvider):
         project_id: str = "willowe-test",
         latency_s: float = 0.0,
         service_account_key_pem: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(alpn_protocols=["h2", "http/1.1"], latency_s=latency_s)
+        super().__init__(
+            alpn_protocols=["h2", "http/1.1"], storage=STORAGE, latency_s=latency_s, clock=clock
+        )
         self.project_id = project_id
-        self.client_email = f"push-sender@{project_id}.iam.gserviceaccount.com"
         # A fresh 2048-bit RSA key takes ~0.1 s; a test suite may pass one in
         # to share it between many short-lived fakes.
-        if service_account_key_pem is None:
-            service_account_key_pem = new_service_account_key_pem()
-        # The key was made by new_service_account_key_pem(); skipping RSA's
-        # consistency check saves ~35 ms per fake.
-        key = serialization.load_pem_private_key(
-            service_account_key_pem.encode(), None, unsafe_skip_rsa_key_validation=True
-        )
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError("a service account key must be an RSA private key")
-        self._public_key = key.public_key()
-        self._private_key_pem = service_account_key_pem
-        self._private_key_id = secrets.token_hex(20)
+        self._issuer = TokenIssuer(service_account_key_pem or new_service_account_key_pem())
+        self.client_email = self._issuer.add_account(project_id).client_email
         self._state_lock = threading.Lock()
-        self._access_tokens: dict[str, float] = {}
         self._unregistered: set[str] = set()
-        self._token_grants = 0
+        #: registration token -> the project that issued it
+        self._token_projects: dict[str, str] = {}
         self._message_ids = 0
 
     # -- what clients need ---------------------------------------------------
@@ -189,26 +127,20 @@ class FakeFCM(FakeProvider):
     def token_uri(self) -> str:
         return f"{self.url}{TOKEN_PATH}"
 
-    def service_account_info(self) -> dict[str, str]:
-        """A service-account key dict (as in Google's JSON key file) for this fake."""
-        return {
-            "type": "service_account",
-            "project_id": self.project_id,
-            "private_key_id": self._private_key_id,
-            "private_key": self._private_key_pem,
-            "client_email": self.client_email,
-            "client_id": "100000000000000000001",
-            "auth_uri": f"{self.url}/auth",
-            "token_uri": self.token_uri,
-            "auth_provider_x509_cert_url": f"{self.url}/certs",
-            "client_x509_cert_url": f"{self.url}/certs/{self.client_email}",
-            "universe_domain": "googleapis.com",
-        }
+    def add_project(self, project_id: str) -> None:
+        """Serve another Firebase project, with a service account of its own."""
+        self._issuer.add_account(project_id)
 
-    def write_service_account(self, path: str | Path) -> str:
+    def service_account_info(self, project_id: str | None = None) -> dict[str, str]:
+        """A service-account key dict (as in Google's JSON key file) for this fake's
+        project, or for ``project_id`` (see :meth:`add_project`)."""
+        account = self._issuer.account(project_id or self.project_id)
+        return self._issuer.info(account, self.url, self.token_uri)
+
+    def write_service_account(self, path: str | Path, project_id: str | None = None) -> str:
         """Write :meth:`service_account_info` as a JSON key file; returns the path."""
         target = Path(path)
-        target.write_text(json.dumps(self.service_account_info(), indent=2))
+        target.write_text(json.dumps(self.service_account_info(project_id), indent=2))
         target.chmod(0o600)
         return str(target)
 
@@ -217,13 +149,21 @@ class FakeFCM(FakeProvider):
     @property
     def token_grants(self) -> int:
         """How many access tokens the OAuth endpoint has issued."""
-        with self._state_lock:
-            return self._token_grants
+        return self._issuer.grants
 
     def expire_access_tokens(self) -> None:
         """Invalidate every issued access token, as a revocation would."""
+        self._issuer.expire_all()
+
+    def register_token(self, token: str, project_id: str | None = None) -> None:
+        """``token`` was issued to an app of ``project_id`` (default: this fake's
+        project): messages to it from another project get ``403
+        SENDER_ID_MISMATCH``. Registering an unregistered token makes it live."""
+        project = project_id or self.project_id
+        self._issuer.account(project)  # only projects the fake serves
         with self._state_lock:
-            self._access_tokens.clear()
+            self._token_projects[token] = project
+            self._unregistered.discard(token)
 
     def unregister(self, token: str) -> None:
         """Answer later messages to ``token`` with ``404 UNREGISTERED``."""
@@ -237,7 +177,7 @@ class FakeFCM(FakeProvider):
 
     async def _handle(self, request: HTTPRequest) -> Outcome:
         if request.path == TOKEN_PATH:
-            return Outcome(self._grant(request), record=False)
+            return Outcome(self._issuer.grant(request, self.token_uri), record=False)
         match = _SEND_PATH.fullmatch(request.path)
         if match is None or request.method != "POST":
             return Outcome(_google_error(404, None, "Requested entity was not found."))
@@ -251,18 +191,19 @@ class FakeFCM(FakeProvider):
     def _send(
         self, request: HTTPRequest, project_id: str, body: Any, token: str | None
     ) -> tuple[HTTPResponse, str | None]:
-        if not self._authorized(request.header("authorization")):
+        sender = self._issuer.project_of(request.header("authorization"))
+        if sender is None:
             message = (
                 "Request had invalid authentication credentials. Expected OAuth 2 access "
                 "token, login cookie or other valid authentication credential."
             )
             return _google_error(401, None, message), "UNAUTHENTICATED"
-        if project_id != self.project_id:
+        if project_id != sender:
             message = "Permission 'cloudmessaging.messages.create' denied on resource."
             return _google_error(403, None, message), "PERMISSION_DENIED"
         try:
-            _validate(body)
-        except _Invalid as invalid:
+            validate(body)
+        except InvalidMessage as invalid:
             return _google_error(400, "INVALID_ARGUMENT", invalid.message, invalid.field), (
                 "INVALID_ARGUMENT"
             )
@@ -273,153 +214,39 @@ class FakeFCM(FakeProvider):
             return _google_error(fault.status, fault.reason, message, headers=extra), fault.reason
         with self._state_lock:
             unregistered = token in self._unregistered
+            owner = self._token_projects.get(token) if token else None
             self._message_ids += 1
             message_id = self._message_ids
+        if owner is not None and owner != project_id:
+            # "The authenticated sender ID is different from the sender ID for the
+            # registration token" (FCM error codes, SENDER_ID_MISMATCH, HTTP 403).
+            return _google_error(403, "SENDER_ID_MISMATCH", "SenderId mismatch"), (
+                "SENDER_ID_MISMATCH"
+            )
         if unregistered:
             return _google_error(404, "UNREGISTERED", "Requested entity was not found."), (
                 "UNREGISTERED"
             )
-        name = f"projects/{self.project_id}/messages/0:{message_id}%{secrets.token_hex(8)}"
+        name = f"projects/{project_id}/messages/0:{message_id}%{secrets.token_hex(8)}"
         return HTTPResponse.json(200, {"name": name}), None
 
-    def _authorized(self, header: str | None) -> bool:
-        scheme, _, token = (header or "").partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        with self._state_lock:
-            expires_at = self._access_tokens.get(token)
-        return expires_at is not None and expires_at > time.time()
-
-    def _grant(self, request: HTTPRequest) -> HTTPResponse:
-        form = parse_qs(request.body.decode("utf-8", "replace"))
-        if request.method != "POST" or form.get("grant_type") != [JWT_BEARER_GRANT]:
-            return _oauth_error("unsupported_grant_type", "Invalid grant_type.")
-        assertion = (form.get("assertion") or [""])[0]
-        try:
-            header = jwt.get_unverified_header(assertion)
-            claims = jwt.decode(
-                assertion,
-                self._public_key,
-                algorithms=["RS256"],
-                audience=[GOOGLE_TOKEN_AUDIENCE, self.token_uri],
-                issuer=self.client_email,
-                options={"require": ["iss", "aud", "iat", "exp"]},
-                leeway=60,
-            )
-        except jwt.InvalidTokenError as exc:
-            return _oauth_error("invalid_grant", f"Invalid JWT: {type(exc).__name__}")
-        if header.get("kid") not in (None, self._private_key_id):
-            return _oauth_error("invalid_grant", "Invalid JWT Signature.")
-        if claims["exp"] - claims["iat"] > ACCESS_TOKEN_LIFETIME_S:
-            return _oauth_error("invalid_grant", "Invalid JWT: lifetime over one hour.")
-        if FCM_SCOPE not in str(claims.get("scope", "")).split():
-            return _oauth_error("invalid_scope", "The scope does not allow sending messages.")
-        access_token = f"ya29.fake-{secrets.token_urlsafe(24)}"
-        with self._state_lock:
-            self._access_tokens[access_token] = time.time() + ACCESS_TOKEN_LIFETIME_S
-            self._token_grants += 1
-        return HTTPResponse.json(
-            200,
-            {
-                "access_token": access_token,
-                "expires_in": ACCESS_TOKEN_LIFETIME_S,
-                "token_type": "Bearer",
-            },
+    def _phone_message(self, record: ReceivedRequest) -> PhoneMessage | None:
+        if record.json.get("validate_only"):
+            return None  # "Flag for testing the request without actually delivering"
+        message = record.json["message"]
+        android = message.get("android") or {}
+        shown = {**(message.get("notification") or {}), **(android.get("notification") or {})}
+        is_notification = "notification" in message or "notification" in android
+        collapse_key = android.get("collapse_key")
+        if collapse_key is None and is_notification:
+            collapse_key = DEFAULT_COLLAPSE_KEY
+        return PhoneMessage(
+            request=record,
+            expires_at=self._clock() + ttl_s(message),
+            collapse_key=collapse_key,
+            visible=bool(shown.get("title") or shown.get("body")),
+            screen_key=(android.get("notification") or {}).get("tag"),
         )
-
-
-def _validate(body: Any) -> None:
-    if not isinstance(body, dict):
-        raise _Invalid("Invalid JSON payload received.")
-    _no_unknown_fields(body, _TOP_LEVEL_FIELDS, "")
-    message = body.get("message")
-    if not isinstance(message, dict):
-        raise _Invalid("Request contains an invalid argument.", "message")
-    _no_unknown_fields(message, _MESSAGE_FIELDS, "message")
-    targets = [key for key in ("token", "topic", "condition") if key in message]
-    if len(targets) != 1:
-        raise _Invalid("Exactly one of token, topic or condition must be set.", "message")
-    if "token" in message:
-        token = message["token"]
-        if not isinstance(token, str) or not _REGISTRATION_TOKEN.fullmatch(token):
-            raise _Invalid(
-                "The registration token is not a valid FCM registration token", "message.token"
-            )
-    _validate_data(message.get("data"), "message.data")
-    notification = message.get("notification")
-    if notification is not None:
-        _string_fields(notification, _NOTIFICATION_FIELDS, "message.notification")
-    android = message.get("android")
-    if android is not None:
-        _validate_android(android)
-
-
-def _validate_android(android: Any) -> None:
-    if not isinstance(android, dict):
-        raise _Invalid("Invalid value at 'message.android'.", "message.android")
-    _no_unknown_fields(android, _ANDROID_FIELDS, "message.android")
-    priority = android.get("priority")
-    if priority is not None and priority not in _ANDROID_PRIORITIES:
-        raise _Invalid(
-            f"Invalid value at 'message.android.priority' ({priority!r}).",
-            "message.android.priority",
-        )
-    ttl = android.get("ttl")
-    if ttl is not None and (not isinstance(ttl, str) or not _TTL.fullmatch(ttl)):
-        raise _Invalid(
-            "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf."
-            "Duration), Field 'ttl', Illegal duration format; duration must end with 's'",
-            "message.android.ttl",
-        )
-    collapse_key = android.get("collapse_key")
-    if collapse_key is not None and not isinstance(collapse_key, str):
-        raise _Invalid("Invalid value at 'message.android.collapse_key'.", "message.android")
-    _validate_data(android.get("data"), "message.android.data")
-    notification = android.get("notification")
-    if notification is not None:
-        _no_unknown_fields(
-            notification, _ANDROID_NOTIFICATION_FIELDS, "message.android.notification"
-        )
-        for key in ("title", "body", "tag", "channel_id", "sound", "icon", "color"):
-            if key in notification and not isinstance(notification[key], str):
-                path = f"message.android.notification.{key}"
-                raise _Invalid(f"Invalid value at '{path}' (TYPE_STRING).", path)
-
-
-def _validate_data(data: Any, path: str) -> None:
-    if data is None:
-        return
-    if not isinstance(data, dict):
-        raise _Invalid(f"Invalid value at '{path}'.", path)
-    size = 0
-    for index, (key, value) in enumerate(data.items()):
-        if not isinstance(value, str):
-            raise _Invalid(f"Invalid value at '{path}[{index}].value' (TYPE_STRING).", path)
-        lowered = key.lower()
-        if lowered in _RESERVED_DATA_KEYS or lowered.startswith(("google.", "gcm.")):
-            raise _Invalid(f"Invalid data payload key: {key}", path)
-        size += len(key.encode("utf-8")) + len(value.encode("utf-8"))
-    if size > MAX_DATA_BYTES:
-        raise _Invalid("Android message is too big", path)
-
-
-def _string_fields(value: Any, allowed: frozenset[str], path: str) -> None:
-    if not isinstance(value, dict):
-        raise _Invalid(f"Invalid value at '{path}'.", path)
-    _no_unknown_fields(value, allowed, path)
-    for key, item in value.items():
-        if not isinstance(item, str):
-            raise _Invalid(f"Invalid value at '{path}.{key}' (TYPE_STRING).", f"{path}.{key}")
-
-
-def _no_unknown_fields(value: dict[str, Any], allowed: frozenset[str], path: str) -> None:
-    for key in value:
-        if key not in allowed:
-            where = f" at '{path}'" if path else ""
-            raise _Invalid(
-                f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.',
-                path or None,
-            )
 
 
 def _google_error(
@@ -454,10 +281,6 @@ def _status_name(status: int) -> str:
         return HTTPStatus(status).name
     except ValueError:
         return "UNKNOWN"
-
-
-def _oauth_error(error: str, description: str) -> HTTPResponse:
-    return HTTPResponse.json(400, {"error": error, "error_description": description})
 
 
 def _parse_json(body: bytes) -> Any:
