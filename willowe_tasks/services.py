@@ -44,7 +44,11 @@ def build_services(settings: Settings) -> Services:
     return Services(
         registry=SQLiteDeviceRegistry(settings.device_registry_path),
         ledger=SQLiteDeliveryLog(settings.delivery_log_path),
-        analytics=JsonlAnalyticsSink(settings.analytics_path),
+        analytics=JsonlAnalyticsSink(
+            settings.analytics_path, max_bytes=settings.analytics_max_bytes,
+            keep_files=settings.analytics_keep_files,
+            fsync_interval_ms=settings.analytics_fsync_interval_ms,
+        ),
         apns=_apns_client(settings),
         fcm=_fcm_client(settings),
     )
