@@ -3,13 +3,22 @@ runner for development and tests. Generic: it knows queues, topics, offsets
 and priorities, and nothing of any application built on it."""
 
 from broker.kafka import BatchSendError, KafkaBroker
-from broker.topics import PartitionShrinkRefused, TopicChange, TopicSpec, reconcile
+from broker.topics import (
+    TopicAction,
+    TopicDrift,
+    TopicReconcileError,
+    TopicReport,
+    TopicSpec,
+    reconcile,
+)
 
 __all__ = [
     "BatchSendError",
     "KafkaBroker",
-    "PartitionShrinkRefused",
-    "TopicChange",
+    "TopicAction",
+    "TopicDrift",
+    "TopicReconcileError",
+    "TopicReport",
     "TopicSpec",
     "reconcile",
 ]

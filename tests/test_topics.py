@@ -1,16 +1,22 @@
-"""`make topics` logic against the real broker: create, no-op, drift repair, refusal to shrink."""
+"""`make topics` logic against the real broker: create, no-op, drift repair,
+partitions raised by hand kept, and the report-only check."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from broker.topics import PartitionShrinkRefused, TopicSpec, reconcile
+from broker.topics import TopicAction, TopicReconcileError, TopicSpec, reconcile
 from willowe_tasks.__main__ import main as willowe_main
 from willowe_tasks.topics import ALL_TOPIC_SPECS
+
+#: Bound on waiting for a change made by hand to show in the broker's metadata, in seconds.
+METADATA_WAIT_S = 30.0
 
 
 def partitions_of(admin: KafkaAdminClient, name: str) -> int:
@@ -24,16 +30,43 @@ def config_of(admin: KafkaAdminClient, name: str, key: str) -> str:
     return str(described["topic"][name][key]["value"])
 
 
+def settle(read: Callable[[], object], expected: object) -> None:
+    """Wait until ``read()`` returns ``expected``: the controller accepts an
+    admin change before the broker's metadata shows it."""
+    deadline = time.monotonic() + METADATA_WAIT_S
+    while read() != expected:
+        assert time.monotonic() < deadline, f"still {read()!r}, expected {expected!r}"
+        time.sleep(0.05)
+
+
+def raise_partitions_by_hand(admin: KafkaAdminClient, name: str, count: int) -> None:
+    # What the README's troubleshooting tells on-call to do.
+    admin.create_partitions({name: count})
+    settle(lambda: partitions_of(admin, name), count)
+
+
+def set_retention_by_hand(admin: KafkaAdminClient, name: str, retention_ms: str) -> None:
+    admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": retention_ms})]
+    )
+    settle(lambda: config_of(admin, name, "retention.ms"), retention_ms)
+
+
 def test_reconcile_creates_a_topic_with_its_companions(
     admin: KafkaAdminClient, unique_name: str
 ) -> None:
     specs = TopicSpec(unique_name, partitions=3, retention_ms=86_400_000).with_companions()
-    changes = reconcile(admin, specs)
-    assert [(c.topic, c.action) for c in changes] == [
-        (unique_name, "created"),
-        (f"{unique_name}.DQ", "created"),
-        (f"{unique_name}.XQ", "created"),
+    report = reconcile(admin, specs)
+    assert report.applied
+    assert [(d.topic, d.action) for d in report.changes] == [
+        (unique_name, TopicAction.CREATE),
+        (f"{unique_name}.DQ", TopicAction.CREATE),
+        (f"{unique_name}.XQ", TopicAction.CREATE),
     ]
+    assert report.lines()[0] == (
+        f"created {unique_name} (partitions=3, retention.ms=86400000, cleanup.policy=delete)"
+    )
+    # Created topics are described right away: reconcile waited for the metadata.
     assert partitions_of(admin, unique_name) == 3
     assert config_of(admin, unique_name, "retention.ms") == "86400000"
     assert config_of(admin, unique_name, "cleanup.policy") == "delete"
@@ -42,8 +75,9 @@ def test_reconcile_creates_a_topic_with_its_companions(
 
 def test_a_second_run_changes_nothing(admin: KafkaAdminClient, unique_name: str) -> None:
     specs = TopicSpec(unique_name, partitions=2, retention_ms=60_000).with_companions()
-    assert reconcile(admin, specs)
-    assert reconcile(admin, specs) == []
+    assert not reconcile(admin, specs).in_sync
+    again = reconcile(admin, specs)
+    assert again.in_sync and again.drifts == ()
 
 
 def test_drifted_retention_is_put_back_and_reported(
@@ -52,37 +86,94 @@ def test_drifted_retention_is_put_back_and_reported(
     spec = TopicSpec(unique_name, partitions=1, retention_ms=86_400_000)
     reconcile(admin, [spec])
     # Given someone changed the retention by hand
-    admin.alter_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": "5000"})]
-    )
-    assert config_of(admin, unique_name, "retention.ms") == "5000"
+    set_retention_by_hand(admin, unique_name, "5000")
     # When reconcile runs again
-    changes = reconcile(admin, [spec])
-    # Then it is back, and the change says from what to what
-    assert [str(c) for c in changes] == [f"{unique_name}: altered (retention.ms: 5000 → 86400000)"]
+    report = reconcile(admin, [spec])
+    # Then it is back, and the report says from what to what
+    assert report.lines() == [f"repaired {unique_name}: retention.ms 5000 → 86400000"]
     assert config_of(admin, unique_name, "retention.ms") == "86400000"
 
 
-def test_a_higher_partition_count_is_added(admin: KafkaAdminClient, unique_name: str) -> None:
-    spec = TopicSpec(unique_name, partitions=2, retention_ms=60_000)
-    reconcile(admin, [spec])
-    changes = reconcile(admin, [replace(spec, partitions=5)])
-    assert [(c.action, c.detail) for c in changes] == [("partitions", "2 → 5")]
-    assert partitions_of(admin, unique_name) == 5
-
-
-def test_a_lower_partition_count_is_refused_and_nothing_changes(
+def test_a_check_reports_drift_and_changes_nothing(
     admin: KafkaAdminClient, unique_name: str
 ) -> None:
-    spec = TopicSpec(unique_name, partitions=4, retention_ms=60_000)
+    spec = TopicSpec(unique_name, partitions=2, retention_ms=86_400_000)
+    missing = TopicSpec(f"{unique_name}-missing", partitions=1, retention_ms=60_000)
+    reconcile(admin, [spec])
+    set_retention_by_hand(admin, unique_name, "5000")
+
+    report = reconcile(admin, [spec, missing], check=True)
+
+    assert not report.applied and not report.in_sync
+    assert report.lines() == [
+        f"would repair {unique_name}: retention.ms 5000 → 86400000",
+        f"would create {missing.name} (partitions=1, retention.ms=60000, cleanup.policy=delete)",
+    ]
+    assert config_of(admin, unique_name, "retention.ms") == "5000"
+    assert missing.name not in admin.list_topics()
+
+
+def test_a_higher_partition_count_in_the_spec_is_added(
+    admin: KafkaAdminClient, unique_name: str
+) -> None:
+    spec = TopicSpec(unique_name, partitions=2, retention_ms=60_000)
+    reconcile(admin, [spec])
+    report = reconcile(admin, [replace(spec, partitions=5)])
+    assert [(d.action, d.found, d.wanted) for d in report.drifts] == [
+        (TopicAction.ADD_PARTITIONS, "2", "5")
+    ]
+    assert report.lines() == [f"added partitions {unique_name}: partitions 2 → 5"]
+    settle(lambda: partitions_of(admin, unique_name), 5)
+
+
+def test_partitions_raised_by_hand_are_kept_and_reported_while_the_rest_is_repaired(
+    admin: KafkaAdminClient, unique_name: str
+) -> None:
+    spec = TopicSpec(unique_name, partitions=2, retention_ms=60_000)
     other = TopicSpec(f"{unique_name}-other", partitions=1, retention_ms=60_000)
     reconcile(admin, [spec])
-    with pytest.raises(PartitionShrinkRefused, match="cannot remove partitions"):
-        reconcile(admin, [other, replace(spec, partitions=2, retention_ms=1000)])
-    # The refusal came before any change: the other topic wasn't created, retention untouched.
-    assert f"{unique_name}-other" not in admin.list_topics()
+    # Given on-call raised the partitions and cut the retention during an incident
+    raise_partitions_by_hand(admin, unique_name, 4)
+    set_retention_by_hand(admin, unique_name, "1000")
+
+    report = reconcile(admin, [spec, other])
+
+    # Then the extra partitions are a note, not an error, and everything else went ahead
+    [kept] = report.kept
+    assert (kept.topic, kept.key, kept.found, kept.wanted) == (unique_name, "partitions", "4", "2")
+    assert report.lines()[0].startswith(f"kept {unique_name}: partitions 4 (spec 2: ")
+    assert [(d.topic, d.action) for d in report.changes] == [
+        (unique_name, TopicAction.SET_CONFIG), (other.name, TopicAction.CREATE),
+    ]
     assert partitions_of(admin, unique_name) == 4
     assert config_of(admin, unique_name, "retention.ms") == "60000"
+    assert other.name in admin.list_topics()
+    # And a run after that only notes the partitions again
+    again = reconcile(admin, [spec, other])
+    assert again.in_sync and [d.action for d in again.drifts] == [TopicAction.KEEP]
+
+
+@pytest.mark.parametrize(
+    ("configs", "check", "message"),
+    [
+        # alter_configs answers a refusal instead of raising: it must not pass as repaired.
+        ({"max.message.bytes": "-5"}, False, "Kafka refused config changes: {topic} "
+                                             r"\(max.message.bytes\): .*at least 0"),
+        # describe_configs leaves an unknown key out instead of failing.
+        ({"retention.msec": "1000"}, True, "{topic}: Kafka returned no value for retention.msec"),
+    ],
+    ids=["refused", "unknown"],
+)
+def test_a_config_kafka_refuses_or_does_not_know_is_an_error_naming_topic_and_key(
+    admin: KafkaAdminClient, unique_name: str, configs: dict[str, str], check: bool,
+    message: str,
+) -> None:
+    spec = TopicSpec(unique_name, partitions=1, retention_ms=60_000)
+    reconcile(admin, [spec])
+    with pytest.raises(TopicReconcileError, match=message.format(topic=unique_name)):
+        reconcile(admin, [replace(spec, extra_configs=configs)], check=check)
+    # Nothing else was touched on the way.
+    assert reconcile(admin, [spec], check=True).in_sync
 
 
 @pytest.mark.parametrize(
@@ -96,6 +187,9 @@ def test_a_bad_spec_names_the_field(kwargs: dict[str, int], field: str) -> None:
         TopicSpec(**(base | kwargs))  # type: ignore[arg-type]
 
 
+# -- the topics command --------------------------------------------------------
+
+
 def test_the_guides_topics_are_made_by_the_topics_command(
     admin: KafkaAdminClient, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -104,14 +198,83 @@ def test_the_guides_topics_are_made_by_the_topics_command(
     assert willowe_main(["topics"]) == 0
     assert willowe_main(["topics"]) == 0
     assert "no change" in capsys.readouterr().out.split("Reconciling")[-1]
+    assert willowe_main(["topics", "--check"]) == 0
+    assert "no change: every topic meets its spec" in capsys.readouterr().out
     expected = {
         "high-priority-notifications": (3, "86400000"),
         "medium-priority-notifications": (5, "604800000"),
         "low-priority-notifications": (2, "2592000000"),
     }
     for name, (partitions, retention) in expected.items():
-        assert partitions_of(admin, name) == partitions
+        # At least: the test Kafka may have had them raised by hand, as the README shows.
+        assert partitions_of(admin, name) >= partitions
         assert config_of(admin, name, "retention.ms") == retention
         assert config_of(admin, name, "cleanup.policy") == "delete"
         assert config_of(admin, f"{name}.XQ", "retention.ms") == "604800000"
         assert f"{name}.DQ" in {s.name for s in ALL_TOPIC_SPECS}
+
+
+@pytest.fixture
+def command_specs(
+    unique_name: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> list[TopicSpec]:
+    """The topics command on topics of this test's own, so changes made by
+    hand don't outlive it on the guide's topics that other tests use."""
+    specs = TopicSpec(unique_name, partitions=2, retention_ms=86_400_000).with_companions()
+    monkeypatch.setenv("KAFKA_BROKER", kafka_bootstrap)
+    monkeypatch.setattr("willowe_tasks.__main__.ALL_TOPIC_SPECS", specs)
+    return specs
+
+
+def test_the_topics_command_keeps_partitions_raised_by_hand_and_exits_0(
+    admin: KafkaAdminClient, command_specs: list[TopicSpec],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = command_specs[0].name
+    assert willowe_main(["topics"]) == 0
+    raise_partitions_by_hand(admin, name, 6)
+    capsys.readouterr()
+
+    assert willowe_main(["topics"]) == 0
+    out = capsys.readouterr().out
+    assert f"kept {name}: partitions 6 (spec 2: " in out
+    assert "no change: every topic meets its spec" in out
+    # Nothing to change, so a check passes too and still says what it saw.
+    assert willowe_main(["topics", "--check"]) == 0
+    assert f"kept {name}: partitions 6" in capsys.readouterr().out
+    assert partitions_of(admin, name) == 6
+
+
+def test_the_topics_check_reports_drift_exits_1_and_leaves_it_then_a_run_repairs_it(
+    admin: KafkaAdminClient, command_specs: list[TopicSpec],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = command_specs[0].name
+    assert willowe_main(["topics"]) == 0
+    set_retention_by_hand(admin, name, "5000")
+    capsys.readouterr()
+
+    assert willowe_main(["topics", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"would repair {name}: retention.ms 5000 → 86400000" in out
+    assert "1 change(s) needed; nothing was changed" in out
+    assert config_of(admin, name, "retention.ms") == "5000"
+
+    assert willowe_main(["topics"]) == 0
+    assert f"repaired {name}: retention.ms 5000 → 86400000" in capsys.readouterr().out
+    assert config_of(admin, name, "retention.ms") == "86400000"
+    assert willowe_main(["topics", "--check"]) == 0
+
+
+def test_the_topics_command_exits_2_naming_what_kafka_could_not_describe(
+    admin: KafkaAdminClient, command_specs: list[TopicSpec], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert willowe_main(["topics"]) == 0
+    typo = [replace(s, extra_configs={"retention.msec": "1"}) for s in command_specs]
+    monkeypatch.setattr("willowe_tasks.__main__.ALL_TOPIC_SPECS", typo)
+    assert willowe_main(["topics", "--check"]) == 2
+    assert f"error: {command_specs[0].name}: Kafka returned no value for retention.msec" in (
+        capsys.readouterr().err
+    )
+

@@ -8,51 +8,86 @@ import sys
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from broker.topics import PartitionShrinkRefused, reconcile
+from broker.topics import TopicReconcileError, reconcile
 from willowe_tasks import devices_cli
 from willowe_tasks.settings import SettingsError, load_settings
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
+#: Exit status of ``topics --check`` when something differs that a plain run would change.
+EXIT_DRIFT = 1
+#: Exit status when a command could not do its job: bad settings, Kafka
+#: unreachable, or Kafka refused a change.
+EXIT_ERROR = 2
 
-def topics_command(_: argparse.Namespace) -> int:
-    """Create or repair the notification topics; print what changed."""
+TOPICS_DESCRIPTION = """\
+Create missing topics, add partitions up to each spec's count, and set
+configs changed by hand (retention.ms, ...) back to the spec's values.
+Prints every difference found and what was done about it.
+"""
+
+TOPICS_EPILOG = """\
+exit status:
+  0  the topics match their specs (plain run: after creating or repairing them)
+  1  --check only: something differs that a plain run would change
+  2  bad settings, Kafka unreachable, or Kafka refused a change
+
+More partitions than a spec asks for are kept and reported, never changed.
+"""
+
+
+def topics_command(args: argparse.Namespace) -> int:
+    """Create or repair the notification topics (or only check them); print the drift."""
     settings = load_settings()
-    print(f"Reconciling {len(ALL_TOPIC_SPECS)} topics on {settings.kafka_broker} …")
+    verb = "Checking" if args.check else "Reconciling"
+    print(f"{verb} {len(ALL_TOPIC_SPECS)} topics on {settings.kafka_broker} …")
     admin = KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=settings.kafka_client_id,
     )
     try:
-        changes = reconcile(admin, ALL_TOPIC_SPECS)
+        report = reconcile(admin, ALL_TOPIC_SPECS, check=args.check)
     finally:
         admin.close()
-    for change in changes:
-        print(f"  changed {change}")
-    if not changes:
-        print("  no change: every topic matches its spec")
+    for line in report.lines():
+        print(f"  {line}")
+    if report.in_sync:
+        print("  no change: every topic meets its spec")
+    elif args.check:
+        print(f"  {len(report.changes)} change(s) needed; nothing was changed "
+              "(run without --check to apply)")
     for spec in ALL_TOPIC_SPECS:
-        print(f"  {spec.name:<36} partitions={spec.partitions:<3} retention.ms={spec.retention_ms}")
-    return 0
+        print(f"  {spec.name:<36} partitions≥{spec.partitions:<3} retention.ms={spec.retention_ms}")
+    return EXIT_DRIFT if args.check and not report.in_sync else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m willowe_tasks",
                                      description="Willowe Tasks operator commands.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("topics", help="create or repair the notification topics (idempotent)") \
-        .set_defaults(run=topics_command)
+    topics = sub.add_parser(
+        "topics", help="create or repair the notification topics (idempotent)",
+        description=TOPICS_DESCRIPTION,
+        epilog=TOPICS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    topics.add_argument(
+        "--check", action="store_true",
+        help="change nothing: print what differs from the specs and exit 1 if a plain "
+             "run would change something (for monitoring, or before repairing a change "
+             "made during an incident that should stay for now)",
+    )
+    topics.set_defaults(run=topics_command)
     devices_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except PartitionShrinkRefused as e:
+        return EXIT_ERROR
+    except TopicReconcileError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KafkaError as e:
         print(f"error: Kafka at {load_settings().kafka_broker} failed: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -90,7 +90,11 @@ def build_services(settings: Settings) -> Services:
     return Services(
         registry=registry,
         ledger=SQLiteLedger(settings.delivery_log_path),
-        analytics=JsonlAnalyticsSink(settings.analytics_path),
+        analytics=JsonlAnalyticsSink(
+            settings.analytics_path, max_bytes=settings.analytics_max_bytes,
+            keep_files=settings.analytics_keep_files,
+            fsync_interval_ms=settings.analytics_fsync_interval_ms,
+        ),
         token_guard=build_token_guard(settings, registry),
         settings=settings,
     )

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from willowe_tasks import analytics
+
 __all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_from"]
 
 
@@ -47,6 +49,22 @@ class Settings(BaseSettings):
     device_registry_path: Path = Field(Path(".cache/willowe/devices.sqlite3"))
     delivery_log_path: Path = Field(Path(".cache/willowe/delivery-log.sqlite3"))
     analytics_path: Path = Field(Path(".cache/willowe/analytics.jsonl"))
+
+    # The analytics file rotates by size and keeps the newest pieces, so a
+    # host needs at most MAX_BYTES × (KEEP_FILES + 1) of disk for it.
+    analytics_max_bytes: int = Field(
+        analytics.DEFAULT_MAX_BYTES, ge=analytics.MAX_LINE_BYTES, le=2**40,
+        description="Size in bytes at which the analytics file is rotated; "
+                    "at least the longest line.",
+    )
+    analytics_keep_files: int = Field(
+        analytics.DEFAULT_KEEP_FILES, ge=1, le=10_000,
+        description="Rotated analytics pieces kept; older ones are deleted.",
+    )
+    analytics_fsync_interval_ms: int = Field(
+        analytics.DEFAULT_FSYNC_INTERVAL_MS, ge=0, le=60_000,
+        description="Longest wait in ms before a recorded line is fsynced; 0 fsyncs each line.",
+    )
 
     # APNs: token auth (.p8 key) or certificate auth; endpoint production,
     # sandbox or a URL (local fakes).
