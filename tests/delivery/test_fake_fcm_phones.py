@@ -97,13 +97,14 @@ def test_fcm_keeps_four_collapse_keys_for_an_offline_phone(
     assert len(fake.phone(FCM_TOKEN).shown) == 4
 
 
-def test_notification_messages_without_a_collapse_key_collapse_under_the_app(
+def test_notification_messages_without_a_collapse_key_are_all_kept(
     fake: FakeFCM, wire: FCMWire
 ) -> None:
+    # Only a collapse key makes a message collapsible (see fake_fcm.STORAGE)
     fake.set_offline(FCM_TOKEN)
     for n in ("1", "2", "3"):
         notify(wire, n)
-    assert numbered(fake.set_online(FCM_TOKEN)) == ["3"]
+    assert numbered(fake.set_online(FCM_TOKEN)) == ["1", "2", "3"]
 
 
 def test_up_to_100_non_collapsible_messages_wait_for_an_offline_phone(

@@ -4,7 +4,10 @@ the app can act on, rolling deploys. End to end on the real Kafka and fakes."""
 from __future__ import annotations
 
 import logging
+import uuid
+from pathlib import Path
 
+import dramatiq
 import pytest
 from kafka import KafkaProducer
 from notification_support import (
@@ -18,7 +21,9 @@ from notification_support import (
     register_both,
 )
 from pydantic import ValidationError
+from support import wait_until
 
+from willowe_tasks.app import App
 from willowe_tasks.providers.fcm.message import MAX_TTL_S
 
 PHOTO = "https://example.com/photo.jpg"
@@ -134,3 +139,65 @@ def test_a_record_with_a_field_this_version_does_not_know_is_still_delivered(
     warnings = [r.getMessage() for r in caplog.records if "payload.mood" in r.getMessage()]
     assert len(warnings) <= 1  # once per process (an earlier test may have logged it)
     assert not any("😊" in r.getMessage() for r in caplog.records)
+
+
+def test_an_android_phone_offline_overnight_gets_all_ten_likes(app: Rig) -> None:
+    # Given an Android phone that is off
+    token = f"offline-phone-{uuid.uuid4().hex[:8]}"
+    app.services.registry.register("user-night", "android", token, "com.willowe.android")
+    app.fcm.set_offline(token)
+    # When ten people like its owner during the night
+    for n in range(10):
+        app.actors.send_like.send("user-night", {"name": f"Мария {n}", "age": 20 + n})
+    app.join(MEDIUM)
+    assert wait_until(lambda: len(app.fcm.delivered) == 10, 30)
+    # Then in the morning FCM hands over all ten, and all ten show
+    app.fcm.set_online(token)
+    shown = app.fcm.phone(token).shown
+    assert sorted(r.json["message"]["notification"]["body"] for r in shown) == sorted(
+        f"Мария {n}, {20 + n}" for n in range(10))
+
+
+#: Users in the misconfiguration test, one iPhone each.
+MISCONFIGURED_USERS = 50
+
+
+def test_a_worker_on_the_wrong_apns_environment_removes_no_token(
+    sender: Rig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given 50 iPhones whose tokens belong to APNs' sandbox
+    tokens = {f"user-env-{n}": uuid.uuid4().hex * 2 for n in range(MISCONFIGURED_USERS)}
+    for user, token in tokens.items():
+        sender.apns.register_token(token, environment="sandbox")
+        sender.services.registry.register(user, "ios", token, sender.apns.bundle_id)
+    # and a worker deployed with APNS_ENDPOINT pointing at production
+    wrong = App(sender.app.settings.model_copy(
+        update={"apns_endpoint": sender.apns.production_url}))
+    worker = dramatiq.Worker(wrong.broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        # When 50 matches are sent
+        with caplog.at_level(logging.ERROR, logger="willowe_tasks.token_guard"):
+            for user in tokens:
+                sender.actors.send_match.send(user, {"name": "Анна", "age": 25})
+            # every token is refused at least once, and the guard trips
+            assert wait_until(lambda: len({r.token for r in sender.apns.received
+                                           if r.reason == "BadDeviceToken"})
+                              == MISCONFIGURED_USERS, 60)
+    finally:
+        worker.stop()
+        wrong.close()
+    assert any("APNS_ENDPOINT" in r.getMessage() for r in caplog.records)
+    assert sender.apns.delivered == []
+    # Then, the setting fixed, every token is still there and every phone gets
+    # its match once, from the retries the guard kept
+    assert all(sender.services.registry.devices_for(user) for user in tokens)
+    assert sender.services.registry.invalid_counts() == {}
+    worker = dramatiq.Worker(sender.broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        sender.join(HIGH)
+        assert wait_until(lambda: len(sender.apns.delivered) == MISCONFIGURED_USERS, 60)
+    finally:
+        worker.stop()
+    assert sorted(r.token for r in sender.apns.delivered) == sorted(tokens.values())

@@ -66,10 +66,12 @@ TOKEN_PATH = "/token"
 #: https://firebase.google.com/docs/cloud-messaging/customize-messages/collapsible-message-types
 STORAGE = StoragePolicy(max_collapse_keys=4, max_plain_messages=100)
 
-#: Stands for the app's package name: "By default, the collapse key is the app
-#: package name registered in the Firebase console", and notification messages
-#: are "Always collapsible" (Firebase Cloud Messaging message types).
-DEFAULT_COLLAPSE_KEY = "(app package name)"
+#: Only a message that names a collapse key collapses: "To mark a message as
+#: collapsible on Android, include the collapse_key parameter in the message
+#: payload" (the page above). Without one, notification messages are
+#: non-collapsible like data messages, and an offline phone gets up to 100.
+#: (An older page of the FCM docs called notification messages "always
+#: collapsible"; the current one, cited here, is what the fake follows.)
 
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
@@ -236,10 +238,7 @@ class FakeFCM(FakeProvider):
         message = record.json["message"]
         android = message.get("android") or {}
         shown = {**(message.get("notification") or {}), **(android.get("notification") or {})}
-        is_notification = "notification" in message or "notification" in android
         collapse_key = android.get("collapse_key")
-        if collapse_key is None and is_notification:
-            collapse_key = DEFAULT_COLLAPSE_KEY
         return PhoneMessage(
             request=record,
             expires_at=self._clock() + ttl_s(message),
