@@ -85,10 +85,14 @@ def test_a_failing_job_does_not_stop_the_others(
 
 def test_each_worker_runs_housekeeping_while_it_is_up() -> None:
     runs: list[float] = []
+
+    def count() -> int:
+        runs.append(time.time())
+        return 0
+
     broker = StubBroker()
     broker.add_middleware(HousekeepingMiddleware(
-        lambda: Housekeeping(lambda: [("count", lambda: runs.append(time.time()) or 0)],
-                             interval_s=0.05, first_delay_s=0.0)))
+        lambda: Housekeeping(lambda: [("count", count)], interval_s=0.05, first_delay_s=0.0)))
     worker = dramatiq.Worker(broker, worker_threads=1)
     worker.start()
     try:

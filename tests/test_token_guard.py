@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from support import FakeClock
@@ -83,5 +84,6 @@ def test_mixed_reasons_below_the_share_do_not_trip(clock: FakeClock) -> None:
 @pytest.mark.parametrize("options", [{"max_share": 0}, {"max_share": 1.5}, {"window_s": 0},
                                      {"min_pushes": 0}])
 def test_nonsense_thresholds_are_refused(options: dict[str, float]) -> None:
+    settings: dict[str, Any] = {"max_share": 0.5, "window_s": 60, "min_pushes": 10, **options}
     with pytest.raises(ValueError):
-        TokenRemovalGuard(**{"max_share": 0.5, "window_s": 60, "min_pushes": 10, **options})
+        TokenRemovalGuard(**settings)

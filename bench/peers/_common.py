@@ -205,7 +205,7 @@ def child_result(proc: subprocess.Popen[str], timeout_s: float) -> dict[str, Any
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise RuntimeError(f"child {proc.args[2]!r} overran {timeout_s:.0f}s") from None
+        raise RuntimeError(f"child {_name(proc)} overran {timeout_s:.0f}s") from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -213,6 +213,12 @@ def child_result(proc: subprocess.Popen[str], timeout_s: float) -> dict[str, Any
         if line.startswith(RESULT_PREFIX):
             result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
             if "error" in result:
-                raise RuntimeError(f"child {proc.args[2]!r}: {result['error']}")
+                raise RuntimeError(f"child {_name(proc)}: {result['error']}")
             return result
-    raise RuntimeError(f"child {proc.args[2]!r} exited {proc.returncode} without a result")
+    raise RuntimeError(f"child {_name(proc)} exited {proc.returncode} without a result")
+
+
+def _name(proc: subprocess.Popen[str]) -> str:
+    """The child's module, for errors (its command is ``python -m <module> …``)."""
+    args = proc.args
+    return repr(args[2]) if isinstance(args, list | tuple) and len(args) > 2 else repr(args)

@@ -200,4 +200,4 @@ def test_a_worker_on_the_wrong_apns_environment_removes_no_token(
         assert wait_until(lambda: len(sender.apns.delivered) == MISCONFIGURED_USERS, 60)
     finally:
         worker.stop()
-    assert sorted(r.token for r in sender.apns.delivered) == sorted(tokens.values())
+    assert sorted(str(r.token) for r in sender.apns.delivered) == sorted(tokens.values())
