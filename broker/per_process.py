@@ -1,9 +1,11 @@
-"""Kafka clients made lazily, once per process.
+"""Objects made lazily, once per process: Kafka clients here, and the
+application's connections, event loops and SQLite handles.
 
 Dramatiq forks worker processes after the app is imported, and web servers
 fork after preloading it: a kafka-python client inherited through a fork has
-lost its IO thread, so its first request would wait forever. Each holder
-makes its client on first use in each process and remakes it after a fork.
+lost its IO thread, so its first request would wait forever; an HTTP/2
+connection or a database handle would be shared by two processes. Each holder
+makes its object on first use in each process and remakes it after a fork.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ T = TypeVar("T")
 
 
 class PerProcess(Generic[T]):
+    """Holds what ``make`` returns, made on first :meth:`get` in each process."""
+
     def __init__(self, make: Callable[[], T]) -> None:
         self._make = make
         self._lock = threading.Lock()

@@ -17,7 +17,6 @@ writers of different processes.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -25,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
+
+from broker.per_process import PerProcess
 
 
 class ThreadLocalSQLite:
@@ -51,33 +52,24 @@ class ThreadLocalSQLite:
         self._synchronous = synchronous
         self._name = name
         self._logger = logger
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._writer = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
+        # A process that inherits this through fork gets state of its own:
+        # the parent's connections (and possibly its held lock) must not be
+        # used in this process.
+        self._state: PerProcess[_ProcessState] = PerProcess(_ProcessState)
         self._closed = False
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
-        pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == pid and not self._closed:
+        state = self._state.get()
+        conn: sqlite3.Connection | None = getattr(state.local, "conn", None)
+        if conn is not None and not self._closed:
             return conn
-        if self._pid != pid:
-            # Inherited through fork: the parent's connections (and possibly
-            # its held lock) must not be used in this process.
-            self._lock = threading.Lock()
-            self._writer = threading.Lock()
-            self._connections = []
-            self._pid = pid
-        with self._lock:
+        with state.lock:
             if self._closed:
                 raise RuntimeError(f"{self._name} {self._path} is closed")
             conn = self._open()
-            self._connections.append(conn)
-        self._local.conn = conn
-        self._local.pid = pid
+            state.connections.append(conn)
+        state.local.conn = conn
         return conn
 
     @contextmanager
@@ -109,7 +101,7 @@ class ThreadLocalSQLite:
         ``busy_timeout``, as SQLite would for another process.
         """
         conn = self.connection()
-        writer = self._writer
+        writer = self._state.get().writer
         started = time.monotonic()
         if not writer.acquire(timeout=self._busy_timeout_s):
             raise sqlite3.OperationalError(
@@ -123,11 +115,8 @@ class ThreadLocalSQLite:
 
     def close(self) -> None:
         """Close every thread's connection; later use raises RuntimeError."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._closed = True
+        self._state.close(_ProcessState.close)
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in
@@ -149,3 +138,19 @@ class ThreadLocalSQLite:
             )
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return conn
+
+
+class _ProcessState:
+    """One process's connections (one per thread) and its writers' turn lock."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.writer = threading.Lock()
+        self.connections: list[sqlite3.Connection] = []
+
+    def close(self) -> None:
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for conn in connections:
+            conn.close()

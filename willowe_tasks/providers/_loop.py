@@ -17,7 +17,10 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from broker.per_process import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,13 @@ R = TypeVar("R")
 
 #: How long close() waits for the resource's teardown and the thread's exit.
 CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class _Running(Generic[T]):
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    resource: T
 
 
 class LoopThread(Generic[T]):
@@ -44,11 +54,7 @@ class LoopThread(Generic[T]):
         self._name = name
         self._setup = setup
         self._teardown = teardown
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._resource: T | None = None
-        self._pid: int | None = None
+        self._running: PerProcess[_Running[T]] = PerProcess(self._start)
         self._closed = False
 
     def call(self, work: Callable[[T], Awaitable[R]], timeout_s: float) -> R:
@@ -57,12 +63,14 @@ class LoopThread(Generic[T]):
         Raises :class:`TimeoutError` (after cancelling the work) if it takes longer
         than ``timeout_s``; other exceptions propagate unchanged.
         """
-        loop, resource = self._ensure_started()
+        if self._closed:
+            raise RuntimeError(f"{self._name} is closed")
+        running = self._running.get()
 
         async def run() -> R:
-            return await work(resource)
+            return await work(running.resource)
 
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        future = asyncio.run_coroutine_threadsafe(run(), running.loop)
         try:
             return future.result(timeout_s)
         except concurrent.futures.TimeoutError:
@@ -71,34 +79,10 @@ class LoopThread(Generic[T]):
 
     def close(self) -> None:
         """Tear the resource down and stop the thread. Idempotent."""
-        with self._lock:
-            self._closed = True
-            loop, thread, resource = self._loop, self._thread, self._resource
-            self._loop = self._thread = self._resource = None
-            owned = self._pid == os.getpid()
-        if loop is None or thread is None or not owned:
-            return
-        if resource is not None:
-            future = asyncio.run_coroutine_threadsafe(self._teardown(resource), loop)
-            try:
-                future.result(CLOSE_TIMEOUT_S)
-            except Exception:
-                logger.warning("%s: closing its connections failed", self._name, exc_info=True)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(CLOSE_TIMEOUT_S)
-        if not thread.is_alive():
-            loop.close()
+        self._closed = True
+        self._running.close(self._stop)
 
-    def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, T]:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"{self._name} is closed")
-            if self._loop is None or self._pid != os.getpid():
-                self._start()
-            assert self._loop is not None and self._resource is not None
-            return self._loop, self._resource
-
-    def _start(self) -> None:
+    def _start(self) -> _Running[T]:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
         thread.start()
@@ -106,6 +90,17 @@ class LoopThread(Generic[T]):
         async def setup() -> T:
             return self._setup()
 
-        self._resource = asyncio.run_coroutine_threadsafe(setup(), loop).result(CLOSE_TIMEOUT_S)
-        self._loop, self._thread, self._pid = loop, thread, os.getpid()
-        logger.debug("%s started in process %d", self._name, self._pid)
+        resource = asyncio.run_coroutine_threadsafe(setup(), loop).result(CLOSE_TIMEOUT_S)
+        logger.debug("%s started in process %d", self._name, os.getpid())
+        return _Running(loop, thread, resource)
+
+    def _stop(self, running: _Running[T]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._teardown(running.resource), running.loop)
+        try:
+            future.result(CLOSE_TIMEOUT_S)
+        except Exception:
+            logger.warning("%s: closing its connections failed", self._name, exc_info=True)
+        running.loop.call_soon_threadsafe(running.loop.stop)
+        running.thread.join(CLOSE_TIMEOUT_S)
+        if not running.thread.is_alive():
+            running.loop.close()
