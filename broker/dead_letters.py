@@ -9,9 +9,12 @@ and a tool can send the record back to its source unchanged.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-__all__ = ["HEADER_PREFIX", "dead_letter_headers", "header_dict"]
+from dramatiq.common import q_name, xq_name
+
+__all__ = ["HEADER_PREFIX", "DeadLetterWriter", "dead_letter_headers", "header_dict"]
 
 #: Prefix of the headers the broker adds to a dead letter.
 HEADER_PREFIX = "x-dead-letter-"
@@ -52,3 +55,36 @@ def dead_letter_headers(
 def header_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Headers as text, for tests and tools (the last value of a key wins)."""
     return {k: (v or b"").decode("utf-8", "replace") for k, v in (headers or ())}
+
+
+class Record(Protocol):
+    """What a dead letter is made of: a consumed record's place and bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] | None
+
+
+#: Sends one record and returns once Kafka has it: (topic, value, key, headers).
+SendAndWait = Callable[[str, bytes, "bytes | None", Headers], None]
+
+
+class DeadLetterWriter:
+    """Writes a record that failed (or can't be decoded) to its queue's ``.XQ``,
+    with the original bytes and headers saying why, and returns only once Kafka
+    has it: its offset may be marked done after that, not before."""
+
+    def __init__(self, send_and_wait: SendAndWait) -> None:
+        self._send_and_wait = send_and_wait
+
+    def write(self, record: Record, *, queue_name: str, reason: str, error_type: str,
+              error_message: str, retries: int | None = None) -> None:
+        headers = dead_letter_headers(
+            record.headers, source_topic=record.topic, source_partition=record.partition,
+            source_offset=record.offset, reason=reason, error_type=error_type,
+            error_message=error_message, retries=retries,
+        )
+        self._send_and_wait(xq_name(q_name(queue_name)), record.value, record.key, headers)

@@ -21,16 +21,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dramatiq
-from dramatiq.common import current_millis, dq_name, q_name, xq_name
-from dramatiq.errors import ConnectionFailed, QueueJoinTimeout, QueueNotFound
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from kafka.admin import OffsetSpec
-from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError, KafkaError
+from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.errors import ConnectionFailed, QueueNotFound
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from broker.admin import QueueAdmin
 from broker.consumer import _KafkaConsumer
 from broker.per_process import PerProcess
-from broker.topics import TopicSpec, create_missing
 
 __all__ = ["BatchSendError", "KafkaBroker"]
 
@@ -45,9 +44,6 @@ DEFAULT_PARTITIONS = 3
 
 #: Retention of topics declare_queue creates: 7 days.
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
-
-#: How often join() looks at the group's committed offsets.
-JOIN_POLL_INTERVAL_S = 0.1
 
 #: Every client's defaults. kafka-python backs off reconnecting up to 30 s
 #: (Java clients: 1 s), so after a Kafka restart a worker would sit idle for
@@ -147,9 +143,6 @@ class KafkaBroker(dramatiq.Broker):
         self.group_id = group_id
         self.client_id = client_id
         self.priority_queues = list(priority_queues)
-        self.create_topics = create_topics
-        self.topic_partitions = topic_partitions
-        self.topic_retention_ms = topic_retention_ms
         self.send_timeout_ms = send_timeout_ms
         self._client_options = client_options
         # One dict, not two ** expansions in the call: an option given both for
@@ -176,7 +169,10 @@ class KafkaBroker(dramatiq.Broker):
                                                              **self._producer_options}))
         self._bulk_producer = PerProcess(lambda: KafkaProducer(**{**client, **bulk_options}))
         self._admin = PerProcess(lambda: KafkaAdminClient(**{**client, **self._admin_options}))
-        self._topics_ready: set[str] = set()
+        self.queue_admin = QueueAdmin(
+            self._admin.get, group_id=group_id, bootstrap_servers=self.bootstrap_servers,
+            create_topics=create_topics, topic_partitions=topic_partitions,
+            topic_retention_ms=topic_retention_ms)
         self._batch = threading.local()
 
     # -- declaring -------------------------------------------------------
@@ -295,7 +291,7 @@ class KafkaBroker(dramatiq.Broker):
     def _send(self, topic: str, value: bytes, *, key: Any = None,
               headers: list[tuple[str, bytes]] | None = None,
               bulk: bool = False) -> FutureRecordMetadata:
-        self._ensure_topics(topic)
+        self.queue_admin.ensure_topics(topic)
         if key is not None and not isinstance(key, bytes):
             key = str(key).encode()
         try:
@@ -332,28 +328,12 @@ class KafkaBroker(dramatiq.Broker):
         """This process's admin client (see :mod:`broker.per_process`)."""
         return self._admin.get()
 
-    def _ensure_topics(self, topic: str) -> None:
-        canonical = q_name(topic)
-        if not self.create_topics or canonical in self._topics_ready:
-            return
-        spec = TopicSpec(canonical, partitions=self.topic_partitions,
-                         retention_ms=self.topic_retention_ms)
-        try:
-            existing = set(self.admin.list_topics())
-            create_missing(self.admin, [s for s in spec.with_companions()
-                                        if s.name not in existing])
-        except KafkaError as e:
-            raise ConnectionFailed(
-                f"can't create topics for {canonical!r} on {','.join(self.bootstrap_servers)}: {e}"
-            ) from e
-        self._topics_ready.add(canonical)
-
     # -- consuming ----------------------------------------------------------
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> _KafkaConsumer:
         if q_name(queue_name) not in self.queues:
             raise QueueNotFound(queue_name)
-        self._ensure_topics(queue_name)
+        self.queue_admin.ensure_topics(queue_name)
         options = {"bootstrap_servers": self.bootstrap_servers, **_CLIENT_DEFAULTS,
                    # As for the producer: give up on an unreachable Kafka within
                    # max_block_ms (Dramatiq retries the consumer), not after 30 s
@@ -362,76 +342,22 @@ class KafkaBroker(dramatiq.Broker):
                    **self._client_options, **self._consumer_options}
         return _KafkaConsumer(self, queue_name, prefetch, timeout, options)
 
-    # -- test support ----------------------------------------------------------
+    # -- admin (see broker.admin) ---------------------------------------------
 
     def join(self, queue_name: str, *, timeout: int | None = None) -> None:
         """Wait until the group has processed and committed every message of
         the queue and its delay queue (raises QueueJoinTimeout)."""
         if q_name(queue_name) not in self.queues:
             raise QueueNotFound(queue_name)
-        deadline = None if timeout is None else time.monotonic() + timeout / 1000
-        topics = (dq_name(queue_name), queue_name)
-        while True:
-            # Both backlogs read as zero is not enough: a retry written to .DQ
-            # (or a due delay written back to the queue) between the two reads
-            # would be missed. A message moving between the two topics is always
-            # written before its old record is committed, so if neither topic
-            # gained a record while both backlogs read zero, nothing is in flight.
-            try:
-                before = self._end_offsets(topics)
-                if all(self.backlog(topic) == 0 for topic in topics) \
-                        and self._end_offsets(topics) == before:
-                    return
-            except KafkaError as e:
-                # A Kafka that is restarting answers "not ready" for a while;
-                # that is "not done yet", not a reason to give up the wait.
-                if not e.retriable:
-                    raise
-            if deadline is not None and time.monotonic() >= deadline:
-                raise QueueJoinTimeout(queue_name)
-            time.sleep(JOIN_POLL_INTERVAL_S)
-
-    def _end_offsets(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
-        partitions = []
-        for topic in topics:
-            self._ensure_topics(topic)
-            partitions += [TopicPartition(topic, p["partition_index"])
-                           for t in self.admin.describe_topics([topic]) for p in t["partitions"]]
-        ends = self.admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.LATEST))
-        return {tp: ends[tp].offset for tp in partitions}
+        self.queue_admin.join(queue_name, timeout_ms=timeout)
 
     def backlog(self, topic: str) -> int:
         """Messages on ``topic`` not yet committed by the group."""
-        self._ensure_topics(topic)
-        partitions = [TopicPartition(topic, p["partition_index"])
-                      for t in self.admin.describe_topics([topic]) for p in t["partitions"]]
-        ends = self.admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.LATEST))
-        starts = self.admin.list_partition_offsets(
-            dict.fromkeys(partitions, OffsetSpec.EARLIEST))
-        try:
-            committed = self.admin.list_group_offsets({self.group_id: partitions}).get(
-                self.group_id, {})
-        except (CoordinatorNotAvailableError, GroupIdNotFoundError):
-            committed = {}  # the group has not formed yet: nothing committed
-        total = 0
-        for tp in partitions:
-            done = committed.get(tp)
-            done_offset = done.offset if done is not None and done.offset >= 0 else 0
-            # Records flushed (deleted) below the log start count as done.
-            total += max(0, ends[tp].offset - max(done_offset, starts[tp].offset))
-        return total
+        return self.queue_admin.backlog(topic)
 
     def flush(self, queue_name: str) -> None:
         """Discard every message waiting on the queue, its delay and dead-letter topics."""
-        for topic in (queue_name, dq_name(queue_name), xq_name(queue_name)):
-            self._ensure_topics(topic)
-            partitions = [TopicPartition(topic, p["partition_index"])
-                          for t in self.admin.describe_topics([topic]) for p in t["partitions"]]
-            ends = self.admin.list_partition_offsets(
-                dict.fromkeys(partitions, OffsetSpec.LATEST))
-            to_delete = {tp: ends[tp].offset for tp in partitions if ends[tp].offset > 0}
-            if to_delete:
-                self.admin.delete_records(to_delete)
+        self.queue_admin.flush(queue_name)
 
     def flush_all(self) -> None:
         for queue_name in self.queues:

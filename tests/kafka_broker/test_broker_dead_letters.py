@@ -98,7 +98,7 @@ def test_an_undecodable_record_is_dead_lettered_and_the_next_one_still_runs(
     garbage = b"\xff\xfe this is not JSON \x00"
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     try:
-        kafka_broker._ensure_topics(queue_name)
+        kafka_broker.queue_admin.ensure_topics(queue_name)
         producer.send(queue_name, garbage, headers=[("origin", b"legacy")]).get(timeout=30)
     finally:
         producer.close()
