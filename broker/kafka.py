@@ -53,8 +53,8 @@ _CLIENT_DEFAULTS: dict[str, Any] = {"reconnect_backoff_max_ms": 1_000}
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",  # with idempotence: no loss, no duplicates from producer retries
     "enable_idempotence": True,
-    # No linger: a lone send() would wait it out every time (2 ms capped one
-    # thread at ~300 sends/s); concurrent sends still share batches.
+    # No linger: a lone send() would wait it out every time, capping a thread
+    # that sends one by one; concurrent sends still share batches.
     "linger_ms": 0,
     # Fail a send() within seconds when Kafka is away, instead of kafka-python's minute.
     "max_block_ms": 10_000,
@@ -69,8 +69,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 #: What ``batch()`` sends through instead (on top of the producer's
 #: options): records wait up to linger_ms for company, so a loop of sends
 #: fills whole requests instead of racing the IO thread one record at a time
-#: (about a third more messages/s here). The block's end flushes, so no
-#: batch waits out the linger; single sends keep the no-linger producer.
+#: (README, Performance). The block's end flushes, so no batch waits out the
+#: linger; single sends keep the no-linger producer.
 BATCH_PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 20}
 
 

@@ -214,8 +214,8 @@ class _PyFCM(FCMNotification):
         if session is None:
             session = self._new_session()
             # requests reads proxies and a CA bundle from the environment on
-            # every request (walking all of os.environ: a fifth of a push's
-            # CPU). Read them once, for the one URL this session posts to,
+            # every request, walking all of os.environ, a good part of a push's
+            # CPU. Read them once, for the one URL this session posts to,
             # then stop looking; that also keeps a ~/.netrc entry from
             # replacing the bearer token.
             self.thread_local.sending = session.merge_environment_settings(
