@@ -143,7 +143,7 @@ def _record_bytes(payload_bytes: int) -> int:
     """How big one of our messages is on the wire, so the raw loops match it."""
     import dramatiq
 
-    message: dramatiq.Message[object] = dramatiq.Message(queue_name="bench-00000000abcd-ours-drain0",
-                               actor_name="bench_noop", args=(0.0, "x" * payload_bytes),
-                               kwargs={}, options={})
+    message: dramatiq.Message[object] = dramatiq.Message(
+        queue_name="bench-00000000abcd-ours-drain0", actor_name="bench_noop",
+        args=(0.0, "x" * payload_bytes), kwargs={}, options={})
     return len(message.encode())

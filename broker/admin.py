@@ -57,8 +57,9 @@ class QueueAdmin:
                 return
         spec = TopicSpec(canonical, partitions=self.topic_partitions,
                          retention_ms=self.topic_retention_ms)
-        admin = self._admin()
         try:
+            # (Making the admin client can fail too: Kafka unreachable at bootstrap.)
+            admin = self._admin()
             existing = set(admin.list_topics())
             create_missing(admin, [s for s in spec.with_companions() if s.name not in existing])
         except KafkaError as e:
