@@ -7,6 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_HOME := .cache/kafka
 LOCALKAFKA := $(BIN)/python -m broker.localkafka --home $(KAFKA_HOME)
+# The secured Kafka and the cluster keep their own homes and ports and share the jars.
+SECURE_KAFKA := $(BIN)/python -m broker.localkafka --secure --home .cache/kafka-secure --jars $(KAFKA_HOME)/libs
+CLUSTER_KAFKA = $(BIN)/python -m broker.localkafka --nodes $(NODES) --home .cache/kafka-cluster --jars $(KAFKA_HOME)/libs
+# NODES=3: the kafka* targets run a cluster of that many nodes; NODE=n: just node n of it.
+NODES ?= 1
+NODE ?=
+KAFKA_RUN = $(if $(filter-out 1,$(NODES)),$(CLUSTER_KAFKA),$(LOCALKAFKA))
+NODE_ARG = $(if $(NODE),--node $(NODE))
 # Where the local Kafka listens; the app's own default (KAFKA_BROKER) is localhost:9092.
 KAFKA_BROKER ?= 127.0.0.1:9092
 export KAFKA_BROKER
@@ -17,10 +25,10 @@ POSTGRES_PORT ?= 5433
 LOCALPOSTGRES := $(BIN)/python -m willowe_tasks.testing.localpostgres --home $(POSTGRES_HOME) --port $(POSTGRES_PORT)
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka kafka-stop kafka-status kafka-kill kafka-cli postgres postgres-stop postgres-status topics test lint demo bench drills clean
+.PHONY: help install kafka kafka-stop kafka-status kafka-kill kafka-cli kafka-secure kafka-secure-stop kafka-secure-status postgres postgres-stop postgres-status topics test lint demo bench drills clean
 
 help: ## list every target
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(VENV)/.installed ## create .venv and install the project with its test tools
 
@@ -40,21 +48,30 @@ $(KAFKA_HOME)/libs/.fetched: broker/localkafka/pom.xml | $(VENV)/.installed
 	$(LOCALKAFKA) fetch
 	@touch $@
 
-kafka: $(KAFKA_HOME)/libs/.fetched ## start the local Kafka on 127.0.0.1:9092 (no-op if it answers)
-	$(LOCALKAFKA) start
+kafka: $(KAFKA_HOME)/libs/.fetched ## start the local Kafka on 127.0.0.1:9092 (no-op if it answers); NODES=3: a cluster on 9192-9194 (NODE=n: that node)
+	$(KAFKA_RUN) start $(NODE_ARG)
 
-kafka-stop: | $(VENV)/.installed ## stop the local Kafka cleanly (data is kept)
-	$(LOCALKAFKA) stop
+kafka-stop: | $(VENV)/.installed ## stop the local Kafka cleanly (data is kept); NODES=3 [NODE=n] for the cluster
+	$(KAFKA_RUN) stop $(NODE_ARG)
 
-kafka-status: | $(VENV)/.installed ## say whether the local Kafka answers
-	$(LOCALKAFKA) status
+kafka-status: | $(VENV)/.installed ## say whether the local Kafka answers; NODES=3: each node of the cluster
+	$(KAFKA_RUN) status
 
-kafka-kill: | $(VENV)/.installed ## SIGKILL the local Kafka, as a crash would
-	$(LOCALKAFKA) kill
+kafka-kill: | $(VENV)/.installed ## SIGKILL the local Kafka, as a crash would; NODES=3 [NODE=n] for the cluster
+	$(KAFKA_RUN) kill $(NODE_ARG)
 
 kafka-cli: $(KAFKA_HOME)/libs/.fetched ## run a Kafka CLI tool: make kafka-cli CMD="kafka-topics --describe --topic high-priority-notifications"
 	@test -n "$(CMD)" || { echo 'usage: make kafka-cli CMD="kafka-topics --list"' >&2; exit 2; }
-	$(LOCALKAFKA) tool $(CMD)
+	$(KAFKA_RUN) tool $(CMD)
+
+kafka-secure: $(KAFKA_HOME)/libs/.fetched ## start the secured Kafka (SASL_SSL, SCRAM users, ACLs) on 127.0.0.1:9094; prints the clients' settings
+	$(SECURE_KAFKA) start
+
+kafka-secure-stop: | $(VENV)/.installed ## stop the secured Kafka cleanly (data, users and certificates are kept)
+	$(SECURE_KAFKA) stop
+
+kafka-secure-status: | $(VENV)/.installed ## say whether the secured Kafka answers (as admin)
+	$(SECURE_KAFKA) status
 
 postgres: | $(VENV)/.installed ## start the local PostgreSQL on 127.0.0.1:5433 (no-op if it answers)
 	$(LOCALPOSTGRES) start
@@ -93,7 +110,9 @@ bench: kafka ## benchmarks against the peers, about 15 min (BENCH_ARGS="--quick"
 drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka, about 6 min: workers, Kafka and push providers failing mid-work
 	$(BIN)/python -m bench.drills
 
-clean: ## remove the virtualenv, caches and the local Kafka's jars and data
+clean: ## remove the virtualenv, caches and the local Kafkas' jars and data
 	-$(LOCALKAFKA) stop 2>/dev/null
 	-$(LOCALPOSTGRES) stop 2>/dev/null
+	-$(SECURE_KAFKA) stop 2>/dev/null
+	-$(BIN)/python -m broker.localkafka --nodes 3 --home .cache/kafka-cluster stop 2>/dev/null
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache *.egg-info

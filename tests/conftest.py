@@ -3,8 +3,10 @@ that don't collide.
 
 The session uses the broker at ``KAFKA_BROKER`` if one answers there;
 otherwise it starts the project's local Kafka (``broker.localkafka``) and
-stops it at the end, but only if it started it. PostgreSQL is started on
-first use (``willowe_tasks.testing.localpostgres``), on a free port.
+stops it at the end, but only if it started it. The secured Kafka
+(``secure_kafka``) follows the same rule, in its own folder on free ports.
+PostgreSQL is started on first use (``willowe_tasks.testing.localpostgres``),
+on a free port.
 """
 
 from __future__ import annotations
@@ -14,17 +16,25 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
 
 from broker.localkafka import LocalKafka, broker_answers
+from broker.localkafka.secure import SecureLocalKafka
 from willowe_tasks.settings import load_settings
 from willowe_tasks.testing.localpostgres import LocalPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: The jars every local Kafka of the tests runs from.
+KAFKA_JARS = ROOT / ".cache" / "kafka" / "libs"
+
+#: The secured Kafka's folder for the tests (wiped when a session starts it).
+SECURE_KAFKA_HOME = ROOT / ".cache" / "kafka-secure-tests"
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +115,57 @@ def unused_tcp_port() -> int:
 
 
 def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return pick_free_ports(1)[0]
+
+
+def pick_free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+@pytest.fixture
+def free_ports() -> Callable[[int], list[int]]:
+    """Call it with a count to get that many distinct free ports."""
+    return pick_free_ports
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(kafka_bootstrap: str) -> Iterator[SecureLocalKafka]:
+    """The session's secured Kafka: SASL_SSL with SCRAM users, ACLs enforced.
+
+    One that an earlier or parallel session left running in its folder is
+    used as it is (and left running); otherwise a fresh one is started on
+    free ports and stopped at the end."""
+    # kafka_bootstrap first: by then the shared jars have been fetched.
+    running = _running_secure_kafka(SECURE_KAFKA_HOME)
+    if running is not None:
+        yield running
+        return
+    shutil.rmtree(SECURE_KAFKA_HOME, ignore_errors=True)
+    port, controller_port = pick_free_ports(2)
+    kafka = SecureLocalKafka(SECURE_KAFKA_HOME, port=port, controller_port=controller_port,
+                             jars=KAFKA_JARS, heap="256m")
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+def _running_secure_kafka(home: Path) -> SecureLocalKafka | None:
+    """The secured Kafka running in ``home``, on the ports its configuration names."""
+    try:
+        listeners = re.search(r"^listeners=(.*)$", (home / "server.properties").read_text(),
+                              re.MULTILINE)
+    except FileNotFoundError:
+        return None
+    ports = dict(re.findall(r"(\w+)://[^:,]+:(\d+)", listeners.group(1) if listeners else ""))
+    if "SASL_SSL" not in ports or "CONTROLLER" not in ports:
+        return None
+    kafka = SecureLocalKafka(home, port=int(ports["SASL_SSL"]),
+                             controller_port=int(ports["CONTROLLER"]), jars=KAFKA_JARS)
+    return kafka if kafka.pid() is not None and kafka.answers() else None

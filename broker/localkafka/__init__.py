@@ -11,27 +11,43 @@ Everything it owns lives in one folder (the *home*)::
     home/kafka.pid
 
 Use it from the command line (``python -m broker.localkafka --help``) or from
-code (``LocalKafka(home).start()``), as the test fixtures do.
+code (``LocalKafka(home).start()``), as the test fixtures do. Two more shapes
+build on it: a secured broker (``broker.localkafka.secure``) and a cluster of
+several nodes (``broker.localkafka.cluster``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-__all__ = ["CLI_TOOLS", "KafkaNotReady", "LocalKafka", "POM_PATH"]
+from broker.localkafka._files import (
+    LOG4J2_PROPERTIES,
+    TOOLS_LOG4J2_PROPERTIES,
+    render_properties,
+    write_private,
+)
+from broker.localkafka._process import (
+    KafkaNotReady,
+    alive,
+    kill,
+    port_taken,
+    say,
+    split_host_port,
+    terminate,
+    wait_until_ready,
+)
+
+__all__ = ["CLI_TOOLS", "KafkaNotReady", "LocalKafka", "POM_PATH", "broker_answers"]
 
 #: The pom whose dependencies are the broker's and CLI tools' jars.
 POM_PATH = Path(__file__).with_name("pom.xml")
@@ -57,15 +73,18 @@ DEFAULT_STOP_TIMEOUT_S = 30.0
 #: JVM heap for the local broker; small, since it shares a 2-core machine.
 DEFAULT_HEAP = "512m"
 
-
-class KafkaNotReady(RuntimeError):
-    """The local broker did not start, or did not answer in time."""
+#: JVM heap for the storage formatter and the CLI tools.
+TOOLS_HEAP = "256m"
 
 
 @dataclass(frozen=True)
 class LocalKafka:
     """A local single-node Kafka living in ``home``, listening on ``host:port``
-    for clients and ``host:controller_port`` for its KRaft controller."""
+    for clients and ``host:controller_port`` for its KRaft controller.
+
+    The other shapes (secured, cluster node) subclass it and override the
+    hooks below the lifecycle: ``_server_properties``, ``_format_options``,
+    ``_probe_options``."""
 
     home: Path
     host: str = "127.0.0.1"
@@ -111,7 +130,7 @@ class LocalKafka:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise KafkaNotReady("Maven (mvn) is needed to fetch the Kafka jars; install it first")
-        _say(f"Fetching Apache Kafka jars (about 55 MB, once) into {self.libs} …")
+        say(f"Fetching Apache Kafka jars (about 55 MB, once) into {self.libs} …")
         self.libs.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
@@ -138,78 +157,72 @@ class LocalKafka:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return pid
-        return pid if b"kafka.Kafka" in cmdline else None
+        return pid if b"kafka.Kafka" in cmdline and alive(pid) else None
 
     def answers(self, timeout_s: float = 5.0) -> bool:
         """Whether a Kafka broker answers a metadata request at our address."""
-        return broker_answers(self.bootstrap_servers, timeout_s=timeout_s)
+        options = self._probe_options()
+        if options is None:
+            return False
+        return broker_answers(self.bootstrap_servers, timeout_s=timeout_s, **options)
 
     def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> bool:
         """Start the broker unless one already answers; return whether it started one."""
         if self.answers(timeout_s=2.0):
-            _say(f"Kafka already answers on {self.bootstrap_servers}; nothing to do.")
+            say(f"Kafka already answers on {self.bootstrap_servers}; nothing to do.")
             return False
-        if _port_taken(self.host, self.port) or _port_taken(self.host, self.controller_port):
+        proc = self.launch()
+        say(f"Starting Kafka (pid {proc.pid}) on {self.bootstrap_servers} …")
+        wait_until_ready(lambda: self.answers(timeout_s=2.0), [(self, proc)], timeout_s,
+                         f"Kafka on {self.bootstrap_servers}")
+        say(f"Kafka is up on {self.bootstrap_servers}; log: {self.log_file}")
+        return True
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Write the configuration, format the storage if it is new, and start
+        the JVM in the background without waiting for it to answer."""
+        if port_taken(self.host, self.port) or port_taken(self.host, self.controller_port):
             raise KafkaNotReady(
                 f"port {self.port} or {self.controller_port} on {self.host} is taken by something "
-                "that is not a Kafka broker; stop it or pick other ports"
+                "that is not this Kafka answering; stop it or pick other ports"
             )
+        self.prepare()
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.properties_file)),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives `make kafka` and the test session's signals
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def prepare(self) -> None:
+        """Fetch the jars, write the configuration, and format the storage
+        if it is new: all a start needs but the JVM."""
         self._check_java()
         self.fetch_jars()
         self._write_config()
         self._format_once()
-        log = self.log_file.open("ab")
-        proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(self.properties_file)),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives `make kafka` and the test session's signals
-        )
-        self.pid_file.write_text(str(proc.pid))
-        _say(f"Starting Kafka (pid {proc.pid}) on {self.bootstrap_servers} …")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise KafkaNotReady(
-                    f"Kafka exited with status {proc.returncode}; see {self.log_file}:\n"
-                    + self.log_tail()
-                )
-            if self.answers(timeout_s=2.0):
-                _say(f"Kafka is up on {self.bootstrap_servers}; log: {self.log_file}")
-                return True
-            time.sleep(0.5)
-        proc.kill()
-        raise KafkaNotReady(
-            f"Kafka did not answer on {self.bootstrap_servers} within {timeout_s:.0f}s; "
-            f"see {self.log_file}:\n" + self.log_tail()
-        )
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
         """Stop the broker this home started (SIGTERM, then SIGKILL); return
         whether one was running."""
         pid = self.pid()
         if pid is None:
-            _say("Local Kafka is not running.")
+            say("Local Kafka is not running.")
             return False
-        _say(f"Stopping Kafka (pid {pid}) …")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if _alive(pid):
-            _say(f"Kafka did not stop within {timeout_s:.0f}s; killing it.")
-            os.kill(pid, signal.SIGKILL)
+        say(f"Stopping Kafka (pid {pid}) …")
+        if terminate([pid], timeout_s):
+            say(f"Kafka did not stop within {timeout_s:.0f}s; killed it.")
         self.pid_file.unlink(missing_ok=True)
-        _say("Kafka stopped.")
+        say("Kafka stopped.")
         return True
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would (fault drills and tests)."""
         pid = self.pid()
         if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.05)
+            kill(pid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -226,7 +239,46 @@ class LocalKafka:
             raise ValueError(f"unknown Kafka tool {tool!r}; known: {', '.join(sorted(CLI_TOOLS))}")
         self.fetch_jars()
         self._write_config()
-        return self._java(CLI_TOOLS[name], *args, heap="256m", log_config="tools-log4j2.properties")
+        return self._java(CLI_TOOLS[name], *args, heap=TOOLS_HEAP,
+                          log_config="tools-log4j2.properties")
+
+    # -- hooks for the other shapes ------------------------------------------
+
+    def _server_properties(self) -> dict[str, str]:
+        """The broker's configuration, in the order it is written."""
+        return {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{self.host}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},"
+                         f"CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Local use: no reason to wait for other members before the first rebalance.
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.check.interval.ms": "300000",
+        }
+
+    def _format_options(self) -> list[str]:
+        """What the storage formatter gets besides ``-c <properties>``: a new
+        cluster id, and a quorum of this one node."""
+        return ["--standalone", "-t", _cluster_id()]
+
+    def _probe_options(self) -> dict[str, Any] | None:
+        """kafka-python settings (besides the address) of the readiness probe;
+        None when no client could be ours yet."""
+        return {}
 
     # -- internals -----------------------------------------------------------
 
@@ -247,45 +299,56 @@ class LocalKafka:
 
     def _write_config(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(_SERVER_PROPERTIES.format(
-            host=self.host, port=self.port, controller_port=self.controller_port,
-            data_dir=self.data_dir,
-        ))
-        (self.home / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
+        # Owner-only: the secured shape's configuration holds a password.
+        write_private(self.properties_file, render_properties(self._server_properties()))
+        (self.home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         # CLI tools print their answers on stdout: keep their logging off it.
-        (self.home / "tools-log4j2.properties").write_text(_TOOLS_LOG4J2_PROPERTIES)
+        (self.home / "tools-log4j2.properties").write_text(TOOLS_LOG4J2_PROPERTIES)
+
+    def is_formatted(self) -> bool:
+        return (self.data_dir / "meta.properties").exists()
+
+    def _format_command(self) -> list[str]:
+        return self._java("kafka.tools.StorageTool", "format", "-c", str(self.properties_file),
+                          *self._format_options(), heap=TOOLS_HEAP,
+                          log_config="tools-log4j2.properties")
 
     def _format_once(self) -> None:
         # Formatting twice would refuse (or wipe); the meta file says it was done.
-        if (self.data_dir / "meta.properties").exists():
+        if self.is_formatted():
             return
-        _say(f"Formatting KRaft storage in {self.data_dir} …")
-        subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "--standalone",
-                       "-t", _cluster_id(), "-c", str(self.properties_file), heap="256m",
-                       log_config="tools-log4j2.properties"),
-            check=True, stdout=subprocess.DEVNULL,
-        )
+        say(f"Formatting KRaft storage in {self.data_dir} …")
+        result = subprocess.run(self._format_command(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            # Not the command line: a secured Kafka's holds the users' passwords.
+            raise KafkaNotReady(
+                f"formatting {self.data_dir} failed with status {result.returncode}:\n"
+                + "\n".join(result.stderr.splitlines()[-20:])
+            )
 
 
-def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
-    """Whether any broker in the comma-separated list answers a metadata request."""
+def broker_answers(bootstrap_servers: str, timeout_s: float = 5.0, **client_options: Any) -> bool:
+    """Whether any broker in the comma-separated list answers a metadata
+    request; ``client_options`` are kafka-python settings (security, …)."""
     hosts = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
-    if not any(_port_taken(*_split_host_port(h)) for h in hosts):
+    if not any(port_taken(*split_host_port(h)) for h in hosts):
         return False  # nothing listens: skip the client's slower failure path
+    timeout_ms = int(timeout_s * 1000)
     try:
+        # The client's bootstrap is a metadata request to one of the hosts,
+        # so that it succeeds is the answer; a further request could go to
+        # any broker the metadata names, a dead one of a cluster included.
+        # Without bootstrap_timeout_ms it would retry for 30 s on a port that
+        # is open but not (yet) a broker.
         admin = KafkaAdminClient(
-            bootstrap_servers=hosts, request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_servers=hosts, request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms, **client_options,
         )
     except (KafkaError, OSError, ValueError):
         return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
+    admin.close()
+    return True
 
 
 def _cluster_id() -> str:
@@ -297,86 +360,3 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-def _split_host_port(hostport: str) -> tuple[str, int]:
-    host, _, port = hostport.rpartition(":")
-    return host.strip("[]") or "localhost", int(port or 9092)
-
-
-def _port_taken(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of ours is dead for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-_SERVER_PROPERTIES = """\
-# Written by broker.localkafka on every start; edit the code, not this file.
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers={host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={data_dir}
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# One node: no reason to wait for other members before the first rebalance.
-group.initial.rebalance.delay.ms=0
-log.retention.check.interval.ms=300000
-"""
-
-_LOG4J2_PROPERTIES = """\
-status = warn
-appender.out.type = Console
-appender.out.name = STDOUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = STDOUT
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.state.name = state.change.logger
-logger.state.level = WARN
-logger.controller.name = org.apache.kafka.controller
-logger.controller.level = WARN
-logger.raft.name = org.apache.kafka.raft
-logger.raft.level = WARN
-"""
-
-_TOOLS_LOG4J2_PROPERTIES = """\
-status = warn
-appender.err.type = Console
-appender.err.name = STDERR
-appender.err.target = SYSTEM_ERR
-appender.err.layout.type = PatternLayout
-appender.err.layout.pattern = %p %m%n
-rootLogger.level = WARN
-rootLogger.appenderRef.err.ref = STDERR
-"""
