@@ -12,19 +12,48 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionFailed, QueueJoinTimeout
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError, KafkaError
 
 from broker.topics import TopicSpec, create_missing
 
-__all__ = ["JOIN_POLL_INTERVAL_S", "QueueAdmin"]
+__all__ = ["JOIN_POLL_INTERVAL_S", "PartitionLag", "QueueAdmin"]
 
 #: How often join() looks at the group's committed offsets.
 JOIN_POLL_INTERVAL_S = 0.1
+
+#: How long lag() waits for the oldest unfinished record of each partition.
+PEEK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """How far a group is behind on one partition.
+
+    ``messages`` counts records not yet finished (committed) by the group;
+    ``oldest_timestamp_ms`` is the timestamp of the first of them, or None
+    when there is none (or it could not be read in time).
+    """
+
+    topic: str
+    partition: int
+    end_offset: int
+    #: The group's committed offset, or None when it has committed nothing.
+    committed: int | None
+    messages: int
+    oldest_timestamp_ms: int | None
+
+    def seconds(self, now: float | None = None) -> float:
+        """Time lag: the age of the oldest record the group has not finished."""
+        if not self.messages or self.oldest_timestamp_ms is None:
+            return 0.0
+        current = time.time() if now is None else now
+        return max(0.0, current - self.oldest_timestamp_ms / 1000)
 
 
 class QueueAdmin:
@@ -37,8 +66,11 @@ class QueueAdmin:
 
     def __init__(self, admin: Callable[[], KafkaAdminClient], *, group_id: str,
                  bootstrap_servers: Sequence[str], create_topics: bool,
-                 topic_partitions: int, topic_retention_ms: int) -> None:
+                 topic_partitions: int, topic_retention_ms: int,
+                 reader: Callable[[], KafkaConsumer] | None = None) -> None:
         self._admin = admin
+        self._reader = reader
+        self._reader_lock = threading.Lock()
         self.group_id = group_id
         self._where = ",".join(bootstrap_servers)
         self.create_topics = create_topics
@@ -83,7 +115,16 @@ class QueueAdmin:
 
     def backlog(self, topic: str) -> int:
         """Messages on ``topic`` not yet committed by the group."""
-        partitions = self.partitions(topic)
+        return sum(lag.messages for lag in self.lag([topic], timestamps=False))
+
+    def lag(self, topics: Sequence[str], *, timestamps: bool = True) -> list[PartitionLag]:
+        """The group's lag on every partition of ``topics``, read from Kafka's
+        committed offsets alone: it is there while every worker is down.
+
+        With ``timestamps`` (and a reader), each lagging partition's first
+        unfinished record is fetched for its timestamp (time lag).
+        """
+        partitions = [tp for topic in topics for tp in self.partitions(topic)]
         admin = self._admin()
         ends = admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.LATEST))
         starts = admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.EARLIEST))
@@ -92,13 +133,38 @@ class QueueAdmin:
                 self.group_id, {})
         except (CoordinatorNotAvailableError, GroupIdNotFoundError):
             committed = {}  # the group has not formed yet: nothing committed
-        total = 0
+        first_unfinished: dict[TopicPartition, int] = {}
+        done: dict[TopicPartition, int | None] = {}
         for tp in partitions:
-            done = committed.get(tp)
-            done_offset = done.offset if done is not None and done.offset >= 0 else 0
+            meta = committed.get(tp)
+            done[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
             # Records flushed (deleted) below the log start count as done.
-            total += max(0, ends[tp].offset - max(done_offset, starts[tp].offset))
-        return total
+            first_unfinished[tp] = max(done[tp] or 0, starts[tp].offset)
+        lagging = {tp: offset for tp, offset in first_unfinished.items()
+                   if ends[tp].offset > offset}
+        stamps = self._timestamps(lagging) if timestamps and lagging else {}
+        return [PartitionLag(tp.topic, tp.partition, ends[tp].offset, done[tp],
+                             max(0, ends[tp].offset - first_unfinished[tp]), stamps.get(tp))
+                for tp in partitions]
+
+    def _timestamps(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The timestamp of the record at each offset (those read in time)."""
+        if self._reader is None:
+            return {}
+        found: dict[TopicPartition, int] = {}
+        with self._reader_lock:
+            reader = self._reader()
+            reader.assign(list(offsets))
+            for tp, offset in offsets.items():
+                reader.seek(tp, offset)
+            deadline = time.monotonic() + PEEK_TIMEOUT_S
+            while len(found) < len(offsets) and time.monotonic() < deadline:
+                for tp, records in reader.poll(timeout_ms=200).items():
+                    if tp not in found and records:
+                        found[tp] = records[0].timestamp
+                        reader.pause(tp)
+            reader.assign([])
+        return found
 
     def join(self, queue_name: str, *, timeout_ms: int | None = None) -> None:
         """Wait until the group has processed and committed every message of

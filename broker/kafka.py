@@ -23,7 +23,7 @@ from typing import Any
 import dramatiq
 from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import ConnectionFailed, QueueNotFound
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
@@ -169,10 +169,14 @@ class KafkaBroker(dramatiq.Broker):
                                                              **self._producer_options}))
         self._bulk_producer = PerProcess(lambda: KafkaProducer(**{**client, **bulk_options}))
         self._admin = PerProcess(lambda: KafkaAdminClient(**{**client, **self._admin_options}))
+        # Reads records for their timestamps (time lag) and nothing else: no
+        # group, no commits.
+        self._reader = PerProcess(lambda: KafkaConsumer(
+            **{**client, **self._admin_options, "group_id": None, "enable_auto_commit": False}))
         self.queue_admin = QueueAdmin(
             self._admin.get, group_id=group_id, bootstrap_servers=self.bootstrap_servers,
             create_topics=create_topics, topic_partitions=topic_partitions,
-            topic_retention_ms=topic_retention_ms)
+            topic_retention_ms=topic_retention_ms, reader=self._reader.get)
         self._batch = threading.local()
 
     # -- declaring -------------------------------------------------------
@@ -367,3 +371,4 @@ class KafkaBroker(dramatiq.Broker):
         for producer in (self._producer, self._bulk_producer):
             producer.close(lambda p: p.close(timeout=self.send_timeout_ms / 1000))
         self._admin.close(lambda a: a.close())
+        self._reader.close(lambda r: r.close())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import dramatiq
 import pytest
@@ -124,3 +125,30 @@ def test_flush_all_discards_every_declared_queue(
     # Then both are empty
     assert [broker.backlog(queue) for queue in queues] == [0, 0]
     assert [record_count(admin, queue) for queue in queues] == [0, 0]
+
+
+def test_lag_counts_unfinished_messages_and_the_age_of_the_oldest(
+    kafka_broker: KafkaBroker, queue_name: str, start_worker: WorkerFactory,
+) -> None:
+    # Given three messages sent a while ago, and no worker yet
+    @dramatiq.actor(broker=kafka_broker, queue_name=queue_name)
+    def noop() -> None:
+        pass
+
+    before = time.time()
+    for _ in range(3):
+        noop.send()
+    time.sleep(1.5)
+
+    # Then the group's lag is read from Kafka alone: 3 messages, over 1.5 s old
+    [lag] = kafka_broker.queue_admin.lag([queue_name])
+    assert (lag.messages, lag.committed, lag.end_offset) == (3, None, 3)
+    assert lag.oldest_timestamp_ms is not None
+    assert before * 1000 - 1000 <= lag.oldest_timestamp_ms <= time.time() * 1000
+    assert lag.seconds() >= 1.4
+
+    # and once a worker has done them, there is none
+    start_worker(kafka_broker)
+    kafka_broker.join(queue_name, timeout=60_000)
+    [lag] = kafka_broker.queue_admin.lag([queue_name])
+    assert (lag.messages, lag.committed, lag.seconds()) == (0, 3, 0.0)
