@@ -74,7 +74,7 @@ def test_every_actor_is_described_with_its_topic_and_priority(app: App,
 
 def test_a_kinds_wording_templates_fill_in_to_what_the_kind_writes(schema: dict[str, Any]
                                                                   ) -> None:
-    payload = MatchPayload(name="Анна", age=25)
+    payload = MatchPayload.model_validate({"name": "Анна", "age": 25})
     for kind in KINDS.values():
         push = schema["x-willowe"]["actors"][f"send_{kind.name}"]["push"]
         fill = {"name": payload.name, "age": str(payload.age)}

@@ -43,14 +43,16 @@ class PayloadError extends WilloweError {
 class KafkaUnavailableError extends WilloweError {
   /**
    * @param {string} message
-   * @param {{circuitOpen: boolean, maybeSent: boolean, cause?: unknown}} details
+   * @param {{circuitOpen: boolean, maybeSent: boolean, messageId?: string, cause?: unknown}} details
    *   maybeSent: the record had reached a connection when the send gave up, so
-   *   Kafka may still store it (a fallback could then deliver it twice)
+   *   Kafka may still store it (a fallback could then deliver it twice);
+   *   messageId: the record's id (the notification id the workers would use)
    */
-  constructor(message, { circuitOpen, maybeSent, cause }) {
+  constructor(message, { circuitOpen, maybeSent, messageId, cause }) {
     super(message, cause === undefined ? undefined : { cause });
     this.circuitOpen = circuitOpen;
     this.maybeSent = maybeSent;
+    this.messageId = messageId;
     this.retriable = true;
   }
 }

@@ -114,13 +114,14 @@ class KafkaService {
   async _send(actorName, args) {
     const record = buildRecord(actorName, args);
     if (this._closed) {
-      throw new KafkaUnavailableError('the Kafka service was disconnected', { circuitOpen: false, maybeSent: false });
+      throw new KafkaUnavailableError('the Kafka service was disconnected',
+        { circuitOpen: false, maybeSent: false, messageId: record.messageId });
     }
     if (this._circuit.isOpen) {
       throw new KafkaUnavailableError(
         `Kafka at ${this._where} is unavailable since ${this._circuit.openSince.toISOString()}`
         + ` (${describeCause(this._circuit.lastError)}); not sent`,
-        { circuitOpen: true, maybeSent: false });
+        { circuitOpen: true, maybeSent: false, messageId: record.messageId });
     }
     const session = this._currentSession();
     const deadline = new Deadline(this.config.sendTimeoutMs);
@@ -140,9 +141,9 @@ class KafkaService {
       if (error instanceof PayloadError) throw error;
       this._fail(session, error);
       throw new KafkaUnavailableError(
-        `Kafka at ${this._where} did not take the ${actorName} record within`
-        + ` ${this.config.sendTimeoutMs} ms: ${describeCause(error)}`,
-        { circuitOpen: false, maybeSent: requested, cause: error });
+        `Kafka at ${this._where} did not take the ${actorName} record: ${describeCause(error)}`
+        + ` (a send waits at most ${this.config.sendTimeoutMs} ms)`,
+        { circuitOpen: false, maybeSent: requested, messageId: record.messageId, cause: error });
     } finally {
       deadline.clear();
     }

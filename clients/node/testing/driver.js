@@ -39,6 +39,7 @@ async function run(command) {
           message: error.message,
           circuitOpen: error.circuitOpen,
           maybeSent: error.maybeSent,
+          messageId: error.messageId,
           paths: error.issues ? error.issues.map((issue) => issue.path) : undefined,
         },
       });
