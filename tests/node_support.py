@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "clients" / "node"
+#: The topics the client writes to.
+TOPICS = ["high-priority-notifications", "medium-priority-notifications",
+          "low-priority-notifications"]
+#: Generous: the point is 2 s rather than kafkajs's 25, on a slow, shared machine.
+FIRST_FAILURE_SLACK_MS = 1500
 #: `make test` installs the package's dependencies (npm ci) and leaves this behind.
 INSTALLED_STAMP = NODE_CLIENT / "node_modules" / ".installed"
 
@@ -97,3 +103,42 @@ class NodeDriver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def end_offsets(bootstrap: str, client_options: dict[str, Any] | None = None
+                ) -> dict[TopicPartition, int]:
+    """Where each partition of the notification topics ends now."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **(client_options or {}))
+    try:
+        partitions = [TopicPartition(t, p) for t in TOPICS
+                      for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return dict(consumer.end_offsets(partitions))
+    finally:
+        consumer.close()
+
+
+def read_records(bootstrap: str, start: dict[TopicPartition, int], ids: set[str],
+                 timeout_s: float = 60, keep_all: bool = False,
+                 client_options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The records whose dramatiq-message-id is in ``ids``, read from ``start`` on
+    until all are found (``keep_all``: every record read by then)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, **(client_options or {}))
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        consumer.assign(list(start))
+        for partition, offset in start.items():
+            consumer.seek(partition, offset)
+        deadline = time.monotonic() + timeout_s
+        while not ids <= set(found) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    headers = {k: v.decode() for k, v in record.headers}
+                    if keep_all or headers.get("dramatiq-message-id") in ids:
+                        found[headers["dramatiq-message-id"]] = {
+                            "topic": record.topic, "key": record.key, "headers": headers,
+                            "value": record.value}
+    finally:
+        consumer.close()
+    assert ids <= set(found), f"missing on Kafka: {ids - set(found)}"
+    return found

@@ -9,17 +9,26 @@ import json
 import os
 import re
 import signal
-import socket
+import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from node_support import NODE_CLIENT, NodeDriver, node, node_env
+from kafka import KafkaAdminClient
+from node_support import (
+    FIRST_FAILURE_SLACK_MS,
+    NODE_CLIENT,
+    TOPICS,
+    NodeDriver,
+    end_offsets,
+    node,
+    node_env,
+    read_records,
+)
 from payload_vectors import load_vectors
 from pydantic import ValidationError
 from support import wait_until
@@ -38,12 +47,11 @@ from willowe_tasks.topics import ALL_TOPIC_SPECS
 from willowe_tasks.wire_schema import actors_by_name
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ["high-priority-notifications", "medium-priority-notifications",
-          "low-priority-notifications"]
-#: Generous: the point is 2 s rather than kafkajs's 25, on a slow, shared machine.
-FIRST_FAILURE_SLACK_MS = 1500
-#: What the issue asks of a send while the circuit is open (measured inside Node).
+#: What the issue asks of a send while the circuit is open (measured inside Node),
+#: held to the median: on a shared machine a process can wait that long for a core.
 CIRCUIT_OPEN_MS = 50
+#: Any one of them: far below a connection attempt's retries (about 1 s).
+CIRCUIT_OPEN_MAX_MS = 500
 
 
 @pytest.fixture(scope="module")
@@ -202,11 +210,11 @@ def test_a_match_sent_from_node_reaches_the_fake_apns_through_a_python_worker(
 
 @pytest.mark.slow
 def test_node_fails_fast_while_kafka_is_away_and_recovers_when_it_answers(
-    kafka_bootstrap: str, tmp_path: Path, unused_tcp_port: int,
+    kafka_bootstrap: str, tmp_path: Path, free_ports: Callable[[int], list[int]],
 ) -> None:
     # kafka_bootstrap first: the shared jars are fetched by then.
-    kafka = LocalKafka(tmp_path / "kafka", port=unused_tcp_port,
-                       controller_port=free_port_other_than(unused_tcp_port),
+    port, controller_port = free_ports(2)
+    kafka = LocalKafka(tmp_path / "kafka", port=port, controller_port=controller_port,
                        jars=ROOT / ".cache" / "kafka" / "libs", heap="256m")
     env = node_env(KAFKA_BROKER=kafka.bootstrap_servers, KAFKA_LOG_LEVEL="NOTHING",
                    KAFKA_PROBE_INTERVAL_MS="1000")
@@ -227,38 +235,32 @@ def test_node_fails_fast_while_kafka_is_away_and_recovers_when_it_answers(
             # When Kafka starts, a probe finds it and sends go through again.
             assert kafka.start() is True
             make_topics(kafka.bootstrap_servers)
-            delivered = send_until_accepted(driver, match, timeout_s=60)
-            assert delivered, "the client did not recover within 60 s of Kafka answering"
+            accepted = send_until_accepted(driver, match, timeout_s=60)
+            assert accepted, "the client did not recover within 60 s of Kafka answering"
             for _ in range(3):
                 assert driver.send(*match)["ok"]
+            # and no send refused while it was away reached Kafka behind the caller's back.
+            assert not refused_ids_on(kafka.bootstrap_servers, set(refused), accepted)
 
-            # When Kafka dies, the next send rejects within ~2 s, and later ones at once.
+            # When Kafka dies under a connected client, the next send rejects
+            # within ~2 s, and later ones at once.
             kafka.kill()
             lost = driver.send(*match)
             assert not lost["ok"] and lost["ms"] < 2000 + FIRST_FAILURE_SLACK_MS, lost
-            if not lost["error"]["maybeSent"]:
-                refused.append(lost["error"]["messageId"])
-            refused += assert_short_circuited(driver, 10)
-
-            # Back again: it recovers once more,
-            assert kafka.start() is True
-            accepted = send_until_accepted(driver, match, timeout_s=60)
-            assert accepted
-        # and no refused send reached Kafka later behind the caller's fallback.
-        assert not refused_ids_on(kafka.bootstrap_servers, set(refused), accepted)
+            assert_short_circuited(driver, 10)
     finally:
         kafka.kill()
 
 
 def assert_short_circuited(driver: NodeDriver, count: int) -> list[str]:
     """Send ``count`` likes, each refused at once; their ids."""
-    ids = []
-    for _ in range(count):
-        answer = driver.send("sendLikeNotification", "user456", {"name": "Мария", "age": 28})
+    answers = [driver.send("sendLikeNotification", "user456", {"name": "Мария", "age": 28})
+               for _ in range(count)]
+    for answer in answers:
         assert not answer["ok"] and answer["error"]["circuitOpen"] is True, answer
-        assert answer["ms"] < CIRCUIT_OPEN_MS, answer
-        ids.append(answer["error"]["messageId"])
-    return ids
+        assert answer["ms"] < CIRCUIT_OPEN_MAX_MS, answer
+    assert statistics.median(a["ms"] for a in answers) < CIRCUIT_OPEN_MS, answers
+    return [a["error"]["messageId"] for a in answers]
 
 
 def send_until_accepted(driver: NodeDriver, call: tuple[Any, ...], timeout_s: float
@@ -291,52 +293,6 @@ def make_topics(bootstrap: str) -> None:
         reconcile(admin, ALL_TOPIC_SPECS)
     finally:
         admin.close()
-
-
-def free_port_other_than(taken: int) -> int:
-    for _ in range(20):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port != taken:
-            return port
-    raise RuntimeError("no free port")
-
-
-def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    try:
-        partitions = [TopicPartition(t, p) for t in TOPICS
-                      for p in sorted(consumer.partitions_for_topic(t) or ())]
-        return dict(consumer.end_offsets(partitions))
-    finally:
-        consumer.close()
-
-
-def read_records(bootstrap: str, start: dict[TopicPartition, int], ids: set[str],
-                 timeout_s: float = 60, keep_all: bool = False) -> dict[str, dict[str, Any]]:
-    """The records whose dramatiq-message-id is in ``ids``, read from ``start`` on
-    until all are found (``keep_all``: every record read by then)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False)
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        consumer.assign(list(start))
-        for partition, offset in start.items():
-            consumer.seek(partition, offset)
-        deadline = time.monotonic() + timeout_s
-        while not ids <= set(found) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                for record in batch:
-                    headers = {k: v.decode() for k, v in record.headers}
-                    if keep_all or headers.get("dramatiq-message-id") in ids:
-                        found[headers["dramatiq-message-id"]] = {
-                            "topic": record.topic, "key": record.key, "headers": headers,
-                            "value": record.value}
-    finally:
-        consumer.close()
-    assert ids <= set(found), f"missing on Kafka: {ids - set(found)}"
-    return found
 
 
 def without_timestamp(value: bytes) -> bytes:

@@ -9,7 +9,11 @@ const { createKafkaService, KafkaUnavailableError, PayloadError } = require('../
 
 /** Generous: the point is 2 s rather than kafkajs's 25, on a slow, shared machine. */
 const SLACK_MS = 1500;
+/** What a send with the circuit open may take: the median (a shared machine may
+ * keep a process off a core that long now and then), and any one of them (far
+ * below a connection attempt's retries, about 1 s). */
 const CIRCUIT_OPEN_MS = 50;
+const CIRCUIT_OPEN_MAX_MS = 500;
 const MATCH = ['user123', { name: 'Анна', age: 25 }];
 
 const quiet = { warn: () => {}, info: () => {} };
@@ -40,11 +44,15 @@ async function assertFailsFastThenShortCircuits(service, sendTimeoutMs) {
   assert.ok(first.ms < sendTimeoutMs + SLACK_MS, `the first send took ${first.ms} ms`);
   assert.equal(service.status().circuit, 'open');
 
-  for (let i = 0; i < 20; i += 1) {
+  const times = [];
+  for (let i = 0; i < 21; i += 1) {
     const later = await timed(service.sendLikeNotification('user456', { name: 'Мария', age: 28 }));
     assert.ok(later.error instanceof KafkaUnavailableError && later.error.circuitOpen, String(later.error));
-    assert.ok(later.ms < CIRCUIT_OPEN_MS, `a send with the circuit open took ${later.ms} ms`);
+    assert.ok(later.ms < CIRCUIT_OPEN_MAX_MS, `a send with the circuit open took ${later.ms} ms`);
+    times.push(later.ms);
   }
+  const median = times.sort((a, b) => a - b)[10];
+  assert.ok(median < CIRCUIT_OPEN_MS, `sends with the circuit open took ${median} ms (median)`);
 }
 
 test('with nothing listening, the first send rejects within the send timeout, later ones at once', async () => {
