@@ -25,7 +25,7 @@ POSTGRES_PORT ?= 5433
 LOCALPOSTGRES := $(BIN)/python -m willowe_tasks.testing.localpostgres --home $(POSTGRES_HOME) --port $(POSTGRES_PORT)
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka kafka-stop kafka-status kafka-kill kafka-cli kafka-secure kafka-secure-stop kafka-secure-status postgres postgres-stop postgres-status topics test lint demo bench drills clean
+.PHONY: help install node-install schema kafka kafka-stop kafka-status kafka-kill kafka-cli kafka-secure kafka-secure-stop kafka-secure-status postgres postgres-stop postgres-status topics test lint demo bench drills clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
+
+# The Node.js client (clients/node): its locked dependencies, from the npm registry.
+NODE_CLIENT := clients/node
+
+node-install: $(NODE_CLIENT)/node_modules/.installed ## install the Node.js client's dependencies (npm ci)
+
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: Node.js 20+ with npm is needed for clients/node" >&2; exit 1; }
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+schema: | $(VENV)/.installed ## regenerate clients/node/wire-schema.json from the payload models
+	$(BIN)/python -m willowe_tasks schema --out $(NODE_CLIENT)/wire-schema.json
 
 $(KAFKA_HOME)/libs/.fetched: broker/localkafka/pom.xml | $(VENV)/.installed
 	@command -v java >/dev/null || { echo "error: Java 17+ is needed to run Kafka" >&2; exit 1; }
@@ -85,7 +98,7 @@ postgres-status: | $(VENV)/.installed ## say whether the local PostgreSQL answer
 topics: kafka ## create or repair the notification topics and their .DQ/.XQ (idempotent)
 	$(BIN)/python -m willowe_tasks topics
 
-test: $(KAFKA_HOME)/libs/.fetched ## run the test suite (starts a local Kafka if none answers)
+test: $(KAFKA_HOME)/libs/.fetched $(NODE_CLIENT)/node_modules/.installed ## run the test suite, the Node.js client's included (starts a local Kafka if none answers)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Test folders are checked one at a time: their helpers (support.py,
@@ -115,4 +128,4 @@ clean: ## remove the virtualenv, caches and the local Kafkas' jars and data
 	-$(LOCALPOSTGRES) stop 2>/dev/null
 	-$(SECURE_KAFKA) stop 2>/dev/null
 	-$(BIN)/python -m broker.localkafka --nodes 3 --home .cache/kafka-cluster stop 2>/dev/null
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache *.egg-info $(NODE_CLIENT)/node_modules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -59,6 +60,20 @@ def topics_command(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if args.check and not report.in_sync else 0
 
 
+def schema_command(args: argparse.Namespace) -> int:
+    """Print or write the wire format's JSON Schema (see willowe_tasks.wire_schema)."""
+    from willowe_tasks import wire_schema
+    from willowe_tasks.app import default_app
+
+    actors = default_app().actors
+    if args.out is None:
+        sys.stdout.write(wire_schema.render(wire_schema.wire_schema(actors)))
+    else:
+        wire_schema.write(actors, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m willowe_tasks",
                                      description="Willowe Tasks operator commands.")
@@ -76,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     topics.set_defaults(run=topics_command)
     devices_cli.add_parser(sub)
+    schema = sub.add_parser(
+        "schema", help="the JSON Schema of the records producers write (other languages)",
+        description="Print the wire format's JSON Schema, generated from the payload models"
+                    " (docs/wire-format.md). The Node.js client ships a copy:"
+                    " --out clients/node/wire-schema.json.")
+    schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")
+    schema.set_defaults(run=schema_command)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -1,0 +1,70 @@
+'use strict';
+// Records on a real Kafka: topic, headers, key and value as the Python workers read them.
+// The broker comes from WILLOWE_TEST_KAFKA (make test's run sets it, with the topics made).
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { randomUUID } = require('node:crypto');
+const { Kafka, logLevel } = require('kafkajs');
+const { createKafkaService } = require('../src');
+const { validateRecord } = require('../src/schema');
+
+const BROKER = process.env.WILLOWE_TEST_KAFKA;
+const SKIP = BROKER ? false : 'needs a Kafka: WILLOWE_TEST_KAFKA=host:port (make test sets it)';
+const READ_TIMEOUT_MS = 60_000;
+
+/** Read the records with these message ids back from the notification topics (bounded in time). */
+async function readBack(ids) {
+  const kafka = new Kafka({ clientId: 'willowe-node-tests', brokers: [BROKER], logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `node-tests-${randomUUID()}` });
+  const found = new Map();
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [/-priority-notifications$/], fromBeginning: true });
+    let done;
+    const all = new Promise((resolve) => { done = resolve; });
+    await consumer.run({
+      eachMessage: async ({ topic, partition, message }) => {
+        const id = message.headers['dramatiq-message-id']?.toString();
+        if (ids.includes(id)) found.set(id, { topic, partition, message });
+        if (found.size === ids.length) done();
+      },
+    });
+    let timer;
+    await Promise.race([all, new Promise((resolve) => { timer = setTimeout(resolve, READ_TIMEOUT_MS); })]);
+    clearTimeout(timer);
+  } finally {
+    await consumer.disconnect();
+  }
+  return found;
+}
+
+test('each send is one record on its priority\'s topic, as the workers read it', { skip: SKIP, timeout: 120_000 }, async () => {
+  const service = createKafkaService({ brokers: BROKER, logLevel: 'ERROR' }, {});
+  const sent = [];
+  try {
+    sent.push(['send_match', await service.sendMatchNotification('user123', { name: 'Анна', age: 25, photoUrl: 'https://example.com/photo.jpg' })]);
+    sent.push(['send_like', await service.sendLikeNotification('user456', { name: 'Мария', age: 28 })]);
+    sent.push(['track_event', await service.sendAnalyticsEvent('user_login', { userId: 'user123', timestamp: Date.now() })]);
+    sent.push(['send_notification_high', await service.sendMessage('high-priority-notifications', {
+      type: 'custom-notification', targetUserId: 'user123', title: 'Новое сообщение', body: 'У вас новое сообщение' }, 'high')]);
+  } finally {
+    await service.disconnect();
+  }
+  const found = await readBack(sent.map(([, result]) => result.messageId));
+  for (const [actorName, result] of sent) {
+    const record = found.get(result.messageId);
+    assert.ok(record, `${actorName} ${result.messageId} was not found on Kafka`);
+    assert.equal(record.topic, result.topic);
+    assert.equal(record.partition, result.partition);
+    assert.equal(record.message.offset, result.offset);
+    assert.equal(record.message.key, null);
+    assert.equal(record.message.headers['dramatiq-actor'].toString(), actorName);
+    const value = JSON.parse(record.message.value.toString('utf8'));
+    assert.ok(validateRecord(value), JSON.stringify(validateRecord.errors));
+    assert.equal(value.actor_name, actorName);
+    assert.equal(value.queue_name, record.topic);
+    assert.equal(value.message_id, result.messageId);
+    assert.match(record.message.value.toString('latin1'), /^[\x20-\x7e]*$/, 'ASCII only, as Dramatiq writes');
+  }
+});
