@@ -10,7 +10,6 @@ import pytest
 from payload_vectors import Vector, load_vectors
 from pydantic import ValidationError
 
-from willowe_tasks.actors import InvalidPayload, _worker_side
 from willowe_tasks.app import App
 from willowe_tasks.settings import load_settings
 from willowe_tasks.wire_schema import actors_by_name
@@ -59,14 +58,3 @@ def test_the_vectors_cover_every_actor_with_valid_and_invalid_arguments(app: App
             assert outcomes, name
         else:
             assert outcomes == {True, False}, name
-
-
-def test_the_worker_refuses_the_normalised_url_pythons_send_lets_through(app: App) -> None:
-    # The known difference the xfail above records: send() counts the URL as
-    # given, the worker the normalised URL it finds in the record.
-    (vector,) = [v for v in VECTORS if v.python_send_differs]
-    actor = actors_by_name(app.actors)[vector.actor]
-    message = actor.message(*vector.args)
-    assert len(message.args[1]["photo_url"]) > 2083
-    with pytest.raises(InvalidPayload, match="photo_url"):
-        _worker_side(actor.arguments, message.args)

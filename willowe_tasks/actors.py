@@ -74,6 +74,9 @@ class ValidatingActor(dramatiq.Actor):
             check_fits(notification, texts, title=self.arguments.__name__)
         dumped = checked.model_dump(mode="json", exclude_none=True)
         normalised = tuple(dumped.get(name) for name in self.arguments.model_fields)
+        # What is written must pass the worker's check too: a value pydantic
+        # normalises (a URL's spaces escaped) can grow past a limit it passed.
+        _check(self.arguments, normalised, {})
         return super().message_with_options(args=normalised, kwargs={}, **options)
 
 
