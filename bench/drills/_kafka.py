@@ -129,7 +129,13 @@ def send_down(ctx: Context) -> Result:
 def scale(ctx: Context) -> Result:
     """One worker, three from a third of the way, one again (the two added
     ones stopped with SIGTERM, gracefully) from two thirds, once the added
-    ones have taken a share of the work."""
+    ones have taken a share of the work.
+
+    Every partition must still hold work when the two are added: the group
+    moves partitions, not work, so an added worker finds some only if the
+    first one has been working through its partitions side by side. (When it
+    drained them one after another, an added worker was at times given only
+    drained ones and never took a share.)"""
     drain = Drain(ctx, "scale", MESSAGES, partitions=6, work_ms=SCALE_WORK_MS)
     drain.fill()
     first = drain.start_worker()
@@ -164,8 +170,12 @@ def scale(ctx: Context) -> Result:
             kill(proc)
     verdict = drain.verdict()
     processed = shares()
+    side_by_side = min(left) > 0
     return {**verdict, "processed_per_worker": processed, "stopped_exit_codes": codes,
             "first_alive": first_alive, "left_by_partition_at_scale_out": left,
-            "ok": verdict["ok"] and finished is not None and codes == [0, 0] and first_alive,
+            "ok": (verdict["ok"] and finished is not None and codes == [0, 0] and first_alive
+                   and side_by_side),
             "notes": f"1→3→1 workers processed {'/'.join(map(str, processed))}; "
-                     f"the two stopped exited {codes}"}
+                     f"the two stopped exited {codes}"
+                     + ("" if side_by_side else
+                        f"; partitions drained one after another (left at 1→3: {left})")}
