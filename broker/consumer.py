@@ -77,6 +77,21 @@ ROOM_WAIT_S = 0.05
 #: freed made a poll per message, and a poll costs more than the message.
 READ_AHEAD_RECORDS = 500
 
+#: Most bytes one fetch takes of each partition (kafka-python's default: 1 MiB).
+#: kafka-python hands out a fetch's records one partition after another and
+#: fetches again only once they are nearly all out, so this sets how far one
+#: partition runs ahead of the others. At 1 MiB (some 4,000 of our records,
+#: ten seconds and more of pushes) a worker drained a backlog partition by
+#: partition: messages on the other partitions waited behind, and a worker
+#: added to share the backlog could be given only drained partitions while the
+#: first kept the rest. 64 KiB (a couple of hundred records) keeps every
+#: partition moving. None stalls on a batch larger than this: Kafka returns it
+#: whole when it comes first in a fetch ("If the first record batch in the
+#: first non-empty partition of the fetch is larger than this limit, the batch
+#: will still be returned"), and both Kafka's fetch sessions and kafka-python
+#: move the partitions that returned data to the back.
+PARTITION_FETCH_BYTES = 64 * 1024
+
 #: Longest a consumer working through its read-ahead goes without polling.
 #: Group duties (joining a rebalance, giving partitions up) happen only
 #: inside poll(): with slow actors a full buffer could otherwise keep a new
@@ -149,6 +164,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             "auto_offset_reset": "earliest",
             "partition_assignment_strategy": [CooperativeStickyAssignor],
             "max_poll_records": READ_AHEAD_RECORDS,
+            "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
             **consumer_options,
         }
         try:

@@ -17,7 +17,8 @@ once. Duplicates are redeliveries of what was in flight, and are reported.
   again after 5 s; the same worker must carry on;
 * ``send-down``: with Kafka down, how long ``actor.send()`` takes to fail;
 * ``scale``: one worker, three from a third of the way, one again from two
-  thirds (the two added ones stopped with SIGTERM);
+  thirds (the two added ones stopped with SIGTERM); every partition must
+  still hold work when the two are added, and each must take a share;
 * ``undecodable``: 1,000 raw records that are no message, between 3,000
   good ones: every good one processed, every bad one on ``<queue>.XQ``
   with a reason header, the worker still alive.

@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _keep_logs(ctx: Context, to: Path) -> None:
-    """Copy every log of the run (workers, fakes' workers, harness, Kafka) out
-    of the private home, which is wiped, so a failure can be looked into."""
-    logs = [*ctx.workdir.rglob("*.log"), HOME / "server.log"]
+    """Copy every log of the run (workers, fakes' workers, harness, Kafka) and
+    the workers' ids files out of the private home, which is wiped, so a
+    failure can be looked into."""
+    logs = [*ctx.workdir.rglob("*.log"), *ctx.workdir.rglob("*.ids"), HOME / "server.log"]
     for log in logs:
         if log.is_file():
             target = to / log.relative_to(HOME)

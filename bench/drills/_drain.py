@@ -3,7 +3,7 @@
 The workers are our broker's bench peer (``bench/peers/ours.py work``): each
 writes a message's number to an ids file of its own before the message is
 acked, so the files say what was processed, and by which worker, however
-the worker ended.
+the worker ended. Each worker also logs at INFO to a file of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import OffsetSpec
 
 from bench.drills._common import Context, Result, message_verdict, read_ids, wait_until
 from bench.runner import run_peer, start
@@ -49,8 +52,12 @@ class Drain:
         run_peer(OURS, "fill-numbered", self.params, timeout_s=120, log_file=self.ctx.log)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        ids_file = self.ctx.workdir / f"{self.queue}.{len(self.ids_files)}.ids"
-        params = {**self.params, "ids_file": str(ids_file)}
+        """A worker with an ids file and an INFO log of its own (kept with the
+        run's logs when a drill fails: group joins and assignments show there)."""
+        name = f"{self.queue}.{len(self.ids_files)}"
+        ids_file = self.ctx.workdir / f"{name}.ids"
+        params = {**self.params, "ids_file": str(ids_file),
+                  "log_file": str(self.ctx.workdir / f"{name}.log")}
         proc = start([str(OURS.python()), str(OURS.script_path), "work", json.dumps(params)],
                      self.ctx.log)
         self.ids_files[proc.pid] = ids_file
@@ -72,6 +79,19 @@ class Drain:
     def wait(self, distinct: int, timeout_s: float) -> float | None:
         """Seconds until ``distinct`` different numbers were processed (None: timed out)."""
         return wait_until(lambda: self.distinct() >= distinct, timeout_s, progress=self.progress)
+
+    def left_by_partition(self) -> list[int]:
+        """Records of each partition the group has not committed yet: where
+        the work still is (a consumer may drain one partition after another)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.ctx.bootstrap, client_id="drills")
+        try:
+            partitions = [TopicPartition(self.queue, p) for p in range(self.params["partitions"])]
+            ends = admin.list_partition_offsets(dict.fromkeys(partitions, OffsetSpec.LATEST))
+            done = admin.list_group_offsets({self.queue: partitions}).get(self.queue, {})
+        finally:
+            admin.close()
+        return [ends[tp].offset - max(0, done[tp].offset if tp in done else 0)
+                for tp in partitions]
 
     def verdict(self) -> Result:
         return message_verdict(self.seen(), self.n)

@@ -7,6 +7,7 @@ redeliveries of what was in flight and are reported.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 from bench.drills._common import Context, Result, spread, wait_until
@@ -128,23 +129,36 @@ def send_down(ctx: Context) -> Result:
 def scale(ctx: Context) -> Result:
     """One worker, three from a third of the way, one again (the two added
     ones stopped with SIGTERM, gracefully) from two thirds, once the added
-    ones have taken a share of the work."""
+    ones have taken a share of the work.
+
+    Every partition must still hold work when the two are added: the group
+    moves partitions, not work, so an added worker finds some only if the
+    first one has been working through its partitions side by side. (When it
+    drained them one after another, an added worker was at times given only
+    drained ones and never took a share.)"""
     drain = Drain(ctx, "scale", MESSAGES, partitions=6, work_ms=SCALE_WORK_MS)
     drain.fill()
     first = drain.start_worker()
-    added = []
+    added: list[subprocess.Popen[bytes]] = []
+
+    def shares() -> list[int]:
+        return [sum(drain.seen(p).values()) for p in (first, *added)]
+
     try:
         if drain.wait(MESSAGES // 3, RESUME_TIMEOUT_S) is None:
             raise RuntimeError(f"one worker never got a third through: {drain.progress()}")
         added = [drain.start_worker(), drain.start_worker()]
-        say(f"  1 → 3 workers at {drain.progress()}")
+        left = drain.left_by_partition()
+        say(f"  1 → 3 workers at {drain.progress()}; left by partition: {left}")
 
         def three_did_their_part() -> bool:
             return (drain.distinct() >= 2 * MESSAGES // 3
                     and all(len(drain.seen(p)) >= SHARE for p in added))
 
         if wait_until(three_did_their_part, RESUME_TIMEOUT_S, progress=drain.progress) is None:
-            raise RuntimeError(f"the added workers never took a share: {drain.progress()}")
+            raise RuntimeError(f"the added workers never took a share: {drain.progress()}, "
+                               f"by worker {'/'.join(map(str, shares()))}; left by partition "
+                               f"at 1 → 3: {left}")
         say(f"  3 → 1 workers (SIGTERM to the two added) at {drain.progress()}")
         codes = terminate_all(added)
         say(f"  they exited with {codes}")
@@ -155,9 +169,13 @@ def scale(ctx: Context) -> Result:
         for proc in (first, *added):
             kill(proc)
     verdict = drain.verdict()
-    shares = [sum(drain.seen(p).values()) for p in (first, *added)]
-    return {**verdict, "processed_per_worker": shares, "stopped_exit_codes": codes,
-            "first_alive": first_alive,
-            "ok": verdict["ok"] and finished is not None and codes == [0, 0] and first_alive,
-            "notes": f"1→3→1 workers processed {'/'.join(map(str, shares))}; "
-                     f"the two stopped exited {codes}"}
+    processed = shares()
+    side_by_side = min(left) > 0
+    return {**verdict, "processed_per_worker": processed, "stopped_exit_codes": codes,
+            "first_alive": first_alive, "left_by_partition_at_scale_out": left,
+            "ok": (verdict["ok"] and finished is not None and codes == [0, 0] and first_alive
+                   and side_by_side),
+            "notes": f"1→3→1 workers processed {'/'.join(map(str, processed))}; "
+                     f"the two stopped exited {codes}"
+                     + ("" if side_by_side else
+                        f"; partitions drained one after another (left at 1→3: {left})")}

@@ -5,6 +5,7 @@ calls :func:`run`. Imports dramatiq, so only those peers' venvs load it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -253,7 +254,14 @@ def work(system: System, params: Params) -> dict[str, Any]:
     SIGTERM asks it to stop (then it stops the way ``dramatiq`` does: finishes
     what it runs, commits and leaves the group). ``work_ms`` (default 0) is
     spent on each message first, so a drain lasts long enough for a fault to
-    land in the middle of it."""
+    land in the middle of it. With ``log_file``, the process logs at INFO
+    there (kafka-python's group coordinator included), so a drill that fails
+    can show what each worker's consumers did."""
+    if params.get("log_file"):
+        logging.basicConfig(
+            filename=params["log_file"], level=logging.INFO,
+            format="%(asctime)s.%(msecs)03d %(threadName)s %(name)s %(levelname)s %(message)s",
+            datefmt="%H:%M:%S")
     fd = os.open(params["ids_file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     bench = Bench(system, params, "noop")
     work_s = params.get("work_ms", 0) / 1000

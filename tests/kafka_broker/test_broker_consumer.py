@@ -1,8 +1,10 @@
-"""The per-topic consumer: prefetch limits, and group membership (every
-queue's consumer gets its partitions, whatever the others are doing)."""
+"""The per-topic consumer: prefetch limits, partitions worked through side
+by side, and group membership (every queue's consumer gets its partitions,
+whatever the others are doing)."""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -11,7 +13,7 @@ from broker_support import BrokerFactory, end_offsets, wait_until
 from kafka import KafkaAdminClient
 
 from broker import KafkaBroker
-from broker.consumer import KafkaMessageProxy
+from broker.consumer import PARTITION_FETCH_BYTES, KafkaMessageProxy
 
 
 def send_keyed(broker: KafkaBroker, queue_name: str, count: int) -> None:
@@ -95,6 +97,71 @@ def test_a_record_a_waiting_poll_returns_goes_to_the_worker_without_another_poll
         assert polls and polls[-1] == 1, polls
     finally:
         consumer.close()
+
+
+def test_a_consumer_works_through_a_backlog_on_all_its_partitions_side_by_side(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a backlog of 6,000 messages over six partitions, each partition's
+    # share (about 1,000 records, a few hundred KiB) well within what one
+    # fetch of kafka-python's defaults takes of a partition (1 MiB), sent in
+    # batches of at most 16 KiB (Kafka can't split a batch between fetches)
+    broker = make_broker(topic_partitions=6, batch_producer_options={"batch_size": 16_384})
+    send_keyed(broker, queue_name, 6_000)
+    ends = end_offsets(admin, queue_name)
+    assert min(ends.values()) > 500, f"every partition needs a backlog: {ends}"
+    consumer = broker.consume(queue_name, prefetch=16, timeout=100)
+    try:
+        # When the consumer hands out the first third of it (each message
+        # finished at once, as by a quick worker)
+        handed_out: collections.Counter[int] = collections.Counter()
+        deadline = time.monotonic() + 60
+        while sum(handed_out.values()) < 2_000 and time.monotonic() < deadline:
+            message = next(consumer)
+            if isinstance(message, KafkaMessageProxy):
+                handed_out[message.kafka_record.partition] += 1
+                consumer.ack(message)
+    finally:
+        consumer.close()
+
+    # Then every partition has been worked on. (Whole partitions one after
+    # another would leave some untouched: a worker added now could be given
+    # drained partitions only, and messages there wait behind all the rest.)
+    assert sum(handed_out.values()) == 2_000
+    assert set(handed_out) == set(ends), f"handed out by partition: {dict(handed_out)}"
+
+
+def test_batches_larger_than_a_partition_fetch_are_consumed_all_the_same(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given three partitions of messages of 4 KiB, sent in batches of up to
+    # 512 KiB: each batch is many times what one fetch takes of a partition
+    broker = make_broker(topic_partitions=3,
+                         batch_producer_options={"batch_size": 512 * 1024, "linger_ms": 200})
+    assert 4 * PARTITION_FETCH_BYTES < 512 * 1024
+    broker.declare_queue(queue_name)
+    with broker.batch():
+        for n in range(900):
+            broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="work",
+                                            args=(n, "x" * 4096), kwargs={},
+                                            options={"partition_key": f"key-{n}"}))
+    ends = end_offsets(admin, queue_name)
+    consumer = broker.consume(queue_name, prefetch=50, timeout=100)
+    try:
+        # When a consumer works through them
+        got: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(got) < 900 and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                got.add(message.args[0])
+                consumer.ack(message)
+    finally:
+        consumer.close()
+
+    # Then every message arrives (no partition waits forever for a fetch
+    # big enough, and the consumer never fails on a batch it cannot take)
+    assert len(got) == 900, f"{len(got)} of 900 arrived; partition ends: {ends}"
 
 
 def test_a_consumer_with_full_prefetch_still_lets_a_rebalance_finish(
