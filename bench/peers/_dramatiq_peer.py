@@ -68,7 +68,7 @@ class AckCounter(dramatiq.Middleware):
         #: By actor name.
         self.counters: dict[str, Counter] = {}
 
-    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         counter = self.counters.get(message.actor_name)
         if counter is not None:
             counter.add()
@@ -101,8 +101,8 @@ class Bench:
             started.add()
 
         self.acks.counters[f"bench_{kind}"] = Counter(self.params.get("n") or 1 << 62)
-        return dramatiq.actor(work, actor_name=f"bench_{kind}",
-                              **self.system.placement(self.params, kind))
+        placement: dict[str, Any] = self.system.placement(self.params, kind)
+        return dramatiq.actor(actor_name=f"bench_{kind}", **placement)(work)
 
     def send(self, kind: str, sent: float = 0.0) -> None:
         self.actors[kind].send(sent, payload(self.params["payload_bytes"]))
