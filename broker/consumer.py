@@ -25,21 +25,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
-from dramatiq.common import q_name, xq_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError
 
-from broker.dead_letters import dead_letter_headers
+from broker._kafka_python_fixes import apply_fixes
+from broker.dead_letters import DeadLetterWriter
 from broker.offsets import PartitionTracker
-
-if TYPE_CHECKING:
-    from broker.kafka import KafkaBroker
 
 __all__ = ["KafkaMessageProxy"]
 
@@ -136,10 +133,12 @@ class _RebalanceListener(AsyncConsumerRebalanceListener):
 class _KafkaConsumer(dramatiq.Consumer):
     _generations = iter(range(1, 1 << 62))
 
-    def __init__(self, broker: KafkaBroker, queue_name: str, prefetch: int, timeout_ms: int,
-                 consumer_options: dict[str, Any]) -> None:
+    def __init__(self, queue_name: str, prefetch: int, timeout_ms: int, *,
+                 consumer_options: dict[str, Any], dead_letters: DeadLetterWriter) -> None:
+        """``consumer_options`` go to kafka-python's KafkaConsumer as they are
+        (bootstrap servers, group and client ids, security), on top of this
+        module's defaults; ``dead_letters`` writes the records that fail."""
         self.logger = logging.getLogger(f"{__name__}.{queue_name}")
-        self.broker = broker
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
         self.timeout_ms = timeout_ms
@@ -155,10 +154,9 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._paused = False
         self._full_since: float | None = None
         self._room = threading.Event()  # set by acks: maybe room under prefetch now
+        self._dead_letters = dead_letters
         options = {
             **GROUP_TIMING_DEFAULTS,
-            "group_id": broker.group_id,
-            "client_id": broker.client_id,
             "enable_auto_commit": False,
             # Messages enqueued before the group first joined must not be skipped.
             "auto_offset_reset": "earliest",
@@ -169,11 +167,12 @@ class _KafkaConsumer(dramatiq.Consumer):
         }
         try:
             self._consumer = KafkaConsumer(**options)
-            _work_around_join_bugs(self._consumer)
             self._consumer.subscribe([queue_name], listener=_RebalanceListener(self))
+            # (After subscribe(), which resets what metadata the client keeps.)
+            apply_fixes(self._consumer)
         except KafkaError as e:
             raise ConnectionClosed(
-                f"can't consume {queue_name!r} from {broker.bootstrap_servers}: {e}"
+                f"can't consume {queue_name!r} from {options.get('bootstrap_servers')}: {e}"
             ) from None
 
     # -- Dramatiq's consumer interface --------------------------------------
@@ -335,13 +334,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         return KafkaMessageProxy(message, record, tracker)
 
     def _dead_letter(self, record: ConsumerRecord, **why: Any) -> None:
-        headers = dead_letter_headers(
-            record.headers, source_topic=record.topic, source_partition=record.partition,
-            source_offset=record.offset, **why,
-        )
-        self.broker._produce_and_wait(
-            xq_name(q_name(self.queue_name)), record.value, key=record.key, headers=headers,
-        )
+        self._dead_letters.write(record, queue_name=self.queue_name, **why)
 
     def _maybe_commit(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -404,48 +397,3 @@ class _KafkaConsumer(dramatiq.Consumer):
         if offsets:
             self._consumer.commit_async(offsets)
         self.logger.info("Revoked %s", sorted(tp.partition for tp in partitions))
-
-
-def _work_around_join_bugs(consumer: KafkaConsumer) -> None:
-    """Make kafka-python 3.0.x finish every group join it starts.
-
-    Its ``join_group_async`` waits for the JoinGroup/SyncGroup task only as
-    long as the current ``poll()`` allows, leaving the task running when the
-    poll times out. Two bugs follow (seen with 3.0.12); both leave a member
-    in REBALANCING with no partitions until the group expels it, and both
-    bite a group like ours, whose consumers subscribe to different topics and
-    poll with short timeouts:
-
-    1. If the task finished while no poll was waiting for it, the next poll
-       sees ``is_done`` and sends a *new* JoinGroup, throwing the finished
-       join's assignment away (and restarting the rebalance for everyone).
-    2. When the leader joins because its metadata changed, its own
-       assignment records the new metadata, so ``need_rejoin()`` turns false
-       while the join is still in flight: no later poll collects its result.
-
-    The fix hands a finished join's result to the next poll instead of
-    dropping it, and keeps ``need_rejoin()`` true until a started join has
-    been collected. It touches only this consumer's coordinator, and does
-    nothing if kafka-python's internals no longer look as expected.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    needed = ("_join_task", "rejoining", "join_group_async", "need_rejoin", "_manager")
-    if coordinator is None or not all(hasattr(coordinator, name) for name in needed):
-        return
-    join_group_async = coordinator.join_group_async
-    need_rejoin = coordinator.need_rejoin
-
-    async def collect_finished_join(timeout_ms: int | None = None) -> Any:
-        task = coordinator._join_task
-        if task is not None and task.is_done and task.succeeded():
-            assignment = task.value
-            # A pending task that yields the finished join's result: not
-            # is_done yet, so join_group_async awaits it instead of rejoining.
-            coordinator._join_task = coordinator._manager.call_soon(lambda: assignment)
-        return await join_group_async(timeout_ms=timeout_ms)
-
-    def need_rejoin_or_unfinished() -> bool:
-        return bool(coordinator.rejoining) or bool(need_rejoin())
-
-    coordinator.join_group_async = collect_finished_join
-    coordinator.need_rejoin = need_rejoin_or_unfinished

@@ -29,6 +29,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from broker.admin import QueueAdmin
 from broker.consumer import _KafkaConsumer
+from broker.dead_letters import DeadLetterWriter
 from broker.per_process import PerProcess
 
 __all__ = ["BatchSendError", "KafkaBroker"]
@@ -177,6 +178,7 @@ class KafkaBroker(dramatiq.Broker):
             self._admin.get, group_id=group_id, bootstrap_servers=self.bootstrap_servers,
             create_topics=create_topics, topic_partitions=topic_partitions,
             topic_retention_ms=topic_retention_ms, reader=self._reader.get)
+        self._dead_letters = DeadLetterWriter(self._produce_and_wait)
         self._batch = threading.local()
 
     # -- declaring -------------------------------------------------------
@@ -317,8 +319,8 @@ class KafkaBroker(dramatiq.Broker):
                 f"for {topic!r}: {e}"
             ) from e
 
-    def _produce_and_wait(self, topic: str, value: bytes, *, key: Any = None,
-                          headers: list[tuple[str, bytes]] | None = None) -> None:
+    def _produce_and_wait(self, topic: str, value: bytes, key: bytes | None,
+                          headers: list[tuple[str, bytes]]) -> None:
         """Used for dead letters: return only once Kafka has the record."""
         self._wait(self._send(topic, value, key=key, headers=headers), topic)
 
@@ -337,14 +339,20 @@ class KafkaBroker(dramatiq.Broker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> _KafkaConsumer:
         if q_name(queue_name) not in self.queues:
             raise QueueNotFound(queue_name)
-        self.queue_admin.ensure_topics(queue_name)
+        # Every queue's topics, not only this one's: the worker's consumers
+        # share one group, and whichever leads it assigns all their topics, so
+        # they must all exist before the first consumer joins.
+        for declared in sorted(self.queues):
+            self.queue_admin.ensure_topics(declared)
         options = {"bootstrap_servers": self.bootstrap_servers, **_CLIENT_DEFAULTS,
+                   "group_id": self.group_id, "client_id": self.client_id,
                    # As for the producer: give up on an unreachable Kafka within
                    # max_block_ms (Dramatiq retries the consumer), not after 30 s
                    # during which the worker can't even stop this thread.
                    "bootstrap_timeout_ms": self._producer_options["max_block_ms"],
                    **self._client_options, **self._consumer_options}
-        return _KafkaConsumer(self, queue_name, prefetch, timeout, options)
+        return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
+                              dead_letters=self._dead_letters)
 
     # -- admin (see broker.admin) ---------------------------------------------
 

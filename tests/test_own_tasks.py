@@ -15,6 +15,8 @@ import pytest
 from kafka import KafkaAdminClient
 from support import wait_until
 
+from broker import KafkaBroker
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "own_tasks"
 
@@ -22,11 +24,29 @@ EXAMPLE = ROOT / "examples" / "own_tasks"
 WORK_TIMEOUT_S = 90.0
 
 
+#: The example's queues: fixed names, as a user's would be.
+QUEUES = ("default", "emails")
+
+
+def empty_the_example_topics(bootstrap: str) -> None:
+    """Earlier runs' messages stay on the example's topics, and a new group
+    reads from the start: delete them so this run sees only its own."""
+    broker = KafkaBroker(bootstrap_servers=bootstrap, create_topics=False)
+    try:
+        existing = set(broker.admin.list_topics())
+        for queue in QUEUES:
+            if {queue, f"{queue}.DQ", f"{queue}.XQ"} <= existing:
+                broker.flush(queue)
+    finally:
+        broker.close()
+
+
 @pytest.mark.slow
 def test_own_tasks_run_retry_and_wait_their_delay(kafka_bootstrap: str, tmp_path: Path) -> None:
     output = tmp_path / "tasks.out"
     env = {**os.environ, "KAFKA_BROKER": kafka_bootstrap, "TASKS_OUTPUT": str(output),
            "TASKS_GROUP": f"tasks-{uuid.uuid4().hex[:8]}", "PYTHONPATH": str(EXAMPLE)}
+    empty_the_example_topics(kafka_bootstrap)
     dramatiq_cli = Path(sys.executable).with_name("dramatiq")
     log = tmp_path / "worker.log"
     with log.open("wb") as out:

@@ -86,7 +86,7 @@ def test_flush_discards_the_queue_its_delays_and_its_dead_letters(
         for n in range(5):
             task.send(f"flushed {n}")
     task.send_with_options(args=("flushed delayed",), delay=60_000)
-    kafka_broker._produce_and_wait(xq_name(queue_name), b"an old dead letter")
+    kafka_broker._produce_and_wait(xq_name(queue_name), b"an old dead letter", None, [])
     assert kafka_broker.backlog(queue_name) == 5
     assert kafka_broker.backlog(dq_name(queue_name)) == 1
     assert record_count(admin, xq_name(queue_name)) == 1

@@ -1,0 +1,102 @@
+"""Workarounds for kafka-python behaviours that hurt a Dramatiq worker.
+
+Each is guarded: it touches one client only, and does nothing when
+kafka-python's internals no longer look as expected, so an upgrade turns it
+off rather than breaking the client. ``tests/kafka_broker/test_kafka_python_fixes.py``
+fails when one of them stops applying (the internals moved), so an upgrade
+says which workaround to re-check against the upstream behaviour described
+here.
+
+Seen with kafka-python 3.0.12.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaConsumer
+
+__all__ = ["FIXES", "apply_fixes"]
+
+
+def apply_fixes(consumer: KafkaConsumer) -> list[str]:
+    """Apply every workaround to a subscribed ``consumer`` (``subscribe()``
+    resets what metadata it keeps); return the names of those applied."""
+    return [name for name, fix in FIXES.items() if fix(consumer)]
+
+
+def finish_every_join(consumer: KafkaConsumer) -> bool:
+    """Make kafka-python finish every group join it starts.
+
+    Upstream: ``join_group_async`` waits for the JoinGroup/SyncGroup task only
+    as long as the current ``poll()`` allows, leaving the task running when the
+    poll times out. Two bugs follow; both leave a member in REBALANCING with no
+    partitions until the group expels it, and both bite a group like a
+    Dramatiq worker's, whose consumers subscribe to different topics and poll
+    with short timeouts:
+
+    1. If the task finished while no poll was waiting for it, the next poll
+       sees ``is_done`` and sends a *new* JoinGroup, throwing the finished
+       join's assignment away (and restarting the rebalance for everyone).
+    2. When the leader joins because its metadata changed, its own
+       assignment records the new metadata, so ``need_rejoin()`` turns false
+       while the join is still in flight: no later poll collects its result.
+
+    The fix hands a finished join's result to the next poll instead of
+    dropping it, and keeps ``need_rejoin()`` true until a started join has
+    been collected.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    needed = ("_join_task", "rejoining", "join_group_async", "need_rejoin", "_manager")
+    if coordinator is None or not all(hasattr(coordinator, name) for name in needed):
+        return False
+    join_group_async = coordinator.join_group_async
+    need_rejoin = coordinator.need_rejoin
+
+    async def collect_finished_join(timeout_ms: int | None = None) -> Any:
+        task = coordinator._join_task
+        if task is not None and task.is_done and task.succeeded():
+            assignment = task.value
+            # A pending task that yields the finished join's result: not
+            # is_done yet, so join_group_async awaits it instead of rejoining.
+            coordinator._join_task = coordinator._manager.call_soon(lambda: assignment)
+        return await join_group_async(timeout_ms=timeout_ms)
+
+    def need_rejoin_or_unfinished() -> bool:
+        return bool(coordinator.rejoining) or bool(need_rejoin())
+
+    coordinator.join_group_async = collect_finished_join
+    coordinator.need_rejoin = need_rejoin_or_unfinished
+    return True
+
+
+def know_every_topic(consumer: KafkaConsumer) -> bool:
+    """Keep metadata for every topic, not only the ones this consumer reads.
+
+    Upstream: the group's leader assigns every member's topics, but asks for
+    metadata of the topics other members subscribe to only while assigning,
+    where it "cannot block on metadata updates" (ConsumerCoordinator.
+    _perform_assignment). The first assignment therefore leaves those topics
+    out, logs "No partition metadata for topic …" for each (a worker's
+    consumers subscribe to one topic each), and a second rebalance follows
+    once the metadata arrives: a noisy and slower start. Worse, a consumer's
+    first join usually completes before its first metadata answer, so even
+    its own topic is unknown to it then.
+
+    The fix keeps metadata for all topics, and fetches it once before the
+    first join (``KafkaConsumer.topics()``, a blocking call), so whichever
+    consumer leads already knows every topic.
+    """
+    cluster = getattr(consumer, "_cluster", None)
+    if cluster is None or not hasattr(cluster, "need_all_topic_metadata"):
+        return False
+    cluster.need_all_topic_metadata = True
+    consumer.topics()
+    return True
+
+
+#: Every workaround, by name, in the order applied.
+FIXES = {
+    "finish_every_join": finish_every_join,
+    "know_every_topic": know_every_topic,
+}
