@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from willowe_tasks.settings import Settings
 
 __all__ = ["ProviderSpec", "PushProvider", "PushSize", "provider_for", "providers",
-           "register_provider"]
+           "register_provider", "unregister_provider"]
 
 
 class PushProvider(Protocol):
@@ -75,6 +75,12 @@ def register_provider(spec: ProviderSpec) -> None:
     """Serve devices of ``spec.platform`` with ``spec`` (replacing any before it)."""
     with _lock:
         _by_platform[spec.platform] = spec
+
+
+def unregister_provider(platform: str) -> None:
+    """Serve ``platform`` no more (tests that registered one of their own)."""
+    with _lock:
+        _by_platform.pop(platform, None)
 
 
 def provider_for(platform: str) -> ProviderSpec:
