@@ -9,6 +9,7 @@ first use (``willowe_tasks.testing.localpostgres``), on a free port.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -25,6 +26,16 @@ from willowe_tasks.settings import load_settings
 from willowe_tasks.testing.localpostgres import LocalPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stores_chosen_by_each_test() -> Iterator[None]:
+    """A DATABASE_URL exported in the shell (for `make demo`) must not send
+    the tests' workers to that database: a test that wants PostgreSQL says so."""
+    outside = os.environ.pop("DATABASE_URL", None)
+    yield
+    if outside is not None:
+        os.environ["DATABASE_URL"] = outside
 
 
 @pytest.fixture(scope="session")
