@@ -237,22 +237,11 @@ def _credentials(folder: Path, apns: FakeAPNs, fcm: FakeFCM,
                  account: pwd.struct_passwd | None) -> dict[str, str]:
     """The providers' settings, with their files copied where the image's user
     can read them (as key files mounted into a container would be)."""
-    folder.mkdir()
-    settings = fake_provider_env(apns, fcm, folder)
-    provided = {}
-    for name, value in settings.items():
-        if not (name.startswith("APNS_") or name.startswith("FCM_")):
-            continue
-        if Path(value).is_file():
-            # One copy per setting: both fakes call their CA ca.pem.
-            copy = folder / f"{name.lower()}-{Path(value).name}"
-            shutil.copyfile(value, copy)
-            value = str(copy)
-        provided[name] = value
+    env = fake_provider_env(apns, fcm, folder, own_copies=True)
     for path in [folder, *folder.iterdir()]:
         if account is not None:
             os.chown(path, account.pw_uid, account.pw_gid)
-    return provided
+    return {name: value for name, value in env.items() if name.startswith(("APNS_", "FCM_"))}
 
 
 def _owned_folder(folder: Path, account: pwd.struct_passwd | None) -> Path:

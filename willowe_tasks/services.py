@@ -28,8 +28,8 @@ from willowe_tasks.token_guard import TokenRemovalGuard, Trip
 if TYPE_CHECKING:
     from willowe_tasks.database import PostgresDatabase
 
-__all__ = ["Services", "build_housekeeping", "build_registry", "build_services", "build_stores",
-           "build_token_guard", "open_database"]
+__all__ = ["Services", "build_housekeeping", "build_ledger", "build_registry", "build_services",
+           "build_stores", "build_token_guard", "open_database"]
 
 
 class Services:
@@ -114,6 +114,16 @@ def build_registry(settings: Settings) -> DeviceRegistry:
     from willowe_tasks.registry.postgres import PostgresDeviceRegistry
 
     return PostgresDeviceRegistry(database)
+
+
+def build_ledger(settings: Settings) -> DeliveryLedger:
+    """The ledger alone (tools that watch deliveries), on the backend the settings pick."""
+    database = open_database(settings)
+    if database is None:
+        return SQLiteLedger(settings.delivery_log_path)
+    from willowe_tasks.ledger.postgres import PostgresLedger
+
+    return PostgresLedger(database)
 
 
 def open_database(settings: Settings) -> PostgresDatabase | None:

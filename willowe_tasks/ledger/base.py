@@ -68,6 +68,10 @@ class DeliveryLedger(Protocol):
         """Keys whose claim expired without confirmation; they are not pushed again."""
         ...
 
+    def counts(self) -> dict[str, int]:
+        """Pairs per state: ``in_flight``, ``maybe_delivered``, ``delivered``."""
+        ...
+
     def prune(self, older_than_s: float) -> int:
         """Forget settled pairs last touched more than ``older_than_s`` ago."""
         ...
