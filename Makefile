@@ -25,7 +25,7 @@ POSTGRES_PORT ?= 5433
 LOCALPOSTGRES := $(BIN)/python -m willowe_tasks.testing.localpostgres --home $(POSTGRES_HOME) --port $(POSTGRES_PORT)
 
 .DEFAULT_GOAL := help
-.PHONY: help install node-install schema kafka kafka-stop kafka-status kafka-kill kafka-cli kafka-secure kafka-secure-stop kafka-secure-status postgres postgres-stop postgres-status topics test lint demo bench drills clean
+.PHONY: help install node-install schema kafka kafka-stop kafka-status kafka-kill kafka-cli kafka-secure kafka-secure-stop kafka-secure-status postgres postgres-stop postgres-status topics db test lint demo bench drills clean
 
 help: ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +98,9 @@ postgres-status: | $(VENV)/.installed ## say whether the local PostgreSQL answer
 topics: kafka ## create or repair the notification topics and their .DQ/.XQ (idempotent)
 	$(BIN)/python -m willowe_tasks topics
 
+db: | $(VENV)/.installed ## apply the PostgreSQL schema of DATABASE_URL (idempotent; nothing to do without it)
+	$(BIN)/python -m willowe_tasks db migrate
+
 test: $(KAFKA_HOME)/libs/.fetched $(NODE_CLIENT)/node_modules/.installed ## run the test suite, the Node.js client's included (starts a local Kafka if none answers)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -112,7 +115,7 @@ lint: | $(VENV)/.installed ## ruff and mypy (versions pinned in pyproject) over 
 		echo "$(BIN)/mypy $$dir/*.py"; MYPYPATH=tests:$$dir $(BIN)/mypy $$dir/*.py || exit 1; \
 	done
 
-demo: topics ## the main job: workers deliver the guide's examples to local fake APNs/FCM
+demo: topics db ## the main job: workers deliver the guide's examples to local fake APNs/FCM
 	$(BIN)/python examples/demo.py
 
 BENCH_ARGS ?=
@@ -120,7 +123,7 @@ BENCH_ARGS ?=
 bench: kafka ## benchmarks against the peers, about 15 min (BENCH_ARGS="--quick" or "--only drain")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka, about 6 min: workers, Kafka and push providers failing mid-work
+drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka (and PostgreSQL), about 8 min: workers, hosts, Kafka and push providers failing mid-work
 	$(BIN)/python -m bench.drills
 
 clean: ## remove the virtualenv, caches and the local Kafkas' jars and data

@@ -113,12 +113,12 @@ def kill(proc: subprocess.Popen[Any]) -> None:
         _live.discard(proc)
 
 
-def start(cmd: Sequence[str], log: Path,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None,
+          cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own session (so killing its group also ends any
-    children, as Dramatiq's worker processes), output appended to ``log``."""
+    children, as Dramatiq's worker processes), in ``cwd``, output appended to ``log``."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 env=env, start_new_session=True)
     track(proc)
     return proc

@@ -25,8 +25,8 @@ from kafka.errors import KafkaError
 
 from willowe_tasks.analytics import read_events
 from willowe_tasks.app import App
-from willowe_tasks.registry import SQLiteDeviceRegistry
-from willowe_tasks.settings import load_settings, settings_from
+from willowe_tasks.services import build_registry
+from willowe_tasks.settings import Settings, load_settings, settings_from
 from willowe_tasks.testing import (
     FakeAPNs,
     FakeFCM,
@@ -65,7 +65,7 @@ def main() -> int:
         # This process sends with the workers' settings, on an app of its own.
         app = App(settings_from(worker_env))
         _say(f"Fake APNs on {apns.url}, fake FCM on {fcm.url}")
-        _register_devices(home / "devices.sqlite3")
+        _register_devices(app.settings)
         _empty_topics(app)
         workers = _start_workers(env, home / "workers.log")
         try:
@@ -78,8 +78,11 @@ def main() -> int:
     return 0
 
 
-def _register_devices(path: Path) -> None:
-    registry = SQLiteDeviceRegistry(path)
+def _register_devices(settings: Settings) -> None:
+    """Into the workers' registry: SQLite under .cache/demo, or DATABASE_URL's."""
+    registry = build_registry(settings)
+    where = settings.database.target if settings.database else "SQLite"
+    _say(f"Registry: {where}")
     for user_id, platform, token, app_id in DEVICES:
         registry.register(user_id, platform, token, app_id)
         _say(f"Registered {platform:<7} device {token_hash(token)} for {user_id}")

@@ -11,6 +11,7 @@ on a free port.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -35,6 +36,16 @@ KAFKA_JARS = ROOT / ".cache" / "kafka" / "libs"
 
 #: The secured Kafka's folder for the tests (wiped when a session starts it).
 SECURE_KAFKA_HOME = ROOT / ".cache" / "kafka-secure-tests"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stores_chosen_by_each_test() -> Iterator[None]:
+    """A DATABASE_URL exported in the shell (for `make demo`) must not send
+    the tests' workers to that database: a test that wants PostgreSQL says so."""
+    outside = os.environ.pop("DATABASE_URL", None)
+    yield
+    if outside is not None:
+        os.environ["DATABASE_URL"] = outside
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.drills._cli import table  # noqa: E402
 from bench.drills._common import Context, message_verdict, read_ids, spread, tally  # noqa: E402
+from bench.drills._push_rig import PushRig  # noqa: E402
 from bench.drills._undecodable import BAD_VALUES, undecodable  # noqa: E402
+from willowe_tasks.settings import Settings  # noqa: E402
 
 
 def test_a_verdict_counts_lost_duplicated_and_unexpected_numbers(tmp_path: Path) -> None:
@@ -65,3 +67,21 @@ def test_undecodable_records_go_to_the_dead_letters_and_the_worker_lives_on(
     assert result["without_reason"] == result["good_dead_lettered"] == 0, result
     assert result["worker_alive"] is True
     assert result["ok"] is True
+
+
+def test_the_two_hosts_drills_hosts_share_the_kafka_group_but_no_file(
+    kafka_bootstrap: str, tmp_path: Path,
+) -> None:
+    with PushRig(Context(kafka_bootstrap, tmp_path), "hosts", latency_s=0,
+                 settings={"PUSH_TIMEOUT_S": "2"}) as rig:
+        a, b = rig.host("host-a"), rig.host("host-b")
+    shared = {name for name in a.env if a.env[name] == b.env.get(name)}
+    assert {"KAFKA_BROKER", "KAFKA_GROUP_ID", "PUSH_TIMEOUT_S"} <= shared
+    assert a.env["KAFKA_CLIENT_ID"] != b.env["KAFKA_CLIENT_ID"]
+    for host in (a, b):
+        files = {name: Path(value) for name, value in host.env.items()
+                 if name.lower() in Settings.model_fields and name.endswith(("_FILE", "_PATH"))}
+        assert {"ANALYTICS_PATH", "APNS_CA_FILE", "APNS_KEY_FILE", "FCM_CA_FILE",
+                "FCM_SERVICE_ACCOUNT_FILE", "DELIVERY_LOG_PATH"} <= set(files)
+        assert all(path.is_relative_to(host.folder) for path in files.values()), files
+        assert all(path.is_file() for name, path in files.items() if name.endswith("_FILE"))

@@ -84,3 +84,57 @@ def test_a_ledger_that_would_forget_a_live_notification_is_refused(
         load_settings()
     monkeypatch.setenv("LEDGER_RETENTION_DAYS", "45")
     assert load_settings().ledger_retention_days == 45
+
+
+# -- DATABASE_URL -------------------------------------------------------------
+
+PASSWORD = "pa55-w0rd-never-shown"
+
+
+def test_without_database_url_the_stores_are_sqlite_files(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert load_settings().database is None
+    monkeypatch.setenv("DATABASE_URL", "  ")
+    assert load_settings().database is None
+
+
+def test_a_database_url_picks_postgresql_and_never_shows_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://willowe:{PASSWORD}@db.internal:6543/pushes")
+    settings = load_settings()
+    database = settings.database
+    assert database is not None
+    assert (database.host, database.port, database.database) == ("db.internal", 6543, "pushes")
+    assert database.target == "db.internal:6543/pushes"
+    for shown in (repr(settings), str(settings), repr(database), str(database),
+                  settings.model_dump_json()):
+        assert PASSWORD not in shown
+    assert PASSWORD in database.secret  # what the driver gets
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (f"mysql://u:{PASSWORD}@db.internal/w", "not a mysql:// URL"),
+        (f"db.internal:5432/w?password={PASSWORD}", "expected postgresql://"),
+        (f"postgresql://u:{PASSWORD}@/w", "names no host"),
+        (f"postgresql://u:{PASSWORD}@db.internal:port/w",
+         "port must be 1-65535 (host db.internal)"),
+        (f"postgresql://u:{PASSWORD}@db.internal:70000/w", "(host db.internal)"),
+        # libpq would quote the bad password back: it is not passed on.
+        (f"postgresql://u:{PASSWORD}%zz@db.internal/w", "percent-encoding (a password"),
+        (f"postgresql://u:{PASSWORD}@db-1,db-2/w", "several hosts"),
+    ],
+)
+def test_a_malformed_database_url_names_the_variable_and_host_but_not_the_password(
+    monkeypatch: pytest.MonkeyPatch, url: str, expected: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "DATABASE_URL:" in message
+    assert expected in message
+    assert PASSWORD not in message

@@ -21,16 +21,20 @@ send_like = _app.actors.send_like
 send_one_night = _app.actors.send_one_night
 track_event = _app.actors.track_event
 send_notification = _app.actors.send_notification
+register_device = _app.actors.register_device
+unregister_device = _app.actors.unregister_device
 
 __all__ = [
     "HIGH",
     "LOW",
     "MEDIUM",
     "broker",
+    "register_device",
     "send_fast_match",
     "send_like",
     "send_match",
     "send_notification",
     "send_one_night",
     "track_event",
+    "unregister_device",
 ]

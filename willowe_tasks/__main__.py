@@ -10,14 +10,15 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from broker.topics import TopicReconcileError, reconcile
-from willowe_tasks import devices_cli
+from willowe_tasks import db_cli, devices_cli
+from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.settings import SettingsError, load_settings
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 #: Exit status of ``topics --check`` when something differs that a plain run would change.
 EXIT_DRIFT = 1
-#: Exit status when a command could not do its job: bad settings, Kafka
-#: unreachable, or Kafka refused a change.
+#: Exit status when a command could not do its job: bad settings, Kafka or the
+#: database unreachable, or Kafka refused a change.
 EXIT_ERROR = 2
 
 TOPICS_DESCRIPTION = """\
@@ -98,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
                     " --out clients/node/wire-schema.json.")
     schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")
     schema.set_defaults(run=schema_command)
+    db_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
     except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except DatabaseNotReady as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except TopicReconcileError as e:

@@ -39,6 +39,7 @@ from willowe_tasks.lenient import known_fields_only
 from willowe_tasks.payloads import AnalyticsEvent, CustomNotification, UserId
 from willowe_tasks.priorities import BANDS, PriorityName, band
 from willowe_tasks.push_fit import check_fits
+from willowe_tasks.registration import RegistrationActor, declare_registration_actors
 from willowe_tasks.services import Services
 
 __all__ = ["Actors", "InvalidPayload", "SendNotification", "ValidatingActor", "declare_actors"]
@@ -114,6 +115,10 @@ class Actors:
     #: An analytics event (low priority): to the analytics sink, never to a phone.
     track_event: ValidatingActor
     send_notification: SendNotification
+    #: A web server registers a phone (see willowe_tasks/registration.py).
+    register_device: RegistrationActor
+    #: A web server forgets a phone (the app signed out).
+    unregister_device: RegistrationActor
 
 
 def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services]) -> Actors:
@@ -160,6 +165,7 @@ def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services]) ->
         )
 
     kinds = {name: kind_actor(kind) for name, kind in KINDS.items()}
+    register_device, unregister_device = declare_registration_actors(broker, services)
     return Actors(
         send_match=kinds["match"],
         send_fast_match=kinds["fast_match"],
@@ -168,6 +174,8 @@ def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services]) ->
         track_event=declare(AnalyticsEvent, "track_event", band("low").actor_priority,
                             track_event),
         send_notification=SendNotification({b.word: custom_actor(b.word) for b in BANDS}),
+        register_device=register_device,
+        unregister_device=unregister_device,
     )
 
 

@@ -16,21 +16,27 @@ Tests and tools build their own from the settings they need::
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 
 import dramatiq
+from dramatiq.cli import RET_CONNECT
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from broker import KafkaBroker
 from broker.per_process import PerProcess
 from willowe_tasks import logs
 from willowe_tasks.actors import Actors, declare_actors
+from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.housekeeping import HousekeepingMiddleware
 from willowe_tasks.priorities import BANDS
 from willowe_tasks.services import Services, build_housekeeping, build_services
 from willowe_tasks.settings import Settings, get_settings
 
-__all__ = ["App", "build_broker", "default_app"]
+__all__ = ["App", "ServicesAtBoot", "build_broker", "default_app"]
+
+logger = logging.getLogger(__name__)
 
 
 class App:
@@ -41,6 +47,7 @@ class App:
         self.broker = build_broker(settings)
         self._services: PerProcess[Services] = PerProcess(lambda: build_services(settings))
         self.actors: Actors = declare_actors(self.broker, self.services)
+        self.broker.add_middleware(ServicesAtBoot(self.services))
         # Each worker process trims the ledger and the registry on a schedule.
         self.broker.add_middleware(
             HousekeepingMiddleware(lambda: build_housekeeping(self.services, settings)))
@@ -53,6 +60,25 @@ class App:
         """Close the broker's clients and this process's services."""
         self.broker.close()
         self._services.close(lambda services: services.close())
+
+
+class ServicesAtBoot(dramatiq.Middleware):
+    """Builds each worker process's services as it boots (``dramatiq
+    willowe_tasks``), so a database that can't be used (unreachable, refusing
+    the login, schema behind) stops the workers at start-up, naming
+    ``DATABASE_URL`` and the host, instead of failing the first push."""
+
+    def __init__(self, services: Callable[[], Services]) -> None:
+        self._services = services
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        try:
+            self._services()
+        except DatabaseNotReady as e:
+            logger.critical("Cannot start: %s", e)
+            # Dramatiq's status for "connection failed during worker start-up";
+            # its main process stops the other workers and exits with it.
+            raise SystemExit(RET_CONNECT) from None
 
 
 def build_broker(settings: Settings) -> KafkaBroker:

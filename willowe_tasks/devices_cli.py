@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from willowe_tasks.registry import SQLiteDeviceRegistry
+from willowe_tasks.services import build_registry
 from willowe_tasks.settings import load_settings
 from willowe_tasks.when import parse_since
 
@@ -44,8 +44,11 @@ def _since(text: str) -> float:
 
 
 def _invalid(args: argparse.Namespace) -> int:
-    with SQLiteDeviceRegistry(load_settings().device_registry_path) as registry:
+    registry = build_registry(load_settings())
+    try:
         counts = registry.invalid_counts(since=args.since)
+    finally:
+        registry.close()
     if not counts:
         print("No device is marked invalid in that time.")
     for reason, count in counts.items():
@@ -55,13 +58,16 @@ def _invalid(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(args.since))
-    with SQLiteDeviceRegistry(load_settings().device_registry_path) as registry:
+    registry = build_registry(load_settings())
+    try:
         counts = registry.invalid_counts(since=args.since)
         wanted = counts.get(args.reason, 0) if args.reason else sum(counts.values())
         if args.dry_run:
             print(f"Would restore {wanted} device(s) marked invalid since {when}.")
             return 0
         restored = registry.restore(since=args.since, reason=args.reason)
+    finally:
+        registry.close()
     print(f"Restored {restored} device(s) marked invalid since {when}"
           + (f" for {args.reason}" if args.reason else "") + ".")
     return 0

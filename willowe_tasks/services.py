@@ -1,6 +1,9 @@
 """What a worker delivers with: device registry, delivery ledger, analytics
 sink, the removal guard and the push providers' clients, built from settings.
 
+The registry and the ledger are on PostgreSQL when ``DATABASE_URL`` is set
+(every host shares them), else on SQLite files (one host).
+
 An application (:class:`willowe_tasks.app.App`) makes one :class:`Services`
 per process, on first use: Dramatiq forks its worker processes after importing
 the app, and neither HTTP/2 connections nor SQLite handles may cross a fork.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from willowe_tasks.analytics import AnalyticsSink, JsonlAnalyticsSink
 from willowe_tasks.housekeeping import Housekeeping
@@ -21,7 +25,11 @@ from willowe_tasks.registry import DeviceRegistry, SQLiteDeviceRegistry, invalid
 from willowe_tasks.settings import Settings
 from willowe_tasks.token_guard import TokenRemovalGuard, Trip
 
-__all__ = ["Services", "build_housekeeping", "build_services", "build_token_guard"]
+if TYPE_CHECKING:
+    from willowe_tasks.database import PostgresDatabase
+
+__all__ = ["Services", "build_housekeeping", "build_ledger", "build_registry", "build_services",
+           "build_stores", "build_token_guard", "open_database"]
 
 
 class Services:
@@ -85,11 +93,68 @@ class Services:
             close()
 
 
+def build_stores(settings: Settings) -> tuple[DeviceRegistry, DeliveryLedger]:
+    """The registry and the ledger the settings pick; on PostgreSQL they share
+    one pool."""
+    database = open_database(settings)
+    if database is None:
+        return (SQLiteDeviceRegistry(settings.device_registry_path),
+                SQLiteLedger(settings.delivery_log_path))
+    from willowe_tasks.ledger.postgres import PostgresLedger
+    from willowe_tasks.registry.postgres import PostgresDeviceRegistry
+
+    return PostgresDeviceRegistry(database), PostgresLedger(database)
+
+
+def build_registry(settings: Settings) -> DeviceRegistry:
+    """The registry alone (operator commands, tools), on the backend the settings pick."""
+    database = open_database(settings)
+    if database is None:
+        return SQLiteDeviceRegistry(settings.device_registry_path)
+    from willowe_tasks.registry.postgres import PostgresDeviceRegistry
+
+    return PostgresDeviceRegistry(database)
+
+
+def build_ledger(settings: Settings) -> DeliveryLedger:
+    """The ledger alone (tools that watch deliveries), on the backend the settings pick."""
+    database = open_database(settings)
+    if database is None:
+        return SQLiteLedger(settings.delivery_log_path)
+    from willowe_tasks.ledger.postgres import PostgresLedger
+
+    return PostgresLedger(database)
+
+
+def open_database(settings: Settings) -> PostgresDatabase | None:
+    """The PostgreSQL database of ``DATABASE_URL`` (None when unset: SQLite),
+    connected and its schema checked before this returns: a wrong URL or
+    password, or an unmigrated database, fails here rather than at the first
+    push (:class:`~willowe_tasks.database.DatabaseUnavailable`,
+    :class:`~willowe_tasks.migrations.SchemaOutdated`)."""
+    url = settings.database
+    if url is None:
+        return None
+    # Imported here: a process on SQLite never loads the PostgreSQL driver.
+    from willowe_tasks.database import PostgresDatabase
+    from willowe_tasks.migrations import require_current
+
+    database = PostgresDatabase(url, pool_size=settings.database_pool_size,
+                                connect_timeout_s=settings.database_connect_timeout_s)
+    try:
+        database.open()
+        require_current(database)
+    except BaseException:
+        database.close()
+        raise
+    return database
+
+
 def build_services(settings: Settings) -> Services:
-    registry = SQLiteDeviceRegistry(settings.device_registry_path)
+    registry, ledger = build_stores(settings)
     return Services(
         registry=registry,
-        ledger=SQLiteLedger(settings.delivery_log_path),
+        ledger=ledger,
         analytics=JsonlAnalyticsSink(
             settings.analytics_path, max_bytes=settings.analytics_max_bytes,
             keep_files=settings.analytics_keep_files,

@@ -13,10 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from willowe_tasks import analytics
+from willowe_tasks.database_url import DatabaseUrl, InvalidDatabaseUrl
 
 __all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_from"]
 
@@ -49,6 +50,17 @@ class Settings(BaseSettings):
     device_registry_path: Path = Field(Path(".cache/willowe/devices.sqlite3"))
     delivery_log_path: Path = Field(Path(".cache/willowe/delivery-log.sqlite3"))
     analytics_path: Path = Field(Path(".cache/willowe/analytics.jsonl"))
+
+    # PostgreSQL for the registry and the ledger, shared by every host, instead
+    # of the SQLite files above. Unset (or empty): SQLite.
+    database_url: SecretStr | None = Field(
+        None, description="postgresql://user:password@host:port/database; selects PostgreSQL.")
+    database_pool_size: int = Field(
+        10, ge=1, le=1000,
+        description="Most connections one worker process holds; at least its threads + 1.")
+    database_connect_timeout_s: float = Field(
+        5.0, ge=2, le=300,
+        description="Longest wait to connect at start-up, and for a free pooled connection.")
 
     # The analytics file rotates by size and keeps the newest pieces, so a
     # host needs at most MAX_BYTES × (KEEP_FILES + 1) of disk for it.
@@ -134,6 +146,27 @@ class Settings(BaseSettings):
                 " it would otherwise be pushed again")
         return self
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str):
+            try:
+                DatabaseUrl.parse(text.strip())
+            except InvalidDatabaseUrl as e:
+                raise ValueError(str(e)) from None
+            return text.strip()
+        return value
+
+    @property
+    def database(self) -> DatabaseUrl | None:
+        """The PostgreSQL database to use, or None for the SQLite files."""
+        if self.database_url is None:
+            return None
+        return DatabaseUrl.parse(self.database_url.get_secret_value())
+
     @field_validator("kafka_broker")
     @classmethod
     def _host_port_list(cls, value: str) -> str:
@@ -173,6 +206,10 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+#: Settings whose value is a credential: an error names them but never shows the value.
+SECRET_SETTINGS = frozenset({"database_url"})
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -181,5 +218,6 @@ def _describe(error: ValidationError) -> str:
             lines.append(message)
             continue
         field = str(item["loc"][0])
-        lines.append(f"{field.upper()}: {message} (got {item.get('input')!r})")
+        shown = "" if field in SECRET_SETTINGS else f" (got {item.get('input')!r})"
+        lines.append(f"{field.upper()}: {message}{shown}")
     return "invalid settings:\n  " + "\n  ".join(lines)

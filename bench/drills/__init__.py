@@ -36,5 +36,9 @@ delivered* (a claim left by a killed worker, skipped by design; counted).
   for a stretch: each timed-out push is accepted all the same, and must not
   be pushed again;
 * ``push-kill``: SIGKILL the notification worker repeatedly while pushes
-  are in flight, restarting it each time.
+  are in flight, restarting it each time;
+* ``two-hosts``: two worker hosts (separate folders, no shared file) on one
+  PostgreSQL of the drill's own and one Kafka group, each SIGKILLed in turn
+  mid-push, 10 times in all: the ledger in the database must keep every
+  pair from being pushed twice.
 """

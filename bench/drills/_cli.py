@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bench.drills
 from bench.cli import RESULTS
-from bench.drills import _kafka, _push, _undecodable
+from bench.drills import _kafka, _push, _two_hosts, _undecodable
 from bench.drills._common import Context, Result
 from bench.envs import CACHE, ROOT
 from bench.log import say
@@ -35,6 +35,7 @@ DRILLS: dict[str, Callable[[Context], Result]] = {
     "provider-outage": _push.provider_outage,
     "slow-provider": _push.slow_provider,
     "push-kill": _push.push_kill,
+    "two-hosts": _two_hosts.two_hosts,
 }
 
 #: The table's count columns.

@@ -16,6 +16,8 @@ import secrets
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -25,8 +27,9 @@ from bench.drills._common import Context, Result, tally, wait_until
 from bench.envs import ROOT
 from bench.runner import start
 from broker.topics import reconcile
-from willowe_tasks.ledger import SQLiteLedger
-from willowe_tasks.registry import SQLiteDeviceRegistry
+from willowe_tasks.ledger import DeliveryLedger
+from willowe_tasks.services import build_ledger, build_registry
+from willowe_tasks.settings import settings_from
 from willowe_tasks.testing import (
     FakeAPNs,
     FakeFCM,
@@ -54,6 +57,17 @@ UNTIL_RECOVERED = 1_000_000
 Pair = tuple[str, str]  # (notification id, token key)
 
 
+@dataclass(frozen=True)
+class Host:
+    """A worker host of a drill (see :meth:`PushRig.host`)."""
+
+    name: str
+    #: Its working directory, holding every file it has.
+    folder: Path
+    #: Its worker's environment.
+    env: dict[str, str]
+
+
 class PushRig:
     """Use as a context manager; everything it starts stops on exit."""
 
@@ -72,13 +86,16 @@ class PushRig:
         self.sent: dict[str, str] = {}
         #: What the fakes recorded before they were last cleared.
         self._kept: list[ReceivedRequest] = []
-        self._ledger: SQLiteLedger | None = None
+        self._ledger: DeliveryLedger | None = None
 
     def __enter__(self) -> Self:
         self.apns.start()
         self.fcm.start()
         self.env = {
             **os.environ,
+            # The drill's own stores (SQLite under home unless its settings name
+            # a database), never a DATABASE_URL exported for `make demo`.
+            "DATABASE_URL": "",
             "KAFKA_BROKER": self.ctx.bootstrap,
             # A group of its own: a drill's worker starts from the topics'
             # beginning, and earlier drills' notifications are for other users.
@@ -92,7 +109,9 @@ class PushRig:
         finally:
             admin.close()
         self._register_phones()
-        self._ledger = SQLiteLedger(self.env["DELIVERY_LOG_PATH"])
+        # The workers' ledger: SQLite under home, or DATABASE_URL's if the
+        # drill's settings give one.
+        self._ledger = build_ledger(settings_from(self.env))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -103,7 +122,8 @@ class PushRig:
         self.fcm.stop()
 
     def _register_phones(self) -> None:
-        with SQLiteDeviceRegistry(self.env["DEVICE_REGISTRY_PATH"]) as registry:
+        registry = build_registry(settings_from(self.env))
+        try:
             for u in range(USERS):
                 user = f"{self.name}-user-{u}"
                 tokens = [("ios", secrets.token_hex(32), self.apns.bundle_id),
@@ -113,6 +133,8 @@ class PushRig:
                 for platform, token, app in tokens:
                     registry.register(user, platform, token, app)
                 self.phones[user] = [token_key(token) for _, token, _ in tokens]
+        finally:
+            registry.close()
 
     # -- driving -----------------------------------------------------------------
 
@@ -128,10 +150,24 @@ class PushRig:
             raise RuntimeError(f"sent {len(ids)} of {count} notifications")
         self.sent.update(zip(ids, (user for _, user in wanted), strict=True))
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """The production worker command, on the drill's settings."""
-        return start(worker_command(processes=1, threads=THREADS), self.home / "worker.log",
-                     env=self.env)
+    def start_worker(self, host: Host | None = None) -> subprocess.Popen[bytes]:
+        """The production worker command, on the drill's settings; on ``host``
+        (from :meth:`host`): in its folder, with its own settings and files."""
+        if host is None:
+            return start(worker_command(processes=1, threads=THREADS), self.home / "worker.log",
+                         env=self.env)
+        return start(worker_command(processes=1, threads=THREADS), host.folder / "worker.log",
+                     env=host.env, cwd=host.folder)
+
+    def host(self, name: str) -> Host:
+        """A worker host of its own: a folder that is its working directory,
+        with its own copies of the providers' files and its own analytics,
+        SQLite paths and Kafka client id. Hosts share the drill's Kafka group,
+        and its DATABASE_URL if the settings give one: nothing else."""
+        folder = self.home / name
+        env = {**self.env, **fake_provider_env(self.apns, self.fcm, folder, own_copies=True),
+               "KAFKA_CLIENT_ID": name, **self._settings}
+        return Host(name, folder, env)
 
     def break_providers(self, retry_after_s: float) -> None:
         """APNs answers 500, FCM 429 with Retry-After, until :meth:`recover`."""

@@ -59,35 +59,24 @@ anything else is rejected.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
-import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from willowe_tasks._sqlite import ThreadLocalSQLite
-from willowe_tasks.tokens import TOKEN_KEY_PREFIX
+from willowe_tasks.ledger.base import CLAIMED as _CLAIMED
+from willowe_tasks.ledger.base import DELIVERED as _DELIVERED
+from willowe_tasks.ledger.base import UNCERTAIN as _UNCERTAIN
+from willowe_tasks.ledger.base import check_lease, default_owner, prune_in_batches, short_key
+from willowe_tasks.ledger.base import check_pair as _check_pair
 
 logger = logging.getLogger(__name__)
 
-#: Longest accepted notification id, in characters.
-NOTIFICATION_ID_MAX_CHARS = 200
 #: How long a writer waits for another process's write lock, in seconds.
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 #: Rows deleted per transaction by prune(), so claims are not blocked for long.
 PRUNE_BATCH_ROWS = 1000
-#: Characters of a key shown in log lines.
-LOGGED_KEY_CHARS = len(TOKEN_KEY_PREFIX) + 12
-
-_TOKEN_KEY_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_HOSTNAME = socket.gethostname()
-
-_CLAIMED = "claimed"
-_DELIVERED = "delivered"
-_UNCERTAIN = "uncertain"
 
 _SCHEMA = (
     """
@@ -171,9 +160,8 @@ class SQLiteLedger:
         it defaults to this host, process and thread.
         """
         _check_pair(notification_id, token_key)
-        if not (math.isfinite(lease_s) and lease_s > 0):
-            raise ValueError(f"lease_s: must be a positive number of seconds, got {lease_s!r}")
-        owner = owner or _default_owner()
+        check_lease(lease_s)
+        owner = owner or default_owner()
         # The common case, a pair never seen, in one statement: an INSERT that
         # does nothing when the row exists is atomic by itself (its own write
         # transaction), so it is won by exactly one claimer, like the
@@ -224,7 +212,7 @@ class SQLiteLedger:
                     "notification %s device %s: reclaiming an expired claim on request;"
                     " the device may get this notification twice",
                     notification_id,
-                    _short(token_key),
+                    short_key(token_key),
                 )
                 return True
             if state == _CLAIMED:
@@ -238,7 +226,7 @@ class SQLiteLedger:
                     " (worker died or stalled mid-push); treating as maybe delivered,"
                     " not pushing again",
                     notification_id,
-                    _short(token_key),
+                    short_key(token_key),
                 )
             return False
 
@@ -261,7 +249,7 @@ class SQLiteLedger:
             ).rowcount
         if updated:
             return
-        owner = _default_owner()
+        owner = default_owner()
         with self._db.write() as conn:
             now = self._clock()
             row = conn.execute(
@@ -272,7 +260,7 @@ class SQLiteLedger:
                 logger.warning(
                     "notification %s device %s: delivered without a claim on record",
                     notification_id,
-                    _short(token_key),
+                    short_key(token_key),
                 )
                 conn.execute(
                     "INSERT INTO deliveries (notification_id, token_key, state, owner, attempts,"
@@ -287,7 +275,7 @@ class SQLiteLedger:
                 logger.warning(
                     "notification %s device %s: marked delivered twice",
                     notification_id,
-                    _short(token_key),
+                    short_key(token_key),
                 )
                 return
             if row[0] == _UNCERTAIN:
@@ -295,7 +283,7 @@ class SQLiteLedger:
                     "notification %s device %s: late mark_delivered resolves a maybe-delivered"
                     " pair",
                     notification_id,
-                    _short(token_key),
+                    short_key(token_key),
                 )
             conn.execute(
                 "UPDATE deliveries SET state = ?, delivered_at = ?, touched_at = ?"
@@ -313,7 +301,7 @@ class SQLiteLedger:
         cancel another worker's reclaim. Returns whether a claim was dropped.
         """
         _check_pair(notification_id, token_key)
-        owner = owner or _default_owner()
+        owner = owner or default_owner()
         with self._db.write() as conn:
             cursor = conn.execute(
                 "DELETE FROM deliveries WHERE notification_id = ? AND token_key = ?"
@@ -326,7 +314,7 @@ class SQLiteLedger:
                 "notification %s device %s: release ignored (delivered, not claimed,"
                 " or claimed by another worker)",
                 notification_id,
-                _short(token_key),
+                short_key(token_key),
             )
         return released
 
@@ -364,25 +352,20 @@ class SQLiteLedger:
         redeliver a notification (retention plus retry backoff). Returns the
         number of rows deleted.
         """
-        if not (math.isfinite(older_than_s) and older_than_s >= 0):
-            raise ValueError(f"older_than_s: must be >= 0 seconds, got {older_than_s!r}")
-        total = 0
-        while True:
+
+        def delete_batch(rows: int) -> int:
             with self._db.write() as conn:
                 now = self._clock()
-                deleted = conn.execute(
+                deleted: int = conn.execute(
                     "DELETE FROM deliveries WHERE (notification_id, token_key) IN ("
                     " SELECT notification_id, token_key FROM deliveries"
                     " WHERE touched_at < ? AND NOT (state = ? AND lease_expires_at > ?)"
                     " LIMIT ?)",
-                    (now - older_than_s, _CLAIMED, now, PRUNE_BATCH_ROWS),
+                    (now - older_than_s, _CLAIMED, now, rows),
                 ).rowcount
-            total += deleted
-            if deleted < PRUNE_BATCH_ROWS:
-                break
-        if total:
-            logger.info("pruned %d delivery records older than %.0f s", total, older_than_s)
-        return total
+            return deleted
+
+        return prune_in_batches(delete_batch, PRUNE_BATCH_ROWS, older_than_s)
 
     def close(self) -> None:
         """Close every thread's connection; only once no thread uses the ledger."""
@@ -403,23 +386,3 @@ class SQLiteLedger:
         )
         return {row[0] for row in rows}
 
-
-def _check_pair(notification_id: str, token_key: str) -> None:
-    if not isinstance(notification_id, str) or not notification_id.strip():
-        raise ValueError("notification_id: must be a non-empty string")
-    if len(notification_id) > NOTIFICATION_ID_MAX_CHARS:
-        raise ValueError(f"notification_id: must be at most {NOTIFICATION_ID_MAX_CHARS} characters")
-    if not isinstance(token_key, str) or not _TOKEN_KEY_RE.fullmatch(token_key):
-        # The value is not echoed: it may be a raw device token passed by mistake.
-        raise ValueError(
-            "token_key: must be token_key(token), i.e. 'sha256:' and 64 lower-case hex"
-            " digits; never pass a raw device token"
-        )
-
-
-def _default_owner() -> str:
-    return f"{_HOSTNAME}:{os.getpid()}:{threading.get_ident()}"
-
-
-def _short(key: str) -> str:
-    return key[:LOGGED_KEY_CHARS]

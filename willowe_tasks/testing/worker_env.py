@@ -3,6 +3,7 @@ at local fakes, so a test or demo can run real workers against them."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,11 +21,16 @@ def worker_command(*, processes: int, threads: int) -> list[str]:
             "--threads", str(threads)]
 
 
-def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path) -> dict[str, str]:
+def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path, *,
+                      own_copies: bool = False) -> dict[str, str]:
     """Settings (as environment variables) for workers that deliver to ``apns``
-    and ``fcm`` and keep their registry, ledger and analytics under ``home``."""
+    and ``fcm`` and keep their registry, ledger and analytics under ``home``.
+
+    With ``own_copies`` the fakes' CA and signing key are copied into
+    ``home`` too, so workers share no file with the fakes' process (a host of
+    their own, or a user who can't read the fakes' private folders)."""
     home.mkdir(parents=True, exist_ok=True)
-    return {
+    env = {
         "DEVICE_REGISTRY_PATH": str(home / "devices.sqlite3"),
         "DELIVERY_LOG_PATH": str(home / "delivery-log.sqlite3"),
         "ANALYTICS_PATH": str(home / "analytics.jsonl"),
@@ -39,3 +45,10 @@ def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path) -> dict[str, str
         "FCM_CA_FILE": fcm.ca_file,
         "FCM_SERVICE_ACCOUNT_FILE": fcm.write_service_account(home / "service-account.json"),
     }
+    if own_copies:
+        for name in ("APNS_CA_FILE", "APNS_KEY_FILE", "FCM_CA_FILE"):
+            # One copy per setting: both fakes call their CA ca.pem.
+            copy = home / f"{name.lower()}-{Path(env[name]).name}"
+            shutil.copyfile(env[name], copy)
+            env[name] = str(copy)
+    return env
