@@ -37,7 +37,7 @@ from willowe_tasks.app import App
 from willowe_tasks.database import PostgresDatabase
 from willowe_tasks.database_url import DatabaseUrl
 from willowe_tasks.registry.postgres import PostgresDeviceRegistry
-from willowe_tasks.settings import Settings, settings_from
+from willowe_tasks.settings import Settings, load_settings, settings_from
 from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 from willowe_tasks.testing.localpostgres import LocalPostgres
 from willowe_tasks.topics import ALL_TOPIC_SPECS
@@ -82,7 +82,7 @@ def test_workers_are_replicas_on_postgresql_with_a_volume_to_write_to() -> None:
         assert worker["depends_on"][job]["condition"] == "service_completed_successfully"
     env = service_environment("worker", {"POSTGRES_PASSWORD": "secret"})
     assert env["KAFKA_BROKER"] == "kafka:9092"
-    database = Settings(database_url=env["DATABASE_URL"]).database
+    database = load_settings(database_url=env["DATABASE_URL"]).database
     assert database is not None and database.target == "postgres:5432/willowe"
     # Everything a worker writes lands on its volume, never in /app (read-only for nobody).
     volume, target = worker["volumes"][0].split(":")

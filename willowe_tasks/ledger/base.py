@@ -48,16 +48,20 @@ class DeliveryLedger(Protocol):
         *,
         lease_s: float,
         reclaim_expired: bool = False,
+        owner: str | None = None,
     ) -> bool:
-        """Reserve the pair for one push; False if it must not be pushed now."""
+        """Reserve the pair for one push; False if it must not be pushed now.
+        ``owner`` names the claimant for :meth:`release` (default: this host,
+        process and thread)."""
         ...
 
     def mark_delivered(self, notification_id: str, token_key: str) -> None:
         """The provider accepted the push: never push this pair again."""
         ...
 
-    def release(self, notification_id: str, token_key: str) -> bool:
-        """The push certainly failed: let a retry claim the pair again."""
+    def release(self, notification_id: str, token_key: str, *, owner: str | None = None) -> bool:
+        """The push certainly failed: let a retry claim the pair again (only
+        ``owner``'s claim)."""
         ...
 
     def delivered(self, notification_id: str) -> set[str]:
