@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,17 +29,27 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from broker.admin import QueueAdmin
+from broker.circuit import CircuitOpen, SendCircuit
 from broker.consumer import _KafkaConsumer
 from broker.dead_letters import DeadLetterWriter
 from broker.per_process import PerProcess
+from broker.spool import SqliteSpool
 
 __all__ = ["BatchSendError", "KafkaBroker"]
 
 #: Message option naming the Kafka partition key (default: none, load spreads).
 PARTITION_KEY_OPTION = "partition_key"
 
-#: How long send() waits for Kafka to acknowledge a message, in milliseconds.
-DEFAULT_SEND_TIMEOUT_MS = 30_000
+#: How long one send() may take in all, in milliseconds: waiting for Kafka's
+#: metadata and for its acknowledgement. A web request that sends must not
+#: wait out a dead Kafka: after this the send fails, and the circuit opens.
+DEFAULT_SEND_TIMEOUT_MS = 2_000
+
+#: How long a ``batch()`` block may wait for Kafka at its end, in milliseconds.
+DEFAULT_BATCH_TIMEOUT_MS = 30_000
+
+#: How often an open circuit asks whether Kafka answers again, in milliseconds.
+DEFAULT_PROBE_INTERVAL_MS = 3_000
 
 #: Topics declare_queue creates get this many partitions unless told otherwise.
 DEFAULT_PARTITIONS = 3
@@ -57,10 +68,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     # No linger: a lone send() would wait it out every time, capping a thread
     # that sends one by one; concurrent sends still share batches.
     "linger_ms": 0,
-    # Fail a send() within seconds when Kafka is away, instead of kafka-python's minute.
-    "max_block_ms": 10_000,
-    "request_timeout_ms": 10_000,
-    "delivery_timeout_ms": 25_000,
+    # max_block_ms, request_timeout_ms and delivery_timeout_ms follow the
+    # broker's send_timeout_ms (see KafkaBroker): a record given up on is not
+    # sent later behind the caller's back.
     # Room for a few thousand of our ~230-byte records per partition request:
     # with 16 KiB (kafka-python's default) a busy process sends many small
     # requests, and each costs the IO thread more than the records in it.
@@ -72,7 +82,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 #: fills whole requests instead of racing the IO thread one record at a time
 #: (README, Performance). The block's end flushes, so no batch waits out the
 #: linger; single sends keep the no-linger producer.
-BATCH_PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 20}
+BATCH_PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 20, "request_timeout_ms": 10_000,
+                                           "delivery_timeout_ms": 25_000}
 
 
 class BatchSendError(ConnectionFailed):
@@ -107,7 +118,13 @@ class KafkaBroker(dramatiq.Broker):
         ``max_priority`` is ≥ its priority (the last band takes the rest).
       create_topics: create missing topics (with .DQ/.XQ) on first use.
       topic_partitions, topic_retention_ms: shape of topics it creates.
-      send_timeout_ms: how long send() waits for Kafka's acknowledgement.
+      send_timeout_ms: how long one send() may take, waiting for metadata and
+        for Kafka's acknowledgement (ConnectionFailed after it).
+      batch_timeout_ms: how long a batch() block waits for Kafka at its end.
+      probe_interval_ms: how often an open circuit asks Kafka again (after a
+        send found Kafka unreachable, sends fail at once until it answers).
+      spool: where sends go while Kafka is unreachable instead of failing
+        (see :mod:`broker.spool`); None: they fail.
       producer_options, consumer_options: passed to kafka-python as is.
       batch_producer_options: on top of producer_options, for the producer
         ``batch()`` sends through (default: linger_ms 20, flushed at the end).
@@ -127,6 +144,9 @@ class KafkaBroker(dramatiq.Broker):
         topic_partitions: int = DEFAULT_PARTITIONS,
         topic_retention_ms: int = DEFAULT_RETENTION_MS,
         send_timeout_ms: int = DEFAULT_SEND_TIMEOUT_MS,
+        batch_timeout_ms: int = DEFAULT_BATCH_TIMEOUT_MS,
+        probe_interval_ms: int = DEFAULT_PROBE_INTERVAL_MS,
+        spool: SqliteSpool | None = None,
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
         batch_producer_options: dict[str, Any] | None = None,
@@ -137,20 +157,31 @@ class KafkaBroker(dramatiq.Broker):
             bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers must name at least one host:port")
-        if send_timeout_ms <= 0:
-            raise ValueError(f"send_timeout_ms must be positive, got {send_timeout_ms}")
+        for name, value in (("send_timeout_ms", send_timeout_ms),
+                            ("batch_timeout_ms", batch_timeout_ms),
+                            ("probe_interval_ms", probe_interval_ms)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         self.logger = logging.getLogger(f"{__name__}.KafkaBroker")
         self.bootstrap_servers = list(bootstrap_servers)
         self.group_id = group_id
         self.client_id = client_id
         self.priority_queues = list(priority_queues)
         self.send_timeout_ms = send_timeout_ms
+        self.batch_timeout_ms = batch_timeout_ms
         self._client_options = client_options
         # One dict, not two ** expansions in the call: an option given both for
         # all clients and in the defaults (request_timeout_ms, say) would be a
         # TypeError ("got multiple values for keyword argument").
-        self._producer_options = {**_CLIENT_DEFAULTS, **PRODUCER_DEFAULTS, **client_options,
-                                  **(producer_options or {})}
+        self._producer_options = {**_CLIENT_DEFAULTS, **PRODUCER_DEFAULTS,
+                                  "max_block_ms": send_timeout_ms,
+                                  "request_timeout_ms": send_timeout_ms,
+                                  **client_options, **(producer_options or {})}
+        # The producer gives up on a record when the send does (kafka-python
+        # wants at least linger + one request's time).
+        self._producer_options.setdefault("delivery_timeout_ms", max(
+            send_timeout_ms, self._producer_options["linger_ms"]
+            + self._producer_options["request_timeout_ms"]))
         # kafka-python first waits bootstrap_timeout_ms (30 s) for any broker to
         # answer, and only then applies max_block_ms: without this a send to an
         # unreachable Kafka would block 30 s, not the max_block_ms asked for.
@@ -165,6 +196,9 @@ class KafkaBroker(dramatiq.Broker):
         client = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id}
         bulk_options = {**self._producer_options, **BATCH_PRODUCER_DEFAULTS,
                         **(batch_producer_options or {})}
+        bulk_options["delivery_timeout_ms"] = max(
+            bulk_options["delivery_timeout_ms"],
+            bulk_options["linger_ms"] + bulk_options["request_timeout_ms"])
         # (Single dicts again: options may name bootstrap_servers or client_id too.)
         self._producer = PerProcess(lambda: KafkaProducer(**{**client,
                                                              **self._producer_options}))
@@ -179,6 +213,11 @@ class KafkaBroker(dramatiq.Broker):
             create_topics=create_topics, topic_partitions=topic_partitions,
             topic_retention_ms=topic_retention_ms, reader=self._reader.get)
         self._dead_letters = DeadLetterWriter(self._produce_and_wait)
+        self._circuit = SendCircuit(self._kafka_answers, probe_interval_s=probe_interval_ms / 1000,
+                                    where=",".join(self.bootstrap_servers))
+        self.spool = spool
+        self._flusher: threading.Thread | None = None
+        self._flusher_lock = threading.Lock()
         self._batch = threading.local()
 
     # -- declaring -------------------------------------------------------
@@ -233,18 +272,31 @@ class KafkaBroker(dramatiq.Broker):
             ("dramatiq-actor", message.actor_name.encode()),
         ]
         pending = getattr(self._batch, "pending", None)
-        try:
-            future = self._send(queue_name, message.encode(), key=key, headers=headers,
-                                bulk=pending is not None)
-        except ConnectionFailed as e:
-            if pending is not None:
-                # batch() turns this into BatchSendError naming this message.
-                self._batch.refused = (message, e)
-            raise
-        if pending is not None:
-            pending.append((message, future))
+        value = message.encode()
+        if pending is None and self._spooling():
+            # Kafka is away, or records wait for it: join them, in order.
+            self._spool_record(queue_name, key, value, headers)
         else:
-            self._wait(future, queue_name)
+            deadline = time.monotonic() + self.send_timeout_ms / 1000
+            try:
+                self._circuit.check()
+                future = self._send(queue_name, value, key=key, headers=headers,
+                                    bulk=pending is not None)
+                if pending is None:
+                    self._wait(future, queue_name,
+                               timeout_s=max(0.0, deadline - time.monotonic()))
+            except ConnectionFailed as e:
+                self._note_failure(e)
+                if pending is not None:
+                    # batch() turns this into BatchSendError naming this message.
+                    self._batch.refused = (message, e)
+                    raise
+                if self.spool is None or not _unreachable(e):
+                    raise
+                self._spool_record(queue_name, key, value, headers)
+            else:
+                if pending is not None:
+                    pending.append((message, future))
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -274,8 +326,8 @@ class KafkaBroker(dramatiq.Broker):
         finally:
             self._batch.pending = None
         failed = []
-        # One deadline for the whole block, not send_timeout_ms per message.
-        deadline = time.monotonic() + self.send_timeout_ms / 1000
+        # One deadline for the whole block, not a send's timeout per message.
+        deadline = time.monotonic() + self.batch_timeout_ms / 1000
         bulk = self._bulk_producer.made_here()
         if pending and bulk is not None:
             # Don't wait out the linger. What did not make it in time is
@@ -294,6 +346,100 @@ class KafkaBroker(dramatiq.Broker):
         if failed:
             raise BatchSendError(failed, self.bootstrap_servers) from aborted
 
+    # -- when Kafka is away (see broker.circuit and broker.spool) -----------------
+
+    def _note_failure(self, error: ConnectionFailed) -> None:
+        """Open the circuit when a send found Kafka unreachable (not when Kafka
+        refused the record for itself, or the circuit was open already)."""
+        if _unreachable(error) and not isinstance(error, CircuitOpen):
+            self._circuit.failed(error.__cause__ or error)
+
+    def _kafka_answers(self) -> bool:
+        """Whether a Kafka broker answers a metadata request now (the probe)."""
+        options = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
+                   **self._admin_options,
+                   "bootstrap_timeout_ms": min(self.send_timeout_ms, 5_000)}
+        try:
+            admin = KafkaAdminClient(**options)
+        except KafkaError:
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except KafkaError:
+            return False
+        finally:
+            admin.close()
+
+    def _spooling(self) -> bool:
+        return self.spool is not None and (self._circuit.is_open or self._flusher is not None
+                                           or self._spool_has_records())
+
+    def _spool_has_records(self) -> bool:
+        # Records a process that died left behind: read once per process.
+        assert self.spool is not None
+        if getattr(self, "_spool_checked_pid", None) != os.getpid():
+            self._spool_checked_pid = os.getpid()
+            if self.spool.depth():
+                self._start_flusher()
+                return True
+        return False
+
+    def _spool_record(self, topic: str, key: Any, value: bytes,
+                      headers: list[tuple[str, bytes]]) -> None:
+        assert self.spool is not None
+        if key is not None and not isinstance(key, bytes):
+            key = str(key).encode()
+        self.spool.append(topic, key, value, headers)
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        with self._flusher_lock:
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._flush_spool_forever,
+                                                 name="kafka-spool-flusher", daemon=True)
+                self._flusher.start()
+
+    def _flush_spool_forever(self) -> None:
+        try:
+            while self.flush_spool(timeout_s=self.send_timeout_ms / 1000 * 10) > 0:
+                self._circuit.wait_closed(self.send_timeout_ms / 1000)
+        except Exception:
+            self.logger.exception("The send spool's flusher failed; it starts again with"
+                                  " the next send.")
+        finally:
+            with self._flusher_lock:
+                self._flusher = None
+
+    def flush_spool(self, *, timeout_s: float, batch: int = 500) -> int:
+        """Send what the spool holds, oldest first, deleting each record once
+        Kafka acknowledged it; return how many still wait (Kafka away, or out
+        of time)."""
+        if self.spool is None:
+            return 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._circuit.is_open:
+                return self.spool.depth()
+            records = self.spool.oldest(batch)
+            if not records:
+                return 0
+            sent: list[int] = []
+            try:
+                futures = [(r.id, self._send(r.topic, r.value, key=r.key, headers=r.headers))
+                           for r in records]
+                for record_id, future in futures:
+                    self._wait(future, "the spool's topics",
+                               timeout_s=max(self.send_timeout_ms / 1000,
+                                             deadline - time.monotonic()))
+                    sent.append(record_id)
+            except ConnectionFailed as e:
+                self._note_failure(e)
+                return self.spool.depth() - len(sent)
+            finally:
+                self.spool.delete(sent)
+        return self.spool.depth()
+
     def _send(self, topic: str, value: bytes, *, key: Any = None,
               headers: list[tuple[str, bytes]] | None = None,
               bulk: bool = False) -> FutureRecordMetadata:
@@ -305,19 +451,20 @@ class KafkaBroker(dramatiq.Broker):
             producer = self._bulk_producer.get() if bulk else self._producer.get()
             return producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as e:
-            raise ConnectionFailed(
-                f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {e}"
-            ) from e
+            raise _send_failed(
+                f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {e}",
+                maybe_sent=False) from e
 
     def _wait(self, future: FutureRecordMetadata, topic: str,
               timeout_s: float | None = None) -> None:
         try:
             future.get(timeout=self.send_timeout_ms / 1000 if timeout_s is None else timeout_s)
         except KafkaError as e:
-            raise ConnectionFailed(
+            # The record was handed to the producer: Kafka may have it, though
+            # its answer did not come in time.
+            raise _send_failed(
                 f"Kafka at {','.join(self.bootstrap_servers)} did not take a message "
-                f"for {topic!r}: {e}"
-            ) from e
+                f"for {topic!r}: {e}", maybe_sent=True) from e
 
     def _produce_and_wait(self, topic: str, value: bytes, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> None:
@@ -380,3 +527,21 @@ class KafkaBroker(dramatiq.Broker):
             producer.close(lambda p: p.close(timeout=self.send_timeout_ms / 1000))
         self._admin.close(lambda a: a.close())
         self._reader.close(lambda r: r.close())
+
+
+def _unreachable(error: ConnectionFailed) -> bool:
+    """Whether a failed send means Kafka could not be reached (retriable
+    kafka-python errors: timeouts, lost connections), not that it refused the
+    record for itself (too large, not authorised): only the first opens the
+    circuit, and only it is worth spooling."""
+    if isinstance(error, CircuitOpen):
+        return True
+    cause = error.__cause__
+    return isinstance(cause, KafkaError) and bool(cause.retriable)
+
+
+def _send_failed(text: str, *, maybe_sent: bool) -> ConnectionFailed:
+    """A ConnectionFailed that says whether the record may have reached Kafka."""
+    error = ConnectionFailed(text)
+    error.maybe_sent = maybe_sent  # type: ignore[attr-defined]
+    return error

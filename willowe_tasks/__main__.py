@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from broker.topics import TopicReconcileError, reconcile
-from willowe_tasks import db_cli, devices_cli
+from willowe_tasks import db_cli, devices_cli, spool_cli
 from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.settings import SettingsError, load_settings
 from willowe_tasks.topics import ALL_TOPIC_SPECS
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")
     schema.set_defaults(run=schema_command)
     db_cli.add_parser(sub)
+    spool_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -22,13 +22,17 @@ those of the default application.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from dramatiq.errors import ConnectionFailed
 from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -43,6 +47,13 @@ from willowe_tasks.registration import RegistrationActor, declare_registration_a
 from willowe_tasks.services import Services
 
 __all__ = ["Actors", "InvalidPayload", "SendNotification", "ValidatingActor", "declare_actors"]
+
+
+logger = logging.getLogger(__name__)
+
+#: The message an actor delivers in the sending process (SEND_FALLBACK=direct),
+#: which _current_message() reads as a worker reads Dramatiq's current message.
+_INLINE: ContextVar[dramatiq.Message | None] = ContextVar("inline_message", default=None)
 
 
 class InvalidPayload(ValueError):
@@ -64,6 +75,33 @@ class ValidatingActor(dramatiq.Actor):
 
     arguments: type[BaseModel]
     preview: Preview | None = None
+    #: Deliver in the sending process when Kafka can't take the message
+    #: (SEND_FALLBACK=direct).
+    deliver_inline: bool = False
+
+    def send_with_options(self, *, args: tuple[Any, ...] = (),
+                          kwargs: dict[str, Any] | None = None,
+                          delay: timedelta | int | None = None,
+                          **options: Any) -> dramatiq.Message:
+        if isinstance(delay, timedelta):
+            delay = int(delay.total_seconds() * 1000)
+        message = self.message_with_options(args=args, kwargs=kwargs, **options)
+        try:
+            return self.broker.enqueue(message, delay=delay)
+        except ConnectionFailed:
+            if not self.deliver_inline:
+                raise
+        # The guide's synchronous fallback, through the same dispatch, ledger
+        # and providers: the ledger keys on the message id, so if Kafka has
+        # the record after all, the worker finds it delivered and skips it.
+        logger.warning("Kafka can't take %s[%s]; delivering it in this process.",
+                       self.actor_name, message.message_id)
+        token = _INLINE.set(message)
+        try:
+            self.fn(*message.args, **message.kwargs)
+        finally:
+            _INLINE.reset(token)
+        return message
 
     def message_with_options(
         self, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
@@ -121,7 +159,8 @@ class Actors:
     unregister_device: RegistrationActor
 
 
-def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services]) -> Actors:
+def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services], *,
+                   deliver_inline: bool = False) -> Actors:
     """Declare the notification actors on ``broker``. ``services`` gives the
     worker process's services (registry, ledger, providers) when one runs."""
 
@@ -135,6 +174,7 @@ def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services]) ->
         assert isinstance(actor, ValidatingActor)
         actor.arguments = model
         actor.preview = preview
+        actor.deliver_inline = deliver_inline
         actor.logger.addFilter(logs.RedactActorArguments())
         return actor
 
@@ -212,7 +252,7 @@ def _current_message() -> tuple[str, float]:
     """The running message's id (the notification id: the same on every retry
     and redelivery) and its send time in unix seconds. Outside a worker (an
     actor called directly) a fresh local id and now."""
-    message = CurrentMessage.get_current_message()
+    message = _INLINE.get() or CurrentMessage.get_current_message()
     if message is None:
         return f"local-{time.time_ns()}", time.time()
     return message.message_id, message.message_timestamp / 1000

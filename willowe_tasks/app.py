@@ -26,6 +26,7 @@ from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from broker import KafkaBroker
 from broker.per_process import PerProcess
+from broker.spool import SqliteSpool
 from willowe_tasks import logs
 from willowe_tasks.actors import Actors, declare_actors
 from willowe_tasks.database_url import DatabaseNotReady
@@ -46,7 +47,8 @@ class App:
         self.settings = settings
         self.broker = build_broker(settings)
         self._services: PerProcess[Services] = PerProcess(lambda: build_services(settings))
-        self.actors: Actors = declare_actors(self.broker, self.services)
+        self.actors: Actors = declare_actors(
+            self.broker, self.services, deliver_inline=settings.send_fallback == "direct")
         self.broker.add_middleware(ServicesAtBoot(self.services))
         # Each worker process trims the ledger and the registry on a schedule.
         self.broker.add_middleware(
@@ -95,6 +97,10 @@ def build_broker(settings: Settings) -> KafkaBroker:
         priority_queues=[(b.actor_priority, b.topic.name) for b in BANDS],
         # `make topics` (or compose's topics service) owns their shape.
         create_topics=False,
+        send_timeout_ms=settings.kafka_send_timeout_ms,
+        probe_interval_ms=settings.kafka_probe_interval_ms,
+        spool=(SqliteSpool(settings.spool_path, max_records=settings.spool_max_records)
+               if settings.send_fallback == "spool" and settings.spool_path else None),
     )
 
 

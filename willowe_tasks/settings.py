@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +44,21 @@ class Settings(BaseSettings):
         description="First retry backoff in milliseconds; doubles on each retry.",
     )
     kafka_retry_retries: int = Field(8, ge=0, le=1000, description="Retries before a dead letter.")
+
+    # When Kafka is away (broker/circuit.py, broker/spool.py): a send fails
+    # within KAFKA_SEND_TIMEOUT_MS, then at once until a probe finds Kafka
+    # again; SEND_FALLBACK says what send() does instead of failing.
+    kafka_send_timeout_ms: int = Field(
+        2_000, ge=100, le=120_000,
+        description="Longest one send() takes, for metadata and Kafka's acknowledgement.")
+    kafka_probe_interval_ms: int = Field(3_000, ge=100, le=600_000)
+    send_fallback: Literal["raise", "spool", "direct"] = Field(
+        "raise",
+        description="raise: send() raises ConnectionFailed; spool: the record waits in "
+                    "SPOOL_PATH and is sent when Kafka answers; direct: this process "
+                    "delivers the notification itself (it needs provider credentials).")
+    spool_path: Path | None = None
+    spool_max_records: int = Field(100_000, ge=1, le=100_000_000)
 
     # Where the workers keep their state (SQLite files work for several
     # worker processes on one host; see README for a server database).
@@ -118,6 +133,13 @@ class Settings(BaseSettings):
         if value not in ("production", "sandbox") and not value.startswith("https://"):
             raise ValueError("expected 'production', 'sandbox' or an https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _spool_has_a_place(self) -> Settings:
+        if self.send_fallback == "spool" and self.spool_path is None:
+            raise ValueError("SEND_FALLBACK=spool needs SPOOL_PATH: a file that outlives the"
+                             " process (the spool must survive a crash)")
+        return self
 
     @model_validator(mode="after")
     def _credentials_complete(self) -> Settings:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bench.drills
 from bench.cli import RESULTS
-from bench.drills import _kafka, _push, _two_hosts, _undecodable
+from bench.drills import _kafka, _push, _send_fallback, _two_hosts, _undecodable
 from bench.drills._common import Context, Result
 from bench.envs import CACHE, ROOT
 from bench.log import say
@@ -36,6 +36,9 @@ DRILLS: dict[str, Callable[[Context], Result]] = {
     "slow-provider": _push.slow_provider,
     "push-kill": _push.push_kill,
     "two-hosts": _two_hosts.two_hosts,
+    "raise-circuit": _send_fallback.raise_circuit,
+    "spool-outage": _send_fallback.spool_outage,
+    "spool-sender-kill": _send_fallback.spool_sender_kill,
 }
 
 #: The table's count columns.
