@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionFailed, QueueJoinTimeout
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import OffsetSpec
+from kafka import errors as Errors
+from kafka.admin import MemberToRemove, OffsetSpec
 from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError, KafkaError
 
 from broker.topics import TopicSpec, create_missing
@@ -190,6 +191,16 @@ class QueueAdmin:
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueueJoinTimeout(queue_name)
             time.sleep(JOIN_POLL_INTERVAL_S)
+
+    def remove_static_member(self, instance_id: str) -> None:
+        """Take a static member out of the group at once (a clean stop): its
+        partitions move to the others now, not after its session."""
+        outcomes = self._admin().remove_group_members(
+            self.group_id, [MemberToRemove(group_instance_id=instance_id)])
+        for error_type in outcomes.values():
+            # Unknown: it was gone already (its session ran out).
+            if error_type not in (Errors.NoError, Errors.UnknownMemberIdError):
+                raise error_type((self.group_id, instance_id))
 
     def flush(self, queue_name: str) -> None:
         """Discard every message waiting on the queue, its delay and dead-letter topics."""

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
@@ -134,10 +134,12 @@ class _KafkaConsumer(dramatiq.Consumer):
     _generations = iter(range(1, 1 << 62))
 
     def __init__(self, queue_name: str, prefetch: int, timeout_ms: int, *,
-                 consumer_options: dict[str, Any], dead_letters: DeadLetterWriter) -> None:
+                 consumer_options: dict[str, Any], dead_letters: DeadLetterWriter,
+                 leave: Callable[[], None] | None = None) -> None:
         """``consumer_options`` go to kafka-python's KafkaConsumer as they are
-        (bootstrap servers, group and client ids, security), on top of this
-        module's defaults; ``dead_letters`` writes the records that fail."""
+        (bootstrap servers, group and client ids, static membership, security),
+        on top of this module's defaults; ``dead_letters`` writes the records
+        that fail; ``leave`` takes a static member out of the group on close."""
         self.logger = logging.getLogger(f"{__name__}.{queue_name}")
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
@@ -155,6 +157,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._full_since: float | None = None
         self._room = threading.Event()  # set by acks: maybe room under prefetch now
         self._dead_letters = dead_letters
+        self._leave = leave
         options = {
             **GROUP_TIMING_DEFAULTS,
             "enable_auto_commit": False,
@@ -257,6 +260,15 @@ class _KafkaConsumer(dramatiq.Consumer):
                                 self.queue_name, e)
         finally:
             self._consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+            if self._leave is not None:
+                # A static member does not leave the group by closing: its
+                # partitions would wait out its session. Have it removed.
+                try:
+                    self._leave()
+                except Exception as e:  # its session will end it instead
+                    self.logger.warning("Could not take %r's static member out of the group"
+                                        " (it leaves when its session ends): %s",
+                                        self.queue_name, e)
 
     # -- internals -------------------------------------------------------
 

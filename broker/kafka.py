@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -32,6 +34,7 @@ from broker.admin import QueueAdmin
 from broker.circuit import CircuitOpen, SendCircuit
 from broker.consumer import _KafkaConsumer
 from broker.dead_letters import DeadLetterWriter
+from broker.membership import ProcessSlot
 from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
 
@@ -47,6 +50,9 @@ DEFAULT_SEND_TIMEOUT_MS = 2_000
 
 #: How long a ``batch()`` block may wait for Kafka at its end, in milliseconds.
 DEFAULT_BATCH_TIMEOUT_MS = 30_000
+
+#: Where worker processes take their membership slots unless told otherwise.
+DEFAULT_MEMBERSHIP_DIR = Path(tempfile.gettempdir()) / "dramatiq-kafka-slots"
 
 #: How often an open circuit asks whether Kafka answers again, in milliseconds.
 DEFAULT_PROBE_INTERVAL_MS = 3_000
@@ -125,6 +131,11 @@ class KafkaBroker(dramatiq.Broker):
         send found Kafka unreachable, sends fail at once until it answers).
       spool: where sends go while Kafka is unreachable instead of failing
         (see :mod:`broker.spool`); None: they fail.
+      static_membership: give each worker process's consumers a stable
+        identity (see :mod:`broker.membership`), so a restarted worker takes
+        its partitions straight back; a clean stop removes them from the group.
+      membership_dir: where processes of this host take their slots
+        (default: a folder in the system's temporary directory).
       producer_options, consumer_options: passed to kafka-python as is.
       batch_producer_options: on top of producer_options, for the producer
         ``batch()`` sends through (default: linger_ms 20, flushed at the end).
@@ -147,6 +158,8 @@ class KafkaBroker(dramatiq.Broker):
         batch_timeout_ms: int = DEFAULT_BATCH_TIMEOUT_MS,
         probe_interval_ms: int = DEFAULT_PROBE_INTERVAL_MS,
         spool: SqliteSpool | None = None,
+        static_membership: bool = False,
+        membership_dir: str | os.PathLike[str] | None = None,
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
         batch_producer_options: dict[str, Any] | None = None,
@@ -216,6 +229,9 @@ class KafkaBroker(dramatiq.Broker):
         self._circuit = SendCircuit(self._kafka_answers, probe_interval_s=probe_interval_ms / 1000,
                                     where=",".join(self.bootstrap_servers))
         self.spool = spool
+        slots = Path(membership_dir) if membership_dir else DEFAULT_MEMBERSHIP_DIR
+        self._slot: PerProcess[ProcessSlot] | None = (
+            PerProcess(lambda: ProcessSlot(slots, group_id)) if static_membership else None)
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
         self._batch = threading.local()
@@ -498,8 +514,16 @@ class KafkaBroker(dramatiq.Broker):
                    # during which the worker can't even stop this thread.
                    "bootstrap_timeout_ms": self._producer_options["max_block_ms"],
                    **self._client_options, **self._consumer_options}
+        leave = None
+        if self._slot is not None:
+            instance_id = self._slot.get().instance_id(queue_name)
+            options["group_instance_id"] = instance_id
+
+            def leave() -> None:
+                self.queue_admin.remove_static_member(instance_id)
+
         return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
-                              dead_letters=self._dead_letters)
+                              dead_letters=self._dead_letters, leave=leave)
 
     # -- admin (see broker.admin) ---------------------------------------------
 

@@ -101,6 +101,8 @@ def build_broker(settings: Settings) -> KafkaBroker:
         probe_interval_ms=settings.kafka_probe_interval_ms,
         spool=(SqliteSpool(settings.spool_path, max_records=settings.spool_max_records)
                if settings.send_fallback == "spool" and settings.spool_path else None),
+        static_membership=settings.kafka_static_membership,
+        membership_dir=settings.kafka_membership_dir,
     )
 
 

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     spool_path: Path | None = None
     spool_max_records: int = Field(100_000, ge=1, le=100_000_000)
 
+    # Static group membership (broker/membership.py): a restarted worker
+    # takes its partitions straight back instead of waiting out a session.
+    kafka_static_membership: bool = True
+    kafka_membership_dir: Path | None = Field(
+        None, description="Where a host's worker processes take their slots "
+                          "(default: a folder in the temporary directory).")
+
     # Where the workers keep their state (SQLite files work for several
     # worker processes on one host; see README for a server database).
     device_registry_path: Path = Field(Path(".cache/willowe/devices.sqlite3"))

@@ -43,6 +43,9 @@ class Drain:
             "bootstrap": ctx.bootstrap, "queue": self.queue, "group": self.queue,
             "partitions": partitions, "payload_bytes": 8, "threads": 8, "n": n,
             "work_ms": work_ms, "limit_s": WORKER_LIMIT_S,
+            # Static members, as the application's workers: a restarted worker
+            # takes its partitions straight back.
+            "slots": str(ctx.workdir / "slots"),
         }
         #: The ids file of each worker started, by its pid.
         self.ids_files: dict[int, Path] = {}

@@ -49,10 +49,16 @@ FINISH_TIMEOUT_S = 180.0
 LATE_S = 2.0
 
 
+#: Each restarted worker must be processing again within this long of its
+#: start (issue #15: "resumes within 2 s of the restart"), in seconds.
+RESUME_GOAL_S = 2.0
+
+
 def worker_kill(ctx: Context) -> Result:
     """SIGKILL the worker KILLS times at spread points of the drain, starting
-    a new one at once each time: the dead member holds its partitions until
-    its session expires, which is what each restart then waits for."""
+    a new one at once each time. The workers are static members: the new one
+    comes back as the dead one's member and takes its partitions at once,
+    instead of waiting out the dead member's session."""
     drain = Drain(ctx, "worker-kill", MESSAGES)
     drain.fill()
     worker = drain.start_worker()
@@ -76,7 +82,8 @@ def worker_kill(ctx: Context) -> Result:
         kill(worker)
     verdict = drain.verdict()
     return {**verdict, "kills": len(resumed), "resumed_after_s": resumed,
-            "ok": verdict["ok"] and finished is not None and len(resumed) == KILLS,
+            "ok": verdict["ok"] and finished is not None and len(resumed) == KILLS
+            and max(resumed) <= RESUME_GOAL_S,
             "notes": f"{len(resumed)} SIGKILLs, each restart resumed after "
                      f"{min(resumed)}–{max(resumed)} s"}
 

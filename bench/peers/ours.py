@@ -20,9 +20,12 @@ class Ours(System):
         if "high_queue" in params:
             bands = [(params["high_priority"], params["high_queue"]),
                      (params["low_priority"], params["low_queue"])]
+        # With "slots", workers are static members (as the app's are).
         return KafkaBroker(bootstrap_servers=params["bootstrap"], group_id=params["group"],
                            client_id="bench", priority_queues=bands,
-                           topic_partitions=params["partitions"])
+                           topic_partitions=params["partitions"],
+                           static_membership="slots" in params,
+                           membership_dir=params.get("slots"))
 
     def batch(self, broker: dramatiq.Broker) -> contextlib.AbstractContextManager[Any]:
         assert isinstance(broker, KafkaBroker)

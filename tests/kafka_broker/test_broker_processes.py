@@ -45,10 +45,11 @@ class Apps:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, *, queues: list[str], args: list[str] | None = None, threads: int = 4,
-              delay_s: float = 0.0, partitions: int = 1) -> subprocess.Popen[bytes]:
+              delay_s: float = 0.0, partitions: int = 1,
+              **extra_env: str) -> subprocess.Popen[bytes]:
         env = {**self.env, "BROKER_TEST_QUEUES": ",".join(queues),
                "BROKER_TEST_THREADS": str(threads), "BROKER_TEST_DELAY_S": str(delay_s),
-               "BROKER_TEST_PARTITIONS": str(partitions)}
+               "BROKER_TEST_PARTITIONS": str(partitions), **extra_env}
         command = args or [sys.executable, "-m", APP]
         log = (self.logs / f"app-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
@@ -283,3 +284,60 @@ def test_a_broker_used_before_a_fork_works_in_the_child(
     # Then it gets there, instead of waiting forever on the parent's clients
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "child exit status 0" in result.stdout
+
+
+#: A session so long that no test here waits it out: whatever moves sooner
+#: moved because of static membership, not because the session ended.
+LONG_SESSION_MS = "120000"
+
+#: Bound on each wait in the static membership tests, in seconds.
+STATIC_WAIT_S = 60.0
+
+
+@pytest.mark.slow
+def test_a_restarted_static_worker_takes_its_partitions_straight_back(
+    apps: Apps, make_broker: BrokerFactory, queue_name: str, tmp_path: Path,
+) -> None:
+    # Given a static worker, with a session far longer than this test, busy
+    # with a backlog
+    static = {"BROKER_TEST_SLOTS": str(tmp_path / "slots"),
+              "BROKER_TEST_SESSION_MS": LONG_SESSION_MS}
+    send(make_broker(topic_partitions=2), queue_name, "record_0", range(300))
+    first = apps.start(queues=[queue_name], partitions=2, delay_s=0.02, **static)
+    wait_until(lambda: len(apps.processed()) >= 50, timeout_s=STATIC_WAIT_S,
+               what="the first worker to start")
+    # When it is SIGKILLed and started again
+    apps.kill(first)
+    second = apps.start(queues=[queue_name], partitions=2, delay_s=0.02, **static)
+    # Then the new process works the backlog to its end long before the dead
+    # member's session could have run out: it came back as the same member
+    wait_until(lambda: {p.n for p in apps.processed()} == set(range(300)),
+               timeout_s=STATIC_WAIT_S, what="the restarted worker to finish")
+    assert second.pid in {p.pid for p in apps.processed()}
+
+
+@pytest.mark.slow
+def test_a_static_worker_stopped_cleanly_hands_its_partitions_over_at_once(
+    apps: Apps, make_broker: BrokerFactory, queue_name: str, tmp_path: Path,
+    admin: KafkaAdminClient, group_id: str,
+) -> None:
+    static = {"BROKER_TEST_SLOTS": str(tmp_path / "slots"),
+              "BROKER_TEST_SESSION_MS": LONG_SESSION_MS}
+    send(make_broker(topic_partitions=2), queue_name, "record_0", range(200))
+    # Given two static workers sharing the queue's two partitions
+    one = apps.start(queues=[queue_name], partitions=2, delay_s=0.05, **static)
+    other = apps.start(queues=[queue_name], partitions=2, delay_s=0.05, **static)
+    wait_until(lambda: len({p.pid for p in apps.processed()}) == 2,
+               timeout_s=STATIC_WAIT_S, what="both workers to take a share")
+    # (two live processes, each a consumer for the queue and its .DQ: four
+    # identities, two slots)
+    group = admin.describe_groups([group_id])[group_id]
+    instance_ids = [m.get("group_instance_id") for m in group["members"]]
+    assert None not in instance_ids and len(set(instance_ids)) == len(instance_ids) == 4
+    assert len({i[: i.index("-test-")] for i in instance_ids}) == 2
+    # When one is stopped with SIGTERM
+    assert apps.stop(one) == 0
+    # Then the other finishes everything, without waiting out a session
+    wait_until(lambda: {p.n for p in apps.processed()} == set(range(200)),
+               timeout_s=STATIC_WAIT_S, what="the other worker to finish")
+    assert other.poll() is None

@@ -10,7 +10,8 @@ threads never interleave, and whatever was written survives a SIGKILL.
 
 Environment: BROKER_TEST_BOOTSTRAP, BROKER_TEST_GROUP, BROKER_TEST_QUEUES
 (comma-separated), BROKER_TEST_RECORD, BROKER_TEST_DELAY_S (default 0),
-BROKER_TEST_THREADS (default 4), BROKER_TEST_PARTITIONS (default 1).
+BROKER_TEST_THREADS (default 4), BROKER_TEST_PARTITIONS (default 1),
+BROKER_TEST_SLOTS (a folder: static membership), BROKER_TEST_SESSION_MS (6000).
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ RECORD = Path(os.environ.get("BROKER_TEST_RECORD", "broker-tests-app.log"))
 DELAY_S = float(os.environ.get("BROKER_TEST_DELAY_S", "0"))
 THREADS = int(os.environ.get("BROKER_TEST_THREADS", "4"))
 PARTITIONS = int(os.environ.get("BROKER_TEST_PARTITIONS", "1"))
+#: Static membership: a folder for the slots (unset: dynamic members).
+SLOTS = os.environ.get("BROKER_TEST_SLOTS")
+SESSION_MS = int(os.environ.get("BROKER_TEST_SESSION_MS", "6000"))
 
 app_broker = KafkaBroker(
     bootstrap_servers=BOOTSTRAP, group_id=GROUP, client_id="broker-tests-app",
     topic_partitions=PARTITIONS,
     middleware=[m() for m in default_middleware] + [CurrentMessage()],
     # A killed process's partitions move to the others after 6 s, not 45 s.
-    consumer_options={"session_timeout_ms": 6_000, "heartbeat_interval_ms": 500},
+    consumer_options={"session_timeout_ms": SESSION_MS, "heartbeat_interval_ms": 500},
+    static_membership=SLOTS is not None, membership_dir=SLOTS,
 )
 dramatiq.set_broker(app_broker)
 
