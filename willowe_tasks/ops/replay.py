@@ -20,6 +20,7 @@ is interrupted can be run again and picks up what is left.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +113,9 @@ def replay_copy(letter: DeadLetter) -> tuple[str, bytes, bytes | None, list[tupl
     options = {k: v for k, v in message.options.items() if k not in RESET_OPTIONS}
     count = letter.replays + 1
     options[REPLAYS_OPTION] = count
-    copy = message.copy(queue_name=topic, options=options)
+    # (Not message.copy(): it merges the options given into the old ones, and
+    # the old retry count would survive.)
+    copy = dataclasses.replace(message, queue_name=topic, options=options)
     headers = [(k, v) for k, v in letter.headers
                if not k.startswith(HEADER_PREFIX) and k not in (REPLAY_COUNT_HEADER,
                                                                 REPLAYED_FROM_HEADER)]
