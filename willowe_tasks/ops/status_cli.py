@@ -70,19 +70,17 @@ def _print(status: Status) -> None:
     for host, count in sorted(_hosts(status).items()):
         out.print(f"  {host}: {count} consumer(s)")
     table = Table(title="Lag per partition", title_justify="left")
-    for name in ("priority", "topic", "partition", "end offset", "committed",
-                 "lag (messages)", "lag (seconds)"):
-        table.add_column(name, justify="right" if name not in ("priority", "topic") else "left",
-                         overflow="fold")
+    table.add_column("topic", no_wrap=True)
+    for name in ("part.", "end", "committed", "lag", "lag s"):
+        table.add_column(name, justify="right")
     for topic in status.topics:
         for p in topic.partitions:
-            table.add_row(topic.priority, topic.topic, str(p.partition), str(p.end_offset),
+            table.add_row(topic.topic, str(p.partition), str(p.end_offset),
                           "-" if p.committed is None else str(p.committed), str(p.messages),
                           f"{p.seconds(status.read_at):.1f}")
     out.print(table)
     summary = Table(title="Per priority", title_justify="left")
-    for name in ("priority", "lag (messages)", "lag (seconds)", "retries waiting (.DQ)",
-                 "dead letters (.XQ)"):
+    for name in ("priority", "lag", "lag s", "retries (.DQ)", "dead letters (.XQ)"):
         summary.add_column(name, justify="right" if name != "priority" else "left")
     for topic in status.topics:
         summary.add_row(topic.priority, str(topic.lag_messages), f"{topic.lag_seconds:.1f}",
