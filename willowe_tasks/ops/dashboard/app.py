@@ -143,6 +143,7 @@ def create_app(settings: Settings, *, kafka: OpsKafka | None = None) -> Starlett
                              undefined=jinja2.StrictUndefined)
     env.filters["age"] = lambda s: "-" if s is None else format_age(s)
     env.filters["ms"] = lambda s: "-" if s is None else f"{s * 1000:.0f} ms"
+    env.filters["clock"] = lambda t: time.strftime("%H:%M:%S UTC", time.gmtime(t))
     env.filters["percent"] = lambda r: "-" if r is None else f"{r * 100:.1f} %"
     templates = Jinja2Templates(env=env)
 
@@ -182,7 +183,7 @@ def create_app(settings: Settings, *, kafka: OpsKafka | None = None) -> Starlett
         if board.jobs.start(topic, cause) is None:
             return page(request, "message.html", 409, title="A replay is running",
                         text="Wait for it to finish, then try again.")
-        return RedirectResponse("/#jobs", status_code=303)
+        return RedirectResponse("/", status_code=303)
 
     def purge_preview(request: Request) -> Response:
         topic = _topic(request.query_params.get("topic", ""))

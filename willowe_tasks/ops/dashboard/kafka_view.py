@@ -37,6 +37,8 @@ class DeadLetterGroup:
     cause: str
     #: Not replayed (nor dropped as expired) yet.
     waiting: int
+    #: Of those, the ones that can be replayed (decodable).
+    replayable: int
     replayed: int
     expired_dropped: int
     #: Age of the oldest one waiting, seconds.
@@ -95,7 +97,9 @@ class KafkaWatcher:
             outcomes = [handled[d.where] for d in members if d.where in handled]
             groups.append(DeadLetterGroup(
                 priority=band.word if band else "?", topic=band.topic.name if band else topic,
-                cause=cause, waiting=len(waiting), replayed=outcomes.count("replayed"),
+                cause=cause, waiting=len(waiting),
+                replayable=sum(1 for d in waiting if d.message is not None),
+                replayed=outcomes.count("replayed"),
                 expired_dropped=outcomes.count("expired"),
                 oldest_s=max((d.age_s(now) for d in waiting), default=None),
                 example_error=(waiting or members)[0].error[:160]))
