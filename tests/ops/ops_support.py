@@ -20,6 +20,7 @@ from broker import KafkaBroker
 from broker.dead_letters import dead_letter_headers
 from willowe_tasks.__main__ import main
 from willowe_tasks.app import App
+from willowe_tasks.registration import REGISTER_ACTOR
 from willowe_tasks.testing import FakeAPNs, FakeFCM
 
 HIGH = "high-priority-notifications"
@@ -116,6 +117,21 @@ class OpsRig:
         self.join()
         assert dead_letter_count(self) >= count
         return ids, tokens
+
+
+def dead_letters_carrying_a_token(rig: OpsRig, token: str) -> None:
+    """Two dead letters a token could leak from: a registration the worker
+    refuses (an unknown platform) with the token among its arguments, and a
+    push refused with an error that quotes the token. Starts the worker."""
+    registration = rig.app.broker.get_actor(REGISTER_ACTOR).message(
+        "user-r", "ios", token, "com.willowe.app")
+    rig.raw(HIGH, registration.copy(args=("user-r", "pager", token, "com.willowe.app")).encode())
+    rig.register_ios("quoted", token)
+    rig.apns.fail(400, f"BadPriority for {token}", token=token)
+    rig.worker()
+    rig.send_matches(["quoted"])
+    rig.join()
+    assert dead_letter_count(rig) == 2
 
 
 def dead_letter_count(rig: OpsRig, topic: str = HIGH_XQ) -> int:

@@ -9,10 +9,17 @@ from collections.abc import Callable
 import httpx
 import pytest
 from dashboard_support import serve
-from ops_support import HIGH, OpsRig, audit_lines, dead_letter_count, end_offsets, ios_token
+from ops_support import (
+    HIGH,
+    OpsRig,
+    audit_lines,
+    dead_letter_count,
+    dead_letters_carrying_a_token,
+    end_offsets,
+    ios_token,
+)
 
 from willowe_tasks.ops.dashboard import create_app
-from willowe_tasks.registration import REGISTER_ACTOR
 from willowe_tasks.settings import load_settings
 
 TOKEN = "an-operator-token-of-some-length"
@@ -90,14 +97,7 @@ def test_no_page_shows_a_device_token(
 ) -> None:
     monkeypatch.setenv("DASHBOARD_OPERATOR_TOKEN", TOKEN)
     token = ios_token("private-phone")
-    registration = rig.app.broker.get_actor(REGISTER_ACTOR).message(
-        "u", "ios", token, "com.willowe.app")
-    rig.raw(HIGH, registration.copy(args=("u", "pager", token, "x")).encode())
-    rig.register_ios("quoted", token)
-    rig.apns.fail(400, f"BadPriority {token}", token=token)
-    rig.worker()
-    rig.send_matches(["quoted"])
-    rig.join()
+    dead_letters_carrying_a_token(rig, token)
     with serve(create_app(load_settings()), free_ports(1)[0]) as url:
         pages = [httpx.get(url + "/").text, httpx.get(url + "/status.json").text]
         for cause in ("failed: DeviceValidationError", "failed: NotificationFailed"):

@@ -12,6 +12,7 @@ from ops_support import (
     OpsRig,
     audit_lines,
     dead_letter_count,
+    dead_letters_carrying_a_token,
     ios_token,
     json_lines,
     run,
@@ -109,15 +110,7 @@ def test_no_device_token_is_shown_even_with_the_payload(
     # Given a registration the worker refuses (an unknown platform) carrying a token,
     # and a refused push whose provider error quotes its token
     token = ios_token("secret-phone")
-    registration = rig.app.broker.get_actor(REGISTER_ACTOR).message(
-        "user-r", "ios", token, "com.willowe.app")
-    rig.raw(HIGH, registration.copy(args=("user-r", "pager", token, "com.willowe.app")).encode())
-    rig.register_ios("quoted", token)
-    rig.apns.fail(400, f"BadPriority for {token}", token=token)
-    rig.worker()
-    rig.send_matches(["quoted"])
-    rig.join()
-    assert dead_letter_count(rig) == 2
+    dead_letters_carrying_a_token(rig, token)
     # When they are listed, payloads included, as a table and as JSON
     outputs = [run(capsys, "dlq", "list", "--show-payload", *fmt)[1]
                for fmt in ((), ("--json",))]

@@ -167,7 +167,11 @@ def create_app(settings: Settings, *, kafka: OpsKafka | None = None) -> Starlett
         if topic is None or not cause:
             return page(request, "message.html", 400, title="Bad request",
                         text="A replay needs a known topic and a cause.")
-        letters = Selection((topic,), reason=cause).pick(board.kafka.dead_letters.read([topic]))
+        try:
+            letters = Selection((topic,), reason=cause).pick(
+                board.kafka.dead_letters.read([topic]))
+        except KAFKA_TROUBLE as e:
+            return _unreadable(request, e)
         plan = plan_replay(letters, board.log, max_replays=settings.dlq_max_replays)
         return page(request, "replay.html", topic=topic, cause=cause, counts=plan.counts())
 
@@ -192,7 +196,10 @@ def create_app(settings: Settings, *, kafka: OpsKafka | None = None) -> Starlett
         if topic is None or before is None:
             return page(request, "message.html", 400, title="Bad request",
                         text="A purge needs a known topic and a time (7d, or an ISO time).")
-        plan = plan_purge(board.kafka.broker.admin, topic, before)
+        try:
+            plan = plan_purge(board.kafka.broker.admin, topic, before)
+        except KAFKA_TROUBLE as e:
+            return _unreadable(request, e)
         return page(request, "purge.html", topic=topic, before_text=before_text,
                     before=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(before)),
                     count=plan.count, xq=plan.topic)
@@ -220,6 +227,10 @@ def create_app(settings: Settings, *, kafka: OpsKafka | None = None) -> Starlett
         board.watcher.view(fresh=True)
         return page(request, "message.html", title="Purged",
                     text=f"Deleted {deleted} dead letter(s) of {topic} written before {when}.")
+
+    def _unreadable(request: Request, error: Exception) -> Response:
+        return page(request, "message.html", 503, title="Kafka could not be read",
+                    text=f"{type(error).__name__}: {error}")
 
     def _refusal(request: Request, form: dict[str, str], action: str,
                  filters: dict[str, Any]) -> Response | None:
