@@ -6,12 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from dramatiq.errors import BrokerConnectionError
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from broker.topics import TopicReconcileError, reconcile
 from willowe_tasks import db_cli, devices_cli, spool_cli
 from willowe_tasks.database_url import DatabaseNotReady
+from willowe_tasks.ops import dashboard_cli, dlq_cli, status_cli
+from willowe_tasks.ops.dead_letters import DeadLetterReadTimeout
 from willowe_tasks.settings import SettingsError, load_settings
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     schema.set_defaults(run=schema_command)
     db_cli.add_parser(sub)
     spool_cli.add_parser(sub)
+    status_cli.add_parser(sub)
+    dlq_cli.add_parser(sub)
+    dashboard_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     except TopicReconcileError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except KafkaError as e:
+    except (KafkaError, BrokerConnectionError, DeadLetterReadTimeout) as e:
         print(f"error: Kafka at {load_settings().kafka_broker} failed: {e}", file=sys.stderr)
         return EXIT_ERROR
 

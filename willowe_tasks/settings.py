@@ -22,6 +22,10 @@ from willowe_tasks.database_url import DatabaseUrl, InvalidDatabaseUrl
 __all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "settings_from"]
 
 
+#: Shortest operator token the dashboard accepts.
+MIN_OPERATOR_TOKEN_CHARS = 16
+
+
 class SettingsError(ValueError):
     """One or more environment variables have values we can't use."""
 
@@ -134,6 +138,30 @@ class Settings(BaseSettings):
     invalid_device_retention_days: float = Field(90, gt=0, le=3650)
     housekeeping_interval_s: float = Field(3600, ge=1, le=7 * 86_400)
 
+    # Operator tools (willowe_tasks/ops): dead-letter replay, the audit log and
+    # the dashboard.
+    ops_audit_log_path: Path = Field(
+        Path(".cache/willowe/ops-audit.jsonl"),
+        description="JSON Lines file every operator action is appended to.")
+    dlq_replay_log_path: Path = Field(
+        Path(".cache/willowe/dlq-replays.sqlite3"),
+        description="What `dlq replay` has replayed, so a second run skips it.")
+    dlq_max_replays: int = Field(
+        3, ge=1, le=100,
+        description="Loop guard: a dead letter replayed this many times is not replayed again.")
+    dashboard_host: str = Field("127.0.0.1", min_length=1,
+                                description="Address the dashboard listens on.")
+    dashboard_port: int = Field(8080, ge=1, le=65535)
+    dashboard_operator_token: SecretStr | None = Field(
+        None, description="Unset: the dashboard is read-only. Set: replay and purge ask for it.")
+    dashboard_metrics_url: str | None = Field(
+        None, description="The workers' Prometheus exposition the dashboard scrapes"
+                          " (throughput, error rate, latency).")
+    dashboard_scrape_interval_s: float = Field(5.0, ge=0.5, le=600)
+    dashboard_window_s: float = Field(
+        300.0, ge=10, le=86_400,
+        description="How far back throughput, error rate and latency look.")
+
     @field_validator("apns_endpoint")
     @classmethod
     def _apns_endpoint(cls, value: str) -> str:
@@ -174,6 +202,27 @@ class Settings(BaseSettings):
                 f" of a notification (got {self.ledger_retention_days:g}): a redelivery within"
                 " it would otherwise be pushed again")
         return self
+
+    @field_validator("dashboard_operator_token", mode="before")
+    @classmethod
+    def _operator_token(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and len(text.strip()) < MIN_OPERATOR_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_OPERATOR_TOKEN_CHARS} characters"
+                             " (a token that can be guessed guards nothing)")
+        return text.strip() if isinstance(text, str) else value
+
+    @field_validator("dashboard_metrics_url", mode="before")
+    @classmethod
+    def _metrics_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, str) and not value.strip().startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, such as"
+                             " http://worker:9191/metrics")
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -236,7 +285,7 @@ def get_settings() -> Settings:
 
 
 #: Settings whose value is a credential: an error names them but never shows the value.
-SECRET_SETTINGS = frozenset({"database_url"})
+SECRET_SETTINGS = frozenset({"database_url", "dashboard_operator_token"})
 
 
 def _describe(error: ValidationError) -> str:
