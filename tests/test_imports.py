@@ -1,5 +1,5 @@
 """Importing the application has no side effects: no connection, no thread, no
-HTTP/2 or FCM client. A web app that imports the device registry, or
+HTTP/2, FCM or database client. A web app that imports the device registry, or
 ``python -m willowe_tasks topics``, pays for none of what a worker needs."""
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ import willowe_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Modules that are the push providers' HTTP clients themselves, and the
-#: testing fakes (HTTP servers): importing those is asking for them.
+#: Modules that are the clients themselves (the push providers' HTTP clients,
+#: the PostgreSQL stores and their migrations) and the testing fakes (HTTP
+#: servers): importing those is asking for them. Everything else is imported
+#: by the probe, and must load none of them.
 CLIENT_MODULES = ("willowe_tasks.providers.apns.client", "willowe_tasks.providers.apns.auth",
                   "willowe_tasks.providers.fcm.client", "willowe_tasks.providers._loop",
+                  "willowe_tasks.database", "willowe_tasks.ledger.postgres",
+                  "willowe_tasks.registry.postgres", "willowe_tasks.migrations",
                   "willowe_tasks.testing")
 
 _PROBE = """
