@@ -5,6 +5,7 @@ match sent from Node through a Python worker: tests/test_node_registration.py.)"
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ from willowe_tasks.app import App
 from willowe_tasks.dispatch import push_for
 from willowe_tasks.providers import providers
 from willowe_tasks.push_fit import _SOME_DEVICE
-from willowe_tasks.settings import load_settings
+from willowe_tasks.settings import Settings, load_settings
 from willowe_tasks.wire_schema import actors_by_name, registration_actors_by_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,24 @@ def test_the_node_clients_own_tests_pass(topics: str) -> None:
     assert summary.get("fail") == "0" and summary.get("cancelled") == "0", summary
     assert summary.get("skipped") == "0", "the Kafka tests did not run"
     assert int(summary["pass"]) > len(load_vectors())
+
+
+def test_variables_both_languages_read_have_the_same_defaults_and_ranges() -> None:
+    described = subprocess.run(
+        [node(), "-e", "process.stdout.write(JSON.stringify("
+                       "require('./src/config').describeSettings()))"],
+        cwd=NODE_CLIENT, capture_output=True, text=True, timeout=60, check=True, env=node_env())
+    node_settings = {s["env"]: s for s in json.loads(described.stdout)}
+    shared = [name for name in Settings.model_fields if name.upper() in node_settings]
+    assert {"kafka_send_timeout_ms", "kafka_probe_interval_ms", "kafka_broker",
+            "kafka_retry_initial"} <= set(shared)
+    for name in shared:
+        field, node_side = Settings.model_fields[name], node_settings[name.upper()]
+        assert node_side["fallback"] == field.default, name
+        bounds = {type(rule).__name__: rule for rule in field.metadata}
+        if "Ge" in bounds or "Le" in bounds:
+            assert (node_side["minimum"], node_side["maximum"]) \
+                == (bounds["Ge"].ge, bounds["Le"].le), name
 
 
 def test_node_and_python_write_the_same_bytes_and_push_sizes_for_every_vector() -> None:

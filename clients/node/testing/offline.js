@@ -7,7 +7,7 @@ const { createKafkaService } = require('../src');
 
 /** A service whose sends stop right after the checks: nothing is listening on port 9. */
 function offlineService() {
-  return createKafkaService({ brokers: '127.0.0.1:9', sendTimeoutMs: 50, logLevel: 'NOTHING', logger: { warn() {}, info() {} } }, {});
+  return createKafkaService({ brokers: '127.0.0.1:9', sendTimeoutMs: 100, logLevel: 'NOTHING', logger: { warn() {}, info() {} } }, {});
 }
 
 /** The error a promise rejects with (a test failure if it resolves). */
