@@ -38,6 +38,7 @@ regenerates the committed copy; a test fails while it is stale.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import sys
@@ -333,7 +334,8 @@ _TOKEN_RULES: dict[str, dict[str, Any]] = {
 }
 
 
-def python_whitespace_class() -> str:
+@functools.cache
+def _python_whitespace_class() -> str:
     """What Python's ``str.isspace()`` calls whitespace (so what ``strip()``
     removes), as a regex class: neither Unicode's White_Space property (it
     adds U+001C-U+001F) nor JavaScript's ``\\s`` (which adds U+FEFF)."""
@@ -353,7 +355,7 @@ def _registration_rules() -> dict[str, Any]:
     """What ``validate_device`` and the registration actors check, for
     producers that port the checks in Python's order and wording."""
     return {
-        "whitespace": python_whitespace_class(),
+        "whitespace": _python_whitespace_class(),
         "not_printable": f"[{_NOT_PRINTABLE_CLASS}]",
         "user_id_max_chars": USER_ID_MAX_CHARS,
         "app_id_max_chars": APP_ID_MAX_CHARS,
@@ -387,7 +389,7 @@ def _registration_arguments(actor: RegistrationActor, defs: dict[str, Any]) -> d
     if actor.actor_name == "unregister_device":
         # Any token some provider could have stored: not blank, not too long.
         token = {"type": "string", "title": "Token", "maxLength": UNREGISTER_TOKEN_MAX_CHARS,
-                 "pattern": f"[^{python_whitespace_class()[1:-1]}]"}
+                 "pattern": f"[^{_python_whitespace_class()[1:-1]}]"}
         return {"type": "array", "description": f"{actor.actor_name}({', '.join(names)})",
                 "prefixItems": [token], "minItems": 1, "maxItems": 1}
     printable = f"[^{_NOT_PRINTABLE_CLASS}]"
