@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from broker.topics import reconcile
+from willowe_tasks.topics import ALL_TOPIC_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "clients" / "node"
@@ -44,6 +48,24 @@ def node_env(**settings: str) -> dict[str, str]:
     a developer has exported, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     return {**env, **settings}
+
+
+def make_topics(bootstrap: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests")
+    try:
+        reconcile(admin, ALL_TOPIC_SPECS)
+    finally:
+        admin.close()
+
+
+def report_vectors(message_id: str, timestamp_ms: int) -> dict[str, dict[str, Any]]:
+    """What the Node client makes of each shared vector, by name
+    (clients/node/testing/report-vectors.js), with this id and time."""
+    report = subprocess.run(
+        [node(), "testing/report-vectors.js", message_id, str(timestamp_ms)], cwd=NODE_CLIENT,
+        capture_output=True, text=True, timeout=120, check=True, env=node_env(),
+    )
+    return {line["name"]: line for line in map(json.loads, report.stdout.splitlines())}
 
 
 class NodeDriver:
@@ -136,9 +158,14 @@ def read_records(bootstrap: str, start: dict[TopicPartition, int], ids: set[str]
                     headers = {k: v.decode() for k, v in record.headers}
                     if keep_all or headers.get("dramatiq-message-id") in ids:
                         found[headers["dramatiq-message-id"]] = {
-                            "topic": record.topic, "key": record.key, "headers": headers,
-                            "value": record.value}
+                            "topic": record.topic, "partition": record.partition,
+                            "key": record.key, "headers": headers, "value": record.value}
     finally:
         consumer.close()
     assert ids <= set(found), f"missing on Kafka: {ids - set(found)}"
     return found
+
+
+def without_timestamp(value: bytes) -> bytes:
+    # On the bytes as written: decoding and encoding again would hide differences.
+    return re.sub(rb'"message_timestamp":\d+', b'"message_timestamp":0', value)

@@ -21,6 +21,8 @@ class Vector:
     errors: list[str]
     #: What the record must carry, when the vector says.
     record_args: list[Any] | None
+    #: A registration's partition key (its options' and the Kafka record's), when the vector says.
+    record_key: str | None
     #: Why Python's send() does not do what the vector expects (a known bug).
     python_send_differs: str | None
 
@@ -43,6 +45,7 @@ def load_vectors() -> list[Vector]:
         Vector(name=v["name"], actor=v["actor"], args=expand(v["args"]),
                errors=v.get("errors", []),
                record_args=expand(v["record_args"]) if "record_args" in v else None,
+               record_key=v.get("record_key"),
                python_send_differs=v.get("python_send_differs"))
         for v in raw
     ]

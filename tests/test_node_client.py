@@ -1,14 +1,12 @@
 """The Node.js client (clients/node) beside the Python side: its own tests, the
 shared vectors in both languages, records from both compared on a real Kafka,
-a match from Node pushed by a Python worker, and failing fast while Kafka is
-away."""
+and failing fast while Kafka is away. (A phone registered from Node getting a
+match sent from Node through a Python worker: tests/test_node_registration.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import statistics
 import subprocess
 import time
@@ -18,33 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
 from node_support import (
     FIRST_FAILURE_SLACK_MS,
     NODE_CLIENT,
-    TOPICS,
     NodeDriver,
     end_offsets,
+    make_topics,
     node,
     node_env,
     read_records,
+    report_vectors,
+    without_timestamp,
 )
 from payload_vectors import load_vectors
 from pydantic import ValidationError
-from support import wait_until
 
 from broker.localkafka import LocalKafka
-from broker.topics import reconcile
 from willowe_tasks.actors import _check
 from willowe_tasks.app import App
 from willowe_tasks.dispatch import push_for
 from willowe_tasks.providers import providers
 from willowe_tasks.push_fit import _SOME_DEVICE
-from willowe_tasks.registry import SQLiteDeviceRegistry
-from willowe_tasks.settings import load_settings
-from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env, worker_command
-from willowe_tasks.topics import ALL_TOPIC_SPECS
-from willowe_tasks.wire_schema import actors_by_name
+from willowe_tasks.settings import Settings, load_settings
+from willowe_tasks.wire_schema import actors_by_name, registration_actors_by_name
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the issue asks of a send while the circuit is open (measured inside Node),
@@ -80,17 +74,34 @@ def test_the_node_clients_own_tests_pass(topics: str) -> None:
     assert int(summary["pass"]) > len(load_vectors())
 
 
+def test_variables_both_languages_read_have_the_same_defaults_and_ranges() -> None:
+    described = subprocess.run(
+        [node(), "-e", "process.stdout.write(JSON.stringify("
+                       "require('./src/config').describeSettings()))"],
+        cwd=NODE_CLIENT, capture_output=True, text=True, timeout=60, check=True, env=node_env())
+    node_settings = {s["env"]: s for s in json.loads(described.stdout)}
+    shared = [name for name in Settings.model_fields if name.upper() in node_settings]
+    assert {"kafka_send_timeout_ms", "kafka_probe_interval_ms", "kafka_broker",
+            "kafka_retry_initial"} <= set(shared)
+    for name in shared:
+        field, node_side = Settings.model_fields[name], node_settings[name.upper()]
+        assert node_side.get("fallback") == field.default, name  # (undefined: None)
+        bounds = {type(rule).__name__: rule for rule in field.metadata}
+        if "Ge" in bounds or "Le" in bounds:
+            assert (node_side["minimum"], node_side["maximum"]) \
+                == (bounds["Ge"].ge, bounds["Le"].le), name
+
+
 def test_node_and_python_write_the_same_bytes_and_push_sizes_for_every_vector() -> None:
     message_id, timestamp_ms = str(uuid.uuid4()), int(time.time() * 1000)
-    report = subprocess.run(
-        [node(), "testing/report-vectors.js", message_id, str(timestamp_ms)], cwd=NODE_CLIENT,
-        capture_output=True, text=True, timeout=120, check=True, env=node_env(),
-    )
-    from_node = {line["name"]: line for line in map(json.loads, report.stdout.splitlines())}
+    from_node = report_vectors(message_id, timestamp_ms)
     app = App(load_settings(kafka_broker="127.0.0.1:9"))
     actors = actors_by_name(app.actors)
+    registration = registration_actors_by_name(app.actors)
     compared = 0
     for vector in load_vectors():
+        if vector.actor in registration:
+            continue  # tests/test_node_registration.py compares those, messages too
         node_side = from_node[vector.name]
         actor = actors[vector.actor]
         try:
@@ -105,6 +116,7 @@ def test_node_and_python_write_the_same_bytes_and_push_sizes_for_every_vector() 
         same = message.copy(message_id=message_id, message_timestamp=timestamp_ms)
         assert node_side["value"] == same.encode().decode(), vector.name
         assert node_side["topic"] == actor.queue_name
+        assert node_side["key"] is None
         assert node_side["headers"] == {"dramatiq-message-id": message_id,
                                         "dramatiq-actor": actor.actor_name}
         if actor.preview is not None:
@@ -164,48 +176,6 @@ def test_the_same_call_from_node_and_from_python_gives_equal_records(
         node_value = from_node["value"].replace(node_id.encode(), b"ID")
         python_value = from_python["value"].replace(python_id.encode(), b"ID")
         assert without_timestamp(node_value) == without_timestamp(python_value)
-
-
-def test_a_match_sent_from_node_reaches_the_fake_apns_through_a_python_worker(
-    topics: str, tmp_path: Path,
-) -> None:
-    with FakeAPNs() as apns, FakeFCM() as fcm:
-        env = {**os.environ, "KAFKA_BROKER": topics,
-               "KAFKA_GROUP_ID": f"test-node-worker-{uuid.uuid4().hex[:8]}",
-               **fake_provider_env(apns, fcm, tmp_path)}
-        token = "ab" * 32
-        user = f"node-user-{uuid.uuid4().hex[:8]}"
-        registry = SQLiteDeviceRegistry(env["DEVICE_REGISTRY_PATH"])
-        registry.register(user, "ios", token, apns.bundle_id)
-        registry.close()
-        log = tmp_path / "worker.log"
-        with log.open("ab") as out:
-            worker = subprocess.Popen(
-                [*worker_command(processes=1, threads=2), "--queues", TOPICS[0]],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            with NodeDriver(node_env(KAFKA_BROKER=topics, KAFKA_LOG_LEVEL="NOTHING")) as driver:
-                answer = driver.send("sendMatchNotification", user, {
-                    "name": " Анна ", "age": 25, "photoUrl": "https://example.com/photo.jpg",
-                    "matchId": "m-42"})
-            assert answer["ok"], answer
-            notification_id = answer["result"]["messageId"]
-
-            def pushed() -> list[Any]:
-                return [p for p in apns.delivered
-                        if p.headers.get("apns-collapse-id") == notification_id]
-
-            assert wait_until(pushed, 120), log.read_text()[-3000:]
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
-    (push,) = pushed()
-    assert push.token == token
-    assert push.headers["apns-priority"] == "10"
-    assert push.json["aps"]["alert"] == {"title": "У вас новый мэтч! 💘", "body": "Анна, 25"}
-    assert push.json["image_url"] == "https://example.com/photo.jpg"
-    assert push.data["kind"] == "match" and push.data["match_id"] == "m-42"
-    assert push.data["notification_id"] == notification_id
 
 
 @pytest.mark.slow
@@ -285,16 +255,3 @@ def refused_ids_on(bootstrap: str, refused: set[str], last_accepted: str) -> set
         if message_id in refused:
             found.add(message_id)
     return found
-
-
-def make_topics(bootstrap: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests")
-    try:
-        reconcile(admin, ALL_TOPIC_SPECS)
-    finally:
-        admin.close()
-
-
-def without_timestamp(value: bytes) -> bytes:
-    # On the bytes as written: decoding and encoding again would hide differences.
-    return re.sub(rb'"message_timestamp":\d+', b'"message_timestamp":0', value)

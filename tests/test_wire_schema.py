@@ -16,8 +16,17 @@ from willowe_tasks.app import App
 from willowe_tasks.kinds import KINDS
 from willowe_tasks.payloads import MatchPayload
 from willowe_tasks.priorities import BANDS
+from willowe_tasks.providers import ProviderSpec, PushSize, providers, register_provider
+from willowe_tasks.providers.base import unregister_provider
+from willowe_tasks.registry.base import APP_ID_MAX_CHARS, USER_ID_MAX_CHARS
 from willowe_tasks.settings import load_settings
-from willowe_tasks.wire_schema import actors_by_name, render, wire_schema
+from willowe_tasks.tokens import token_key
+from willowe_tasks.wire_schema import (
+    actors_by_name,
+    registration_actors_by_name,
+    render,
+    wire_schema,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "clients" / "node" / "wire-schema.json"
@@ -62,7 +71,9 @@ def test_every_actor_is_described_with_its_topic_and_priority(app: App,
                                                               schema: dict[str, Any]) -> None:
     described = schema["x-willowe"]["actors"]
     actors = actors_by_name(app.actors)
-    assert set(described) == set(actors) == set(schema["properties"]["actor_name"]["enum"])
+    registration = registration_actors_by_name(app.actors)
+    assert set(described) == set(actors) | set(registration) \
+        == set(schema["properties"]["actor_name"]["enum"])
     for name, actor in actors.items():
         assert described[name]["topic"] == actor.queue_name
         assert described[name]["arguments"] == list(actor.arguments.model_fields)
@@ -95,3 +106,43 @@ def test_rules_kept_in_validators_become_schema_keywords(schema: dict[str, Any])
     # user_id is an argument, not a field of a stripping model: it is not stripped.
     assert "x-strip-whitespace" not in schema["$defs"]["send_match"]["prefixItems"][0]
     assert schema["$defs"]["MatchPayload"]["properties"]["name"]["x-strip-whitespace"] is True
+
+
+def test_registration_actors_are_described_with_their_key_and_the_registrys_limits(
+    app: App, schema: dict[str, Any],
+) -> None:
+    described = schema["x-willowe"]["actors"]
+    for name, actor in registration_actors_by_name(app.actors).items():
+        assert described[name]["topic"] == actor.queue_name == BANDS[0].topic.name
+        assert described[name]["priority"] == "high"
+        # The key the schema describes is the one Python's send() writes.
+        token = "AB" * 32
+        args = ("user123", "ios", token, "com.willowe.app") if name == "register_device" \
+            else (token,)
+        key = actor.message(*args).options[described[name]["partition_key"]["option"]]
+        assert key == token_key(token.lower())
+        assert key.startswith(described[name]["partition_key"]["prefix"])
+    assert described["register_device"]["arguments"] == ["user_id", "platform", "token", "app_id"]
+    assert described["unregister_device"]["arguments"] == ["token"]
+    rules = schema["x-willowe"]["registration"]
+    assert (rules["user_id_max_chars"], rules["app_id_max_chars"]) \
+        == (USER_ID_MAX_CHARS, APP_ID_MAX_CHARS)
+    # In the order Python tries the providers when it keys an unregistration.
+    assert [(p["platform"], p["provider"]) for p in rules["platforms"]] \
+        == [(spec.platform, spec.name) for spec in providers()]
+    register = schema["$defs"]["register_device"]
+    assert register["prefixItems"][1]["enum"] == [spec.platform for spec in providers()]
+
+
+def test_a_provider_whose_tokens_the_schema_cant_describe_stops_the_generator(app: App) -> None:
+    # Given a third provider, whose token rules no producer has ported,
+    register_provider(ProviderSpec(
+        name="webpush", platform="web", build=lambda settings: None,
+        canonical_token=lambda token: token,
+        measure=lambda push: PushSize("webpush", 0, 4096)))
+    try:
+        # then generating the schema fails, naming it, rather than describe it wrong.
+        with pytest.raises(ValueError, match="'webpush'"):
+            wire_schema(app.actors)
+    finally:
+        unregister_provider("web")

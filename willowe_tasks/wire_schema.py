@@ -19,10 +19,18 @@ same constants ``send()`` uses:
     camelCase), written under the field's own name;
   - ``x-max-json-bytes``: the most UTF-8 bytes of the value as Python's
     ``json.dumps(value, ensure_ascii=False)`` writes it;
+  - ``x-lower-case`` on a string: it is lower-cased first (an iOS token);
   - ``x-willowe`` at the top: the priority bands and topics, each actor's
     topic, argument names and push wording, the record headers and the push
     providers' byte limits (which need the push built to be checked; the test
-    vectors in ``tests/vectors/payloads.json`` pin that computation).
+    vectors in ``tests/vectors/payloads.json`` pin that computation), and
+    the device registry's rules for ``register_device`` and
+    ``unregister_device`` in the order Python checks them (Python raises
+    the first problem only), with the partition key their records carry.
+
+The registration actors have no pydantic model: their argument schemas are
+built from the registry's and the providers' own constants
+(``willowe_tasks/registry/base.py``, ``willowe_tasks/providers``).
 
 ``python -m willowe_tasks schema --out clients/node/wire-schema.json``
 regenerates the committed copy; a test fails while it is stale.
@@ -30,7 +38,10 @@ regenerates the committed copy; a test fails while it is stale.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -38,6 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, HttpUrl
 
+from broker.kafka import PARTITION_KEY_OPTION
 from willowe_tasks.actors import Actors, ValidatingActor
 from willowe_tasks.dispatch import DEFAULT_SOUND
 from willowe_tasks.kinds import KINDS, NotificationKind
@@ -51,13 +63,21 @@ from willowe_tasks.payloads import (
     CustomNotification,
 )
 from willowe_tasks.priorities import BANDS, band_for_actor_priority
+from willowe_tasks.providers import providers
+from willowe_tasks.providers.apns import IOS_TOKEN_MAX_HEX_CHARS, IOS_TOKEN_MIN_HEX_CHARS
 from willowe_tasks.providers.apns.payload import IMAGE_URL_KEY
 from willowe_tasks.providers.apns.payload import MAX_PAYLOAD_BYTES as APNS_MAX_PAYLOAD_BYTES
+from willowe_tasks.providers.fcm import ANDROID_TOKEN_MAX_CHARS
 from willowe_tasks.providers.fcm.message import MAX_MESSAGE_BYTES as FCM_MAX_MESSAGE_BYTES
 from willowe_tasks.providers.fcm.message import MAX_TTL_S as FCM_MAX_TTL_S
 from willowe_tasks.providers.push import MAX_COLLAPSE_ID_BYTES
+from willowe_tasks.registration import TOKEN_MAX_CHARS as UNREGISTER_TOKEN_MAX_CHARS
+from willowe_tasks.registration import RegistrationActor
+from willowe_tasks.registry.base import APP_ID_MAX_CHARS, USER_ID_MAX_CHARS
+from willowe_tasks.tokens import TOKEN_KEY_PREFIX
 
-__all__ = ["WIRE_FORMAT_VERSION", "actors_by_name", "render", "wire_schema", "write"]
+__all__ = ["WIRE_FORMAT_VERSION", "actors_by_name", "registration_actors_by_name", "render",
+           "wire_schema", "write"]
 
 #: Bumped when a change to the format would make an older producer's records
 #: wrong (new optional fields don't bump it: workers accept unknown fields).
@@ -99,6 +119,19 @@ def wire_schema(actors: Actors) -> dict[str, Any]:
                                     "args": {"$ref": f"#/$defs/{actor.actor_name}"}}},
         })
         described[actor.actor_name] = _describe_actor(actor)
+    for registration in registration_actors_by_name(actors).values():
+        defs[registration.actor_name] = _registration_arguments(registration, defs)
+        branches.append({
+            "if": {"properties": {"actor_name": {"const": registration.actor_name}},
+                   "required": ["actor_name"]},
+            "then": {"properties": {
+                "queue_name": {"const": registration.queue_name},
+                "args": {"$ref": f"#/$defs/{registration.actor_name}"},
+                "options": {"type": "object",
+                            "properties": {PARTITION_KEY_OPTION: _PARTITION_KEY},
+                            "required": [PARTITION_KEY_OPTION]}}},
+        })
+        described[registration.actor_name] = _describe_registration(registration)
     envelope = {name: dict(schema) for name, schema in _ENVELOPE.items()}
     envelope["queue_name"]["enum"] = [b.topic.name for b in BANDS]
     envelope["actor_name"]["enum"] = list(described)
@@ -130,6 +163,7 @@ def wire_schema(actors: Actors) -> dict[str, Any]:
                 "sound": DEFAULT_SOUND,
                 "apns_image_url_key": IMAGE_URL_KEY,
             },
+            "registration": _registration_rules(),
         },
     }
 
@@ -148,6 +182,11 @@ def actors_by_name(actors: Actors) -> dict[str, ValidatingActor]:
     kinds = [actors.send_match, actors.send_fast_match, actors.send_like, actors.send_one_night]
     custom = [actors.send_notification.actor(b.word) for b in BANDS]
     return {actor.actor_name: actor for actor in [*kinds, *custom, actors.track_event]}
+
+
+def registration_actors_by_name(actors: Actors) -> dict[str, RegistrationActor]:
+    """The actors a web server registers and forgets phones with, by name."""
+    return {actor.actor_name: actor for actor in [actors.register_device, actors.unregister_device]}
 
 
 def _arguments_array(actor: ValidatingActor, defs: dict[str, Any]) -> dict[str, Any]:
@@ -272,3 +311,119 @@ class _FieldProbe:
 
     def __getattr__(self, name: str) -> str:
         return "{" + name + "}"
+
+
+# -- registering devices ---------------------------------------------------
+
+#: What ``str.isprintable()`` refuses, as a regex class body: Unicode's
+#: "Other" and "Separator" categories (the ASCII space aside, which Python
+#: calls printable). Each engine reads them in the Unicode version it knows.
+_NOT_PRINTABLE_CLASS = r"\p{C}\p{Z}"
+
+#: The partition key of a registration record, in its options and as the
+#: Kafka record key: the token's :func:`~willowe_tasks.tokens.token_key`.
+_PARTITION_KEY = {"type": "string", "pattern": f"^{TOKEN_KEY_PREFIX}[0-9a-f]{{64}}$"}
+
+#: How each provider's ``canonical_token`` spells and limits its tokens, and
+#: how its messages name the platform. ``rule`` names the check a producer
+#: ports: ``hex`` (willowe_tasks/providers/apns) or ``printable`` (…/fcm).
+_TOKEN_RULES: dict[str, dict[str, Any]] = {
+    "apns": {"rule": "hex", "label": "iOS", "min_hex_chars": IOS_TOKEN_MIN_HEX_CHARS,
+             "max_hex_chars": IOS_TOKEN_MAX_HEX_CHARS},
+    "fcm": {"rule": "printable", "label": "Android", "max_chars": ANDROID_TOKEN_MAX_CHARS},
+}
+
+
+@functools.cache
+def _python_whitespace_class() -> str:
+    """What Python's ``str.isspace()`` calls whitespace (so what ``strip()``
+    removes), as a regex class: neither Unicode's White_Space property (it
+    adds U+001C-U+001F) nor JavaScript's ``\\s`` (which adds U+FEFF)."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if chr(code).isspace():
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    parts = [f"\\u{low:04x}" if low == high else f"\\u{low:04x}-\\u{high:04x}"
+             for low, high in ranges]
+    return f"[{''.join(parts)}]"
+
+
+def _registration_rules() -> dict[str, Any]:
+    """What ``validate_device`` and the registration actors check, for
+    producers that port the checks in Python's order and wording."""
+    return {
+        "whitespace": _python_whitespace_class(),
+        "not_printable": f"[{_NOT_PRINTABLE_CLASS}]",
+        "user_id_max_chars": USER_ID_MAX_CHARS,
+        "app_id_max_chars": APP_ID_MAX_CHARS,
+        "unregister_token_max_chars": UNREGISTER_TOKEN_MAX_CHARS,
+        # In registration order: an unregistered token is keyed by the first
+        # provider's spelling that accepts it (registry.base.stored_spellings).
+        "platforms": [{"platform": spec.platform, "provider": spec.name,
+                       "token": _token_rule(spec.name)} for spec in providers()],
+    }
+
+
+def _token_rule(provider: str) -> dict[str, Any]:
+    if provider not in _TOKEN_RULES:
+        raise ValueError(f"the wire schema can't describe provider {provider!r}'s tokens: "
+                         "add its rule to willowe_tasks.wire_schema._TOKEN_RULES")
+    return _TOKEN_RULES[provider]
+
+
+def _token_schema(rule: dict[str, Any]) -> dict[str, Any]:
+    """A token as the registry stores it, so as a record carries it."""
+    if rule["rule"] == "hex":
+        return {"type": "string", "minLength": rule["min_hex_chars"],
+                "maxLength": rule["max_hex_chars"], "pattern": "^(?:[0-9a-f]{2})+$",
+                "x-lower-case": True}
+    return {"type": "string", "minLength": 1, "maxLength": rule["max_chars"],
+            "pattern": f"^[^{_NOT_PRINTABLE_CLASS}]+$"}
+
+
+def _registration_arguments(actor: RegistrationActor, defs: dict[str, Any]) -> dict[str, Any]:
+    names = list(inspect.signature(actor.fn).parameters)
+    if actor.actor_name == "unregister_device":
+        # Any token some provider could have stored: not blank, not too long.
+        token = {"type": "string", "title": "Token", "maxLength": UNREGISTER_TOKEN_MAX_CHARS,
+                 "pattern": f"[^{_python_whitespace_class()[1:-1]}]"}
+        return {"type": "array", "description": f"{actor.actor_name}({', '.join(names)})",
+                "prefixItems": [token], "minItems": 1, "maxItems": 1}
+    printable = f"[^{_NOT_PRINTABLE_CLASS}]"
+    items = {
+        # Printable, spaces allowed, not blank. (Spaces first, then one
+        # character that is not: one way to match, so no backtracking.)
+        "user_id": {"type": "string", "title": "User Id", "minLength": 1,
+                    "maxLength": USER_ID_MAX_CHARS,
+                    "pattern": f"^ *{printable}(?: |{printable})*$"},
+        "platform": {"type": "string", "title": "Platform",
+                     "enum": [spec.platform for spec in providers()]},
+        "token": {"type": "string", "title": "Token",
+                  "description": "Rules by platform: see allOf."},
+        "app_id": {"type": "string", "title": "App Id", "minLength": 1,
+                   "maxLength": APP_ID_MAX_CHARS, "pattern": f"^{printable}+$"},
+    }
+    by_platform = []
+    for spec in providers():
+        name = f"{spec.platform.capitalize()}Token"
+        defs[name] = _token_schema(_token_rule(spec.name))
+        by_platform.append({
+            "if": {"type": "array", "prefixItems": [True, {"const": spec.platform}]},
+            "then": {"type": "array", "prefixItems": [True, True, {"$ref": f"#/$defs/{name}"}]},
+        })
+    return {"type": "array", "description": f"{actor.actor_name}({', '.join(names)})",
+            "prefixItems": [items[name] for name in names], "minItems": len(names),
+            "maxItems": len(names), "allOf": by_platform}
+
+
+def _describe_registration(actor: RegistrationActor) -> dict[str, Any]:
+    priority = band_for_actor_priority(actor.priority)
+    return {"priority": priority.word, "topic": actor.queue_name,
+            "arguments": list(inspect.signature(actor.fn).parameters),
+            # The record's key, and its options' partition_key: ``prefix`` and
+            # the SHA-256 hex digest of the token's UTF-8 bytes, spelled as stored.
+            "partition_key": {"option": PARTITION_KEY_OPTION, "argument": "token",
+                              "prefix": TOKEN_KEY_PREFIX, "digest": "sha256"}}

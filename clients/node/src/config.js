@@ -14,6 +14,10 @@ const fs = require('node:fs');
 const { logLevel: LOG_LEVELS } = require('kafkajs');
 const { ConfigError } = require('./errors');
 
+// The variables Python's settings have too (willowe_tasks/settings.py) take
+// the same defaults and ranges there, so one environment means the same to
+// both; tests/test_node_client.py compares them.
+
 /** How long the first send to a Kafka that is gone may take before it rejects, ms. */
 const DEFAULT_SEND_TIMEOUT_MS = 2000;
 /** How often an open circuit tries Kafka again, ms. */
@@ -27,10 +31,10 @@ const SASL_MECHANISMS = { 'SCRAM-SHA-512': 'scram-sha-512', 'SCRAM-SHA-256': 'sc
 const SETTINGS = [
   { option: 'brokers', env: 'KAFKA_BROKER', fallback: 'localhost:9092', read: brokerList },
   { option: 'clientId', env: 'KAFKA_CLIENT_ID', fallback: 'willowe-notifications', read: nonEmpty },
-  { option: 'retryInitialMs', env: 'KAFKA_RETRY_INITIAL', fallback: 100, read: integerAtLeast(1) },
-  { option: 'retryRetries', env: 'KAFKA_RETRY_RETRIES', fallback: 8, read: integerAtLeast(0) },
-  { option: 'sendTimeoutMs', env: 'KAFKA_SEND_TIMEOUT_MS', fallback: DEFAULT_SEND_TIMEOUT_MS, read: integerAtLeast(1) },
-  { option: 'probeIntervalMs', env: 'KAFKA_PROBE_INTERVAL_MS', fallback: DEFAULT_PROBE_INTERVAL_MS, read: integerAtLeast(100) },
+  { option: 'retryInitialMs', env: 'KAFKA_RETRY_INITIAL', fallback: 100, read: integerBetween(1, 3_600_000) },
+  { option: 'retryRetries', env: 'KAFKA_RETRY_RETRIES', fallback: 8, read: integerBetween(0, 1000) },
+  { option: 'sendTimeoutMs', env: 'KAFKA_SEND_TIMEOUT_MS', fallback: DEFAULT_SEND_TIMEOUT_MS, read: integerBetween(100, 120_000) },
+  { option: 'probeIntervalMs', env: 'KAFKA_PROBE_INTERVAL_MS', fallback: DEFAULT_PROBE_INTERVAL_MS, read: integerBetween(100, 600_000) },
   { option: 'logLevel', env: 'KAFKA_LOG_LEVEL', fallback: 'ERROR', read: oneOf(Object.keys(LOG_LEVELS)) },
   { option: 'securityProtocol', env: 'KAFKA_SECURITY_PROTOCOL', fallback: 'PLAINTEXT', read: oneOf(SECURITY_PROTOCOLS) },
   { option: 'saslMechanism', env: 'KAFKA_SASL_MECHANISM', fallback: undefined, read: oneOf(Object.keys(SASL_MECHANISMS)) },
@@ -172,14 +176,16 @@ function nonEmpty(raw) {
   return text;
 }
 
-function integerAtLeast(minimum) {
-  return (raw) => {
+function integerBetween(minimum, maximum) {
+  const read = (raw) => {
     const number = typeof raw === 'number' ? raw : /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
-    if (!Number.isSafeInteger(number) || number < minimum) {
-      throw new Error(`must be a whole number of at least ${minimum}, got ${JSON.stringify(String(raw))}`);
+    if (!Number.isSafeInteger(number) || number < minimum || number > maximum) {
+      throw new Error(`must be a whole number from ${minimum} to ${maximum}, got ${JSON.stringify(String(raw))}`);
     }
     return number;
   };
+  read.range = { minimum, maximum };
+  return read;
 }
 
 function oneOf(choices) {
@@ -190,4 +196,9 @@ function oneOf(choices) {
   };
 }
 
-module.exports = { DEFAULT_PROBE_INTERVAL_MS, DEFAULT_SEND_TIMEOUT_MS, loadConfig };
+/** Each environment variable with its default and, for a number, its range. */
+function describeSettings() {
+  return SETTINGS.map(({ env, option, fallback, read }) => ({ env, option, fallback, ...read.range }));
+}
+
+module.exports = { DEFAULT_PROBE_INTERVAL_MS, DEFAULT_SEND_TIMEOUT_MS, describeSettings, loadConfig };

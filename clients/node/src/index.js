@@ -5,12 +5,13 @@
  *     const { kafkaService } = require('@willowe/tasks-producer');   // settings from the environment
  *     await kafkaService.sendMatchNotification('user123', { name: 'Анна', age: 25 });
  *
+ *     await kafkaService.registerDevice('user123', 'ios', apnsToken, 'com.willowe.app');
+ *
  *     const { createKafkaService } = require('@willowe/tasks-producer');
  *     const service = createKafkaService({ brokers: ['kafka:9092'], sendTimeoutMs: 1000 });
  *
- * Device registration is not here yet: it will use the PostgreSQL device
- * registry the workers read, once that exists, as a module of its own beside
- * this one (registering a phone is a database write, not a Kafka record).
+ * A phone is registered the way a notification is sent: a record on Kafka,
+ * which a worker applies to the device registry with the registry's rules.
  */
 
 const { KafkaService } = require('./service');
@@ -41,6 +42,8 @@ const kafkaService = Object.freeze({
   sendOneNightNotification: async (userId, data) => defaultKafkaService().sendOneNightNotification(userId, data),
   sendAnalyticsEvent: async (event, data) => defaultKafkaService().sendAnalyticsEvent(event, data),
   sendMessage: async (topic, message, priority) => defaultKafkaService().sendMessage(topic, message, priority),
+  registerDevice: async (userId, platform, token, appId) => defaultKafkaService().registerDevice(userId, platform, token, appId),
+  unregisterDevice: async (token) => defaultKafkaService().unregisterDevice(token),
   status: () => (defaultService === null ? { circuit: 'closed', openSince: null, lastError: null } : defaultService.status()),
   disconnect: async () => {
     const service = defaultService;

@@ -12,7 +12,7 @@ const SCHEMA = require('../wire-schema.json');
 const WILLOWE = SCHEMA['x-willowe'];
 
 /** The annotations the schema carries besides standard JSON Schema (see wire_schema.py). */
-const ANNOTATIONS = ['x-willowe', 'x-strip-whitespace', 'x-aliases', 'x-max-json-bytes'];
+const ANNOTATIONS = ['x-willowe', 'x-strip-whitespace', 'x-aliases', 'x-max-json-bytes', 'x-lower-case'];
 
 /**
  * Patterns as the workers' regex engine (Rust's `regex`, used by pydantic)

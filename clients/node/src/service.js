@@ -1,8 +1,8 @@
 'use strict';
 /**
- * The guide's kafkaService: sends notifications and analytics events as
- * records the Python workers process, and fails fast so the caller's
- * fallback runs.
+ * The guide's kafkaService: sends notifications, analytics events and device
+ * registrations as records the Python workers process, and fails fast so the
+ * caller's fallback runs.
  *
  *     try {
  *       await kafkaService.sendLikeNotification(userId, { name: 'Мария', age: 28 });
@@ -91,6 +91,27 @@ class KafkaService {
   }
 
   /**
+   * Register a phone: a worker adds it to the device registry (the one the
+   * workers push from), or moves the token to this user. Call it at every app
+   * launch. `platform`: `ios` or `android`; `token`: the APNs device token
+   * (hex, either case: stored lower-case) or the FCM registration token;
+   * `appId`: the bundle id or package name. Checked by the registry's rules
+   * first (a PayloadError names the field, never quoting the token).
+   *
+   * It resolves once Kafka has the record; the device is known once a worker
+   * applied it, about as soon as a match is pushed (same topic). The record is
+   * keyed by the token's hash, so the changes of one token stay in order.
+   */
+  registerDevice(userId, platform, token, appId) {
+    return this._send('register_device', [userId, platform, token, appId]);
+  }
+
+  /** Forget a phone (the user signed out): the token as registered, in any case for iOS. */
+  unregisterDevice(token) {
+    return this._send('unregister_device', [token]);
+  }
+
+  /**
    * Wait for the sends in flight, then close the connection and stop probing.
    * Later sends reject.
    */
@@ -134,7 +155,7 @@ class KafkaService {
         topic: record.topic,
         acks: -1,
         timeout: this.config.sendTimeoutMs,
-        messages: [{ value, headers }],
+        messages: [{ key: record.key, value, headers }],
       }));
       return { messageId: record.messageId, topic: record.topic, partition: written.partition, offset: written.baseOffset };
     } catch (error) {

@@ -84,8 +84,10 @@ class ProducerSession {
       requestTimeout: config.sendTimeoutMs,
     });
     this.producer = kafka.producer({
-      // The partitioner of kafkajs 2 (Java's murmur2); records carry no key,
-      // so it spreads them over the partitions either way.
+      // The partitioner of kafkajs 2: a keyed record (a registration) goes to
+      // murmur2(key) modulo the partitions, as with Java's and kafka-python's
+      // default partitioners, so Node and Python put one token's changes in
+      // one partition; a record without a key (a notification) is spread.
       createPartitioner: Partitioners.DefaultPartitioner,
       // `make topics` owns the topics and their shape.
       allowAutoTopicCreation: false,

@@ -17,6 +17,7 @@ test('the guide\'s variables and their defaults', () => {
   assert.equal(defaults.clientId, 'willowe-notifications');
   assert.deepEqual(defaults.retry, { initialRetryTime: 100, retries: 8 });
   assert.equal(defaults.sendTimeoutMs, 2000);
+  assert.equal(defaults.probeIntervalMs, 3000);
 
   const config = loadConfig({}, {
     KAFKA_BROKER: 'k1:9092, k2:9093', KAFKA_CLIENT_ID: 'web', KAFKA_RETRY_INITIAL: '250', KAFKA_RETRY_RETRIES: '3',
@@ -40,9 +41,12 @@ test('every bad variable is named in one error', () => {
     () => loadConfig({}, { KAFKA_BROKER: 'no-port', KAFKA_RETRY_RETRIES: '-1', KAFKA_SEND_TIMEOUT_MS: '2s' }),
     (error) => error instanceof ConfigError
       && /KAFKA_BROKER: "no-port" is not host:port/.test(error.message)
-      && /KAFKA_RETRY_RETRIES: must be a whole number of at least 0/.test(error.message)
-      && /KAFKA_SEND_TIMEOUT_MS: must be a whole number of at least 1/.test(error.message),
+      && /KAFKA_RETRY_RETRIES: must be a whole number from 0 to 1000/.test(error.message)
+      && /KAFKA_SEND_TIMEOUT_MS: must be a whole number from 100 to 120000/.test(error.message),
   );
+  // The same ranges as Python's settings of these names.
+  assert.throws(() => loadConfig({}, { KAFKA_SEND_TIMEOUT_MS: '99' }), /KAFKA_SEND_TIMEOUT_MS: must be a whole number from 100/);
+  assert.throws(() => loadConfig({ probeIntervalMs: 600_001 }, {}), /options.probeIntervalMs: must be a whole number from 100 to 600000/);
   assert.throws(() => loadConfig({ sendTimeoutMS: 10 }, {}), /options.sendTimeoutMS: not a setting/);
 });
 

@@ -4,7 +4,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { randomUUID } = require('node:crypto');
+const { createHash, randomUUID } = require('node:crypto');
 const { Kafka, logLevel } = require('kafkajs');
 const { createKafkaService } = require('../src');
 const { validateRecord } = require('../src/schema');
@@ -12,6 +12,8 @@ const { validateRecord } = require('../src/schema');
 const BROKER = process.env.WILLOWE_TEST_KAFKA;
 const SKIP = BROKER ? false : 'needs a Kafka: WILLOWE_TEST_KAFKA=host:port (make test sets it)';
 const READ_TIMEOUT_MS = 60_000;
+const TOKEN = randomUUID().replaceAll('-', '').repeat(2);
+const TOKEN_KEY = `sha256:${createHash('sha256').update(TOKEN).digest('hex')}`;
 
 /** Read the records with these message ids back from the notification topics (bounded in time). */
 async function readBack(ids) {
@@ -39,7 +41,7 @@ async function readBack(ids) {
   return found;
 }
 
-test('each send is one record on its priority\'s topic, as the workers read it', { skip: SKIP, timeout: 120_000 }, async () => {
+test('each send is one record on its priority\'s topic, as the workers read it (registrations keyed)', { skip: SKIP, timeout: 120_000 }, async () => {
   const service = createKafkaService({ brokers: BROKER, logLevel: 'ERROR' }, {});
   const sent = [];
   try {
@@ -48,6 +50,8 @@ test('each send is one record on its priority\'s topic, as the workers read it',
     sent.push(['track_event', await service.sendAnalyticsEvent('user_login', { userId: 'user123', timestamp: Date.now() })]);
     sent.push(['send_notification_high', await service.sendMessage('high-priority-notifications', {
       type: 'custom-notification', targetUserId: 'user123', title: 'Новое сообщение', body: 'У вас новое сообщение' }, 'high')]);
+    sent.push(['register_device', await service.registerDevice('user123', 'ios', TOKEN.toUpperCase(), 'com.willowe.app')]);
+    sent.push(['unregister_device', await service.unregisterDevice(TOKEN)]);
   } finally {
     await service.disconnect();
   }
@@ -58,7 +62,10 @@ test('each send is one record on its priority\'s topic, as the workers read it',
     assert.equal(record.topic, result.topic);
     assert.equal(record.partition, result.partition);
     assert.equal(record.message.offset, result.offset);
-    assert.equal(record.message.key, null);
+    // Registrations are keyed by the token's hash (lower-case iOS spelling), so
+    // both land in one partition; notifications have no key.
+    const key = actorName.endsWith('_device') ? TOKEN_KEY : null;
+    assert.equal(record.message.key?.toString('utf8') ?? null, key);
     assert.equal(record.message.headers['dramatiq-actor'].toString(), actorName);
     const value = JSON.parse(record.message.value.toString('utf8'));
     assert.ok(validateRecord(value), JSON.stringify(validateRecord.errors));
@@ -67,4 +74,6 @@ test('each send is one record on its priority\'s topic, as the workers read it',
     assert.equal(value.message_id, result.messageId);
     assert.match(record.message.value.toString('latin1'), /^[\x20-\x7e]*$/, 'ASCII only, as Dramatiq writes');
   }
+  const [registered, unregistered] = sent.slice(-2).map(([, result]) => result);
+  assert.equal(registered.partition, unregistered.partition);
 });

@@ -3,26 +3,13 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { createKafkaService, PayloadError } = require('../src');
+const { PayloadError } = require('../src');
+const { offlineService, refusal } = require('../testing/offline');
 
 const NOTE = { type: 'custom-notification', targetUserId: 'user123', title: 'Новое сообщение', body: 'Текст' };
 
-/** A service whose sends stop right after the checks: nothing is listening on port 9. */
-function offline() {
-  return createKafkaService({ brokers: '127.0.0.1:9', sendTimeoutMs: 50, logLevel: 'NOTHING', logger: { warn() {}, info() {} } }, {});
-}
-
-async function refusal(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
-
 test('a topic that disagrees with the priority is named in the error', async () => {
-  const service = offline();
+  const service = offlineService();
   const error = await refusal(service.sendMessage('high-priority-notifications', NOTE, 'low'));
   assert.ok(error instanceof PayloadError);
   assert.equal(error.path, 'topic');
@@ -31,7 +18,7 @@ test('a topic that disagrees with the priority is named in the error', async () 
 });
 
 test('an unknown priority or topic is named', async () => {
-  const service = offline();
+  const service = offlineService();
   assert.equal((await refusal(service.sendMessage(null, NOTE, 'urgent'))).path, 'priority');
   assert.equal((await refusal(service.sendMessage('notifications', NOTE, 'high'))).path, 'topic');
   await service.disconnect();
@@ -42,7 +29,7 @@ test('topic and priority that agree, either alone, or neither (high), pick the a
     ['medium-priority-notifications', 'medium', 'medium'], [null, 'low', 'low'],
     ['low-priority-notifications', undefined, 'low'], [undefined, undefined, 'high'],
   ]) {
-    const service = offline();
+    const service = offlineService();
     // The checks pass; the send then fails on the closed port, naming the record's actor.
     const error = await refusal(service.sendMessage(topic, NOTE, priority));
     assert.equal(error.name, 'KafkaUnavailableError', `${topic}/${priority}: ${error.message}`);

@@ -20,6 +20,9 @@ for (const vector of loadVectors()) {
     }
     const record = buildRecord(vector.actor, vector.args);
     if (vector.recordArgs !== undefined) assert.deepEqual(record.message.args, vector.recordArgs);
+    // A registration is keyed by its token, in its options and as the Kafka key; nothing else is.
+    assert.equal(record.key?.toString('utf8'), vector.recordKey);
+    assert.equal(record.message.options.partition_key, vector.recordKey);
     // What is written is what the schema describes, and reads back as built.
     const written = JSON.parse(record.value.toString('utf8'));
     assert.ok(validateRecord(written), JSON.stringify(validateRecord.errors));

@@ -29,6 +29,7 @@ function loadVectors(file = VECTORS_PATH) {
     args: expand(vector.args),
     errors: vector.errors || [],
     recordArgs: vector.record_args === undefined ? undefined : expand(vector.record_args),
+    recordKey: vector.record_key,
   }));
 }
 
