@@ -73,3 +73,11 @@ def test_a_registry_file_of_the_first_version_is_upgraded_in_place(tmp_path: Pat
         assert registry.mark_invalid(IOS_TOKEN, "apns:Unregistered")
     with SQLiteDeviceRegistry(path) as registry:  # and opening it again migrates nothing twice
         assert registry.devices_for("u1") == []
+
+
+def test_a_platform_error_never_echoes_what_was_given(registry: SQLiteDeviceRegistry) -> None:
+    # Arguments in the wrong order put the token where the platform goes
+    with pytest.raises(DeviceValidationError) as caught:
+        registry.register("u1", IOS_TOKEN, "ios", "app")
+    assert caught.value.field == "platform"
+    assert IOS_TOKEN not in str(caught.value)

@@ -138,6 +138,9 @@ def _check_token(token: object) -> None:
         raise DeviceValidationError("token", "must not be empty")
     if len(token) > TOKEN_MAX_CHARS:
         raise DeviceValidationError("token", f"must be at most {TOKEN_MAX_CHARS} characters")
+    if not token.isprintable():
+        # (A lone surrogate, say: it could not even be hashed into the key.)
+        raise DeviceValidationError("token", "must be printable text")
 
 
 def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:

@@ -125,7 +125,9 @@ def validate_device(user_id: str, platform: str, token: str, app_id: str) -> Dev
         spec = None
     if spec is None:
         known = ", ".join(p.platform for p in providers())
-        raise DeviceValidationError("platform", f"must be one of {known}, got {platform!r}")
+        # The value is not echoed: arguments given in the wrong order would put
+        # a device token into the error, and errors reach logs and dead letters.
+        raise DeviceValidationError("platform", f"must be one of {known}")
     _check_text("app_id", app_id, APP_ID_MAX_CHARS, allow_spaces=False)
     if not isinstance(token, str):
         raise DeviceValidationError("token", f"must be a string, got {type(token).__name__}")
