@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from willowe_tasks.registry import DeviceRegistry, SQLiteDeviceRegistry
+from willowe_tasks.registry import DeviceRegistry, DeviceValidationError, SQLiteDeviceRegistry
 
 IOS_TOKEN = "a1" * 32
 
