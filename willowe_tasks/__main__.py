@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from broker.topics import TopicReconcileError, reconcile
-from willowe_tasks import devices_cli
+from willowe_tasks import devices_cli, exporter
 from willowe_tasks.settings import SettingsError, load_settings
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     topics.set_defaults(run=topics_command)
     devices_cli.add_parser(sub)
+    exporter.add_parser(sub)
     schema = sub.add_parser(
         "schema", help="the JSON Schema of the records producers write (other languages)",
         description="Print the wire format's JSON Schema, generated from the payload models"

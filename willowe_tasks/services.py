@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from willowe_tasks.analytics import AnalyticsSink, JsonlAnalyticsSink
+from willowe_tasks.events import EventBus
 from willowe_tasks.housekeeping import Housekeeping
 from willowe_tasks.ledger import DeliveryLedger, SQLiteLedger
 from willowe_tasks.providers import PermanentDeliveryError, PushProvider, provider_for
@@ -29,7 +30,8 @@ class Services:
 
     ``providers`` are clients to use as they are (tests); any other platform's
     client is built from ``settings`` on first use. ``push_timeout_s`` bounds
-    one push (the ledger's claims outlast it).
+    one push (the ledger's claims outlast it). ``events`` hears how each push
+    ended (a bus of its own when not given).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class Services:
         settings: Settings | None = None,
         providers: Mapping[str, PushProvider] | None = None,
         push_timeout_s: float | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.registry = registry
         self.ledger = ledger
@@ -51,6 +54,7 @@ class Services:
         if push_timeout_s is None:
             push_timeout_s = settings.push_timeout_s if settings is not None else 10.0
         self.push_timeout_s = push_timeout_s
+        self.events = events if events is not None else EventBus()
         self._providers: dict[str, PushProvider | None] = dict(providers or {})
         self._lock = threading.Lock()
 
@@ -85,7 +89,7 @@ class Services:
             close()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, events: EventBus | None = None) -> Services:
     registry = SQLiteDeviceRegistry(settings.device_registry_path)
     return Services(
         registry=registry,
@@ -97,6 +101,7 @@ def build_services(settings: Settings) -> Services:
         ),
         token_guard=build_token_guard(settings, registry),
         settings=settings,
+        events=events,
     )
 
 
