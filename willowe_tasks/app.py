@@ -44,9 +44,10 @@ class App:
 
     ``events`` is its event bus (:mod:`willowe_tasks.events`): the broker's,
     the workers' and dispatch's events, for metrics and traces.
+    ``tracer_provider``: OpenTelemetry's, for spans (default: the global one).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
         self.settings = settings
         self.events = EventBus()
         self.broker = build_broker(
@@ -58,7 +59,7 @@ class App:
         self.broker.add_middleware(
             HousekeepingMiddleware(lambda: build_housekeeping(self.services, settings)))
         # Every record carries a traceparent; spans when OpenTelemetry is configured.
-        self.broker.add_middleware(TraceContext(self.events))
+        self.broker.add_middleware(TraceContext(self.events, tracer_provider=tracer_provider))
         if settings.metrics_enabled:
             self.broker.add_middleware(MessageEvents(self.events.emit))
             # A stale notification dropped is a message outcome of its own.

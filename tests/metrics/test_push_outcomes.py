@@ -1,0 +1,156 @@
+"""How dispatch's push outcomes become metrics, through the event bus: every
+outcome, including the ones the fakes make awkward (a timeout after sending,
+a token registered again after the provider dropped it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from willowe_tasks.analytics import JsonlAnalyticsSink
+from willowe_tasks.dispatch import Notification, NotificationFailed, deliver
+from willowe_tasks.events import EventBus, PushFinished
+from willowe_tasks.ledger import SQLiteLedger
+from willowe_tasks.metrics import Metrics
+from willowe_tasks.providers import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TokenRejected,
+    TransientDeliveryError,
+)
+from willowe_tasks.providers.push import Push
+from willowe_tasks.registry import SQLiteDeviceRegistry
+from willowe_tasks.services import Services
+from willowe_tasks.token_guard import TokenRemovalGuard
+
+IOS_TOKEN = "5a" * 32
+
+
+class Answers:
+    """A push provider that answers with ``error`` (or accepts, if None)."""
+
+    def __init__(self, error: DeliveryError | None) -> None:
+        self.error = error
+
+    def send(self, push: Push) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        pass
+
+
+def notification(priority: str = "high") -> Notification:
+    now = time.time()
+    return Notification(id=f"n-{time.time_ns()}", kind="match", user_id="u1", title="t",
+                        body="b", priority=priority,  # type: ignore[arg-type]
+                        expires_at=now + 600, sent_at=now - 2.0)
+
+
+@pytest.fixture
+def counted(tmp_path: Path) -> Iterator[Callable[..., tuple[Services, CollectorRegistry]]]:
+    made: list[Services] = []
+
+    def make(error: DeliveryError | None, min_pushes: int = 20
+             ) -> tuple[Services, CollectorRegistry]:
+        bus = EventBus()
+        registry = CollectorRegistry()
+        Metrics(registry).subscribe(bus)
+        services = Services(
+            registry=SQLiteDeviceRegistry(tmp_path / f"devices{len(made)}.sqlite3"),
+            ledger=SQLiteLedger(tmp_path / f"ledger{len(made)}.sqlite3"),
+            analytics=JsonlAnalyticsSink(tmp_path / "analytics.jsonl"),
+            token_guard=TokenRemovalGuard(max_share=0.5, window_s=60, min_pushes=min_pushes),
+            providers={"ios": Answers(error)}, events=bus)
+        services.registry.register("u1", "ios", IOS_TOKEN, "com.willowe.app")
+        made.append(services)
+        return services, registry
+
+    yield make
+    for services in made:
+        services.close()
+
+
+def pushes(registry: CollectorRegistry, outcome: str, reason: str) -> float | None:
+    return registry.get_sample_value("willowe_pushes_total",
+                                     {"provider": "apns", "outcome": outcome, "reason": reason})
+
+
+@pytest.mark.parametrize(("error", "outcome", "reason", "raised"), [
+    (None, "accepted", "", None),
+    (TransientDeliveryError("Timeout", provider="apns", maybe_sent=True), "maybe_delivered",
+     "Timeout", None),
+    (TransientDeliveryError("ServiceUnavailable", provider="apns", status_code=503),
+     "retry_later", "ServiceUnavailable", dramatiq.Retry),
+    (PermanentDeliveryError("BadTopic", provider="apns", status_code=400), "refused",
+     "BadTopic", NotificationFailed),
+    # Marked invalid, and looked at again until the guard has seen enough pushes.
+    (TokenRejected("BadDeviceToken", provider="apns", status_code=400), "token_removed",
+     "BadDeviceToken", dramatiq.Retry),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_each_push_outcome_is_counted_with_the_providers_reason(
+        counted: Callable[..., tuple[Services, CollectorRegistry]],
+        error: DeliveryError | None, outcome: str, reason: str,
+        raised: type[BaseException] | None) -> None:
+    services, registry = counted(error)
+    if raised is None:
+        deliver(notification(), services)
+    else:
+        with pytest.raises(raised):
+            deliver(notification(), services)
+    assert pushes(registry, outcome, reason) == 1
+    assert registry.get_sample_value("willowe_push_round_trip_seconds_count",
+                                     {"provider": "apns"}) == 1
+    accepted = registry.get_sample_value("willowe_send_to_accepted_seconds_count",
+                                         {"priority": "high"})
+    assert accepted == (1 if outcome == "accepted" else None)
+
+
+def test_a_rejection_the_guard_holds_back_is_a_push_to_retry_later(
+        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+    # Every push of the window rejected for one reason: the setup, not the tokens.
+    services, registry = counted(TokenRejected("BadDeviceToken", provider="apns",
+                                               status_code=400), min_pushes=1)
+    with pytest.raises(dramatiq.Retry):
+        deliver(notification(), services)
+    assert pushes(registry, "retry_later", "BadDeviceToken") == 1
+    assert registry.get_sample_value("willowe_token_guard_verdicts_total", {
+        "provider": "apns", "reason": "BadDeviceToken", "verdict": "hold"}) == 1
+
+
+def test_send_to_accepted_starts_at_the_send_not_at_the_push(
+        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+    services, registry = counted(None)
+    deliver(notification("medium"), services)  # sent 2 s before the worker got to it
+    latency = registry.get_sample_value("willowe_send_to_accepted_seconds_sum",
+                                        {"priority": "medium"})
+    assert latency is not None and 2.0 <= latency < 60
+
+
+def test_a_token_registered_again_since_the_rejection_is_counted_as_kept(
+        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+    # The provider found the token invalid an hour ago; the phone registered it since.
+    services, registry = counted(TokenRejected("Unregistered", provider="apns", status_code=410,
+                                               invalid_since=time.time() - 3600))
+    deliver(notification(), services)
+    assert pushes(registry, "token_kept", "Unregistered") == 1
+    assert pushes(registry, "token_removed", "Unregistered") is None
+
+
+def test_a_handler_that_fails_never_fails_the_delivery(
+        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+    services, registry = counted(None)
+
+    def broken(event: PushFinished) -> None:
+        raise RuntimeError("listener bug")
+
+    services.events.subscribe(PushFinished, broken)
+    deliver(notification(), services)  # no exception
+    assert pushes(registry, "accepted", "") == 1  # and the other listener still ran
+    services.events.unsubscribe(PushFinished, broken)
+    assert services.events.wants(PushFinished)
