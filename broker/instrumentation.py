@@ -44,7 +44,7 @@ RETRIED = "retried"
 SKIPPED = "skipped"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageFinished:
     """A message's run ended, or its retry was scheduled.
 
@@ -59,7 +59,7 @@ class MessageFinished:
     duration_s: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordSent:
     """A record was handed to Kafka and acknowledged (``ok``), or refused."""
 
@@ -67,7 +67,7 @@ class RecordSent:
     ok: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordDeadLettered:
     """A record is on its queue's dead-letter topic now (Kafka acknowledged it).
 

@@ -41,7 +41,7 @@ REFUSED = "refused"
 MAYBE_DELIVERED = "maybe_delivered"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PushFinished:
     """One push request to a provider got its answer (or none).
 
@@ -59,7 +59,7 @@ class PushFinished:
     round_trip_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NotificationExpired:
     """A notification's deadline had passed when a worker got to it: dropped."""
 
@@ -67,7 +67,7 @@ class NotificationExpired:
     priority: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenGuardVerdict:
     """The removal guard's answer about a rejected token (``verdict``: remove,
     remove_and_recheck or hold; see :mod:`willowe_tasks.token_guard`)."""

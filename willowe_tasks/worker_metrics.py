@@ -86,16 +86,19 @@ class WorkerMetrics(dramatiq.Middleware):
         use_multiprocess_directory(self.directory)
         self.metrics = Metrics(CollectorRegistry())
         self._unsubscribe = self.metrics.subscribe(self.bus)
+        self.metrics.flush_every()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self.directory is None:
             return
         from prometheus_client import multiprocess
 
-        # Drops this process's "live" gauges; its counters stay in the sum.
-        multiprocess.mark_process_dead(os.getpid(), str(self.directory))
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self.metrics is not None:
+            self.metrics.stop()
+        # Drops this process's "live" gauges; its counters stay in the sum.
+        multiprocess.mark_process_dead(os.getpid(), str(self.directory))
 
 
 class MetricsServer:

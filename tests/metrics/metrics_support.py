@@ -58,6 +58,22 @@ def wait_for_scrape(url: str, ready: Callable[[str], bool], timeout_s: float = 6
     return text
 
 
+def scrape_until(url: str, check: Callable[[str], None], timeout_s: float = 60.0) -> str:
+    """Scrape until ``check(text)`` passes its assertions (workers add their
+    counts every second, and a thread's may come a flush after another's);
+    the last scrape's AssertionError if it never does."""
+    def passes(text: str) -> bool:
+        try:
+            check(text)
+        except AssertionError:
+            return False
+        return True
+
+    text = wait_for_scrape(url, passes, timeout_s)
+    check(text)
+    return text
+
+
 def promtool() -> str:
     """Path of Prometheus' promtool (Debian's `prometheus` package); skips without it."""
     path = shutil.which("promtool")

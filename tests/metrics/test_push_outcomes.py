@@ -4,6 +4,7 @@ a token registered again after the provider dropped it)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,15 +53,26 @@ def notification(priority: str = "high") -> Notification:
                         expires_at=now + 600, sent_at=now - 2.0)
 
 
+class Counted:
+    """Metrics in a registry of their own, read the way a scrape would."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+
+    def get_sample_value(self, name: str, labels: dict[str, str]) -> float | None:
+        self.metrics.flush()
+        return self.registry.get_sample_value(name, labels)
+
+
 @pytest.fixture
-def counted(tmp_path: Path) -> Iterator[Callable[..., tuple[Services, CollectorRegistry]]]:
+def counted(tmp_path: Path) -> Iterator[Callable[..., tuple[Services, Counted]]]:
     made: list[Services] = []
 
-    def make(error: DeliveryError | None, min_pushes: int = 20
-             ) -> tuple[Services, CollectorRegistry]:
+    def make(error: DeliveryError | None, min_pushes: int = 20) -> tuple[Services, Counted]:
         bus = EventBus()
-        registry = CollectorRegistry()
-        Metrics(registry).subscribe(bus)
+        registry = Counted()
+        registry.metrics.subscribe(bus)
         services = Services(
             registry=SQLiteDeviceRegistry(tmp_path / f"devices{len(made)}.sqlite3"),
             ledger=SQLiteLedger(tmp_path / f"ledger{len(made)}.sqlite3"),
@@ -76,7 +88,7 @@ def counted(tmp_path: Path) -> Iterator[Callable[..., tuple[Services, CollectorR
         services.close()
 
 
-def pushes(registry: CollectorRegistry, outcome: str, reason: str) -> float | None:
+def pushes(registry: Counted, outcome: str, reason: str) -> float | None:
     return registry.get_sample_value("willowe_pushes_total",
                                      {"provider": "apns", "outcome": outcome, "reason": reason})
 
@@ -94,7 +106,7 @@ def pushes(registry: CollectorRegistry, outcome: str, reason: str) -> float | No
      "BadDeviceToken", dramatiq.Retry),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_each_push_outcome_is_counted_with_the_providers_reason(
-        counted: Callable[..., tuple[Services, CollectorRegistry]],
+        counted: Callable[..., tuple[Services, Counted]],
         error: DeliveryError | None, outcome: str, reason: str,
         raised: type[BaseException] | None) -> None:
     services, registry = counted(error)
@@ -112,7 +124,7 @@ def test_each_push_outcome_is_counted_with_the_providers_reason(
 
 
 def test_a_rejection_the_guard_holds_back_is_a_push_to_retry_later(
-        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+        counted: Callable[..., tuple[Services, Counted]]) -> None:
     # Every push of the window rejected for one reason: the setup, not the tokens.
     services, registry = counted(TokenRejected("BadDeviceToken", provider="apns",
                                                status_code=400), min_pushes=1)
@@ -124,7 +136,7 @@ def test_a_rejection_the_guard_holds_back_is_a_push_to_retry_later(
 
 
 def test_send_to_accepted_starts_at_the_send_not_at_the_push(
-        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+        counted: Callable[..., tuple[Services, Counted]]) -> None:
     services, registry = counted(None)
     deliver(notification("medium"), services)  # sent 2 s before the worker got to it
     latency = registry.get_sample_value("willowe_send_to_accepted_seconds_sum",
@@ -133,7 +145,7 @@ def test_send_to_accepted_starts_at_the_send_not_at_the_push(
 
 
 def test_a_token_registered_again_since_the_rejection_is_counted_as_kept(
-        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+        counted: Callable[..., tuple[Services, Counted]]) -> None:
     # The provider found the token invalid an hour ago; the phone registered it since.
     services, registry = counted(TokenRejected("Unregistered", provider="apns", status_code=410,
                                                invalid_since=time.time() - 3600))
@@ -143,7 +155,7 @@ def test_a_token_registered_again_since_the_rejection_is_counted_as_kept(
 
 
 def test_a_handler_that_fails_never_fails_the_delivery(
-        counted: Callable[..., tuple[Services, CollectorRegistry]]) -> None:
+        counted: Callable[..., tuple[Services, Counted]]) -> None:
     services, registry = counted(None)
 
     def broken(event: PushFinished) -> None:
@@ -154,3 +166,32 @@ def test_a_handler_that_fails_never_fails_the_delivery(
     assert pushes(registry, "accepted", "") == 1  # and the other listener still ran
     services.events.unsubscribe(PushFinished, broken)
     assert services.events.wants(PushFinished)
+
+
+def test_tallies_of_many_threads_add_up_once_each_however_often_flushed() -> None:
+    # Given counts made on four threads, with flushes in between
+    counted = Counted()
+    bus = EventBus()
+    counted.metrics.subscribe(bus)
+    event = PushFinished("apns", "accepted", "", "high", time.time(), time.time(), 0.02)
+
+    def push(times: int) -> None:
+        for _ in range(times):
+            bus.emit(event)
+
+    threads = [threading.Thread(target=push, args=(500,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(5):
+        counted.metrics.flush()
+    for thread in threads:
+        thread.join(timeout=30)
+    # Then every push is counted once, and its latency in the right bucket
+    assert pushes(counted, "accepted", "") == 2000
+    assert counted.get_sample_value("willowe_push_round_trip_seconds_bucket",
+                                    {"provider": "apns", "le": "0.01"}) == 0
+    assert counted.get_sample_value("willowe_push_round_trip_seconds_bucket",
+                                    {"provider": "apns", "le": "0.025"}) == 2000
+    assert counted.get_sample_value("willowe_push_round_trip_seconds_sum",
+                                    {"provider": "apns"}) == pytest.approx(40.0)
+    assert pushes(counted, "accepted", "") == 2000  # a flush with nothing new adds nothing
