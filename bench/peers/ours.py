@@ -16,13 +16,16 @@ class Ours(System):
     batch_api = True
 
     def make_broker(self, params: Params) -> dramatiq.Broker:
+        return self.kafka_broker(params)
+
+    def kafka_broker(self, params: Params, **options: Any) -> KafkaBroker:
         bands: list[tuple[int, str]] = []
         if "high_queue" in params:
             bands = [(params["high_priority"], params["high_queue"]),
                      (params["low_priority"], params["low_queue"])]
         return KafkaBroker(bootstrap_servers=params["bootstrap"], group_id=params["group"],
                            client_id="bench", priority_queues=bands,
-                           topic_partitions=params["partitions"])
+                           topic_partitions=params["partitions"], **options)
 
     def batch(self, broker: dramatiq.Broker) -> contextlib.AbstractContextManager[Any]:
         assert isinstance(broker, KafkaBroker)
