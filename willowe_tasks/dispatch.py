@@ -107,9 +107,11 @@ def deliver(notification: Notification, services: Services) -> None:
         try:
             services.provider(device.platform).send(push_for(notification, device))
         except TokenRejected as e:
+            answered = time.perf_counter()  # the round trip, not the registry's work after it
             services.ledger.release(notification.id, key)
             outcome, held = _token_rejected(notification, device, e, services)
-            _report(services, notification, provider, outcome, e.reason, started_at, started)
+            _report(services, notification, provider, outcome, e.reason, started_at, started,
+                    answered)
             if held is not None:
                 transient.append(held)
         except TransientDeliveryError as e:
@@ -151,13 +153,16 @@ def deliver(notification: Notification, services: Services) -> None:
 
 
 def _report(services: Services, notification: Notification, provider: str, outcome: str,
-            reason: str, started_at: float, started: float) -> None:
-    """Tell the event bus how a push ended (metrics, traces)."""
+            reason: str, started_at: float, started: float, answered: float | None = None
+            ) -> None:
+    """Tell the event bus how a push ended (metrics, traces); ``started`` and
+    ``answered`` are perf_counter() readings (default for the answer: now)."""
     if services.events.wants(PushFinished):
+        ended = time.perf_counter() if answered is None else answered
         services.events.emit(PushFinished(
             provider, outcome, reason, notification.priority,
             notification.sent_at if notification.sent_at is not None else started_at,
-            started_at, time.perf_counter() - started))
+            started_at, ended - started))
 
 
 def _token_rejected(notification: Notification, device: Device, error: TokenRejected,

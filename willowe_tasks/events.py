@@ -41,6 +41,8 @@ REFUSED = "refused"
 MAYBE_DELIVERED = "maybe_delivered"
 
 
+# Events are made once a message (or push) and read, never changed; not frozen
+# all the same, since building a frozen dataclass costs a microsecond more.
 @dataclass(slots=True)
 class PushFinished:
     """One push request to a provider got its answer (or none).
