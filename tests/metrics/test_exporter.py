@@ -18,7 +18,7 @@ from metrics_support import promtool_check_metrics, scrape, series, total, wait_
 
 from broker.topics import reconcile
 from willowe_tasks.app import App
-from willowe_tasks.exporter import serve_exporter
+from willowe_tasks.exporter import app_topics, serve_exporter
 from willowe_tasks.settings import Settings, settings_from
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
@@ -39,8 +39,8 @@ def settings(kafka_bootstrap: str) -> Settings:
 def exporter(settings: Settings) -> Iterator[str]:
     """The exporter's URL, its topics emptied first (records, dead letters)."""
     server, broker = serve_exporter(settings, "127.0.0.1", 0)
-    broker.declare_queue(HIGH)
-    broker.declare_queue(LOW)
+    for topic in app_topics():
+        broker.declare_queue(topic)
     broker.flush_all()
     try:
         yield f"http://127.0.0.1:{server.port}/metrics"
@@ -124,9 +124,13 @@ def test_an_unreachable_kafka_is_a_scrape_that_says_so(kafka_bootstrap: str) -> 
     assert series(text, "willowe_consumer_lag_messages") == []
 
 
-def test_the_exporter_command_refuses_a_bad_port_naming_it(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "willowe_tasks", "metrics-exporter",
-                           "--port", "70000"], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "willowe_tasks", "metrics-exporter"],
+    [str(Path(sys.executable).with_name("willowe-metrics-exporter"))],  # the console script
+], ids=["module", "script"])
+def test_the_exporter_command_refuses_a_bad_port_naming_it(tmp_path: Path,
+                                                           command: list[str]) -> None:
+    done = subprocess.run([*command, "--port", "70000"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
     assert done.returncode == 2
     assert "--port" in done.stderr and "70000" in done.stderr

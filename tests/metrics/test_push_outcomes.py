@@ -4,6 +4,7 @@ a token registered again after the provider dropped it)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import dramatiq
 import pytest
+from dramatiq.errors import ConnectionFailed
 from prometheus_client import CollectorRegistry
 
+from broker import KafkaBroker
 from willowe_tasks.analytics import JsonlAnalyticsSink
 from willowe_tasks.dispatch import Notification, NotificationFailed, deliver
 from willowe_tasks.events import EventBus, PushFinished
@@ -195,3 +198,25 @@ def test_tallies_of_many_threads_add_up_once_each_however_often_flushed() -> Non
     assert counted.get_sample_value("willowe_push_round_trip_seconds_sum",
                                     {"provider": "apns"}) == pytest.approx(40.0)
     assert pushes(counted, "accepted", "") == 2000  # a flush with nothing new adds nothing
+
+
+def test_a_send_kafka_does_not_take_is_counted_as_failed() -> None:
+    # Given a broker whose Kafka is away, counting its sends
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    counted = Counted()
+    bus = EventBus()
+    counted.metrics.subscribe(bus)
+    broker = KafkaBroker(bootstrap_servers=f"127.0.0.1:{closed}", events=bus.emit,
+                         create_topics=False, producer_options={"max_block_ms": 1000})
+    broker.declare_queue("nowhere")
+    # When a message is sent
+    message: dramatiq.Message[None] = dramatiq.Message(queue_name="nowhere", actor_name="a",
+                                                       args=(), kwargs={}, options={})
+    with pytest.raises(ConnectionFailed):
+        broker.enqueue(message)
+    broker.close()
+    # Then the failure is counted, and nothing as sent
+    assert counted.get_sample_value("willowe_producer_sends_total", {"outcome": "failed"}) == 1
+    assert counted.get_sample_value("willowe_producer_sends_total", {"outcome": "ok"}) is None
