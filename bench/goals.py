@@ -26,12 +26,14 @@ class Goal:
     #: ">=": ours/base must reach ``target``; "<=": must stay at or under it.
     op: str
     target: float
+    #: The system whose figure is divided (ours unless said).
+    system: str = "ours"
 
     def evaluate(self, results: Results) -> dict[str, Any]:
         row: dict[str, Any] = {"goal": self.label, "target": f"{self.op} {self.target:g}×",
                                "ours": None, "base": None, "ratio": None, "status": "not run"}
         by_system = results.get(self.scenario, {})
-        ours, base = by_system.get("ours"), by_system.get(self.base_system)
+        ours, base = by_system.get(self.system), by_system.get(self.base_system)
         if ours is None or base is None:
             return row
         if ours.skipped or base.skipped:
@@ -72,6 +74,11 @@ GOALS: tuple[Goal, ...] = (
     Goal("memory: peak RSS ≤ 1.1× early-drain RSS", "memory", "peak_mb", "ours", "baseline_mb",
          "<=", 1.1),
     Goal("push ≥ 0.9× concurrency ceiling", "push", "rate", "ours", "ceiling", ">=", 0.9),
+    Goal("drain with metrics on ≥ 0.95× metrics off", "drain", "rate", "ours", "rate", ">=",
+         0.95, system="ours-metrics"),
+    # The same cost as CPU per message, which a busy shared machine disturbs less.
+    Goal("drain CPU per message with metrics on ≤ 1.05× off", "drain", "cpu_us_per_msg", "ours",
+         "cpu_us_per_msg", "<=", 1.05, system="ours-metrics"),
 )
 
 

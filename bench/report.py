@@ -13,7 +13,8 @@ from bench.systems import BY_KEY
 COLUMNS: dict[str, list[tuple[str, str]]] = {
     "enqueue": [("single send, msg/s", "single_rate"), ("batch, msg/s", "batch_rate")],
     "drain": [("msg/s (start → last ack)", "rate"), ("msg/s after first ack", "steady_rate"),
-              ("first ack, s", "first_ack_s"), ("peak RSS, MiB", "peak_rss_mb")],
+              ("first ack, s", "first_ack_s"), ("peak RSS, MiB", "peak_rss_mb"),
+              ("CPU µs/msg", "cpu_us_per_msg")],
     "latency": [("p50, ms", "p50_ms"), ("p99, ms", "p99_ms"), ("max, ms", "max_ms")],
     "priority": [("high p99 idle, ms", "idle_p99_ms"), ("high p99 under backlog, ms",
                                                           "busy_p99_ms"),

@@ -129,7 +129,8 @@ class Enqueue(Scenario):
 
 class Drain(Scenario):
     name = "drain"
-    units = {"rate": "msg/s", "steady_rate": "msg/s", "first_ack_s": "s", "peak_rss_mb": "MiB"}
+    units = {"rate": "msg/s", "steady_rate": "msg/s", "first_ack_s": "s", "peak_rss_mb": "MiB",
+             "cpu_us_per_msg": "µs"}
 
     def sizes(self, ctx: Context, system: System) -> dict[str, Any]:
         return {"n": ctx.sizes.count("drain", system.scaled("drain"))}

@@ -44,6 +44,12 @@ _BASIC = frozenset({"enqueue", "drain", "latency"})
 # push: the application's own worker into fake APNs/FCM; peers have no push path.
 OURS = System("ours", "ours (KafkaBroker)", "ours.py", None,
               _BASIC | {"priority", "memory", "push"})
+# The same broker with the workers' metrics on: only drain, the per-message path.
+OURS_METRICS = System("ours-metrics", "ours, metrics on", "ours_metrics.py", None,
+                      frozenset({"drain"}),
+                      note="ours plus what a worker counts: the MessageEvents middleware and "
+                           "broker events through the event bus into prometheus-client's "
+                           "multiprocess files")
 RAW = System("raw", "raw kafka-python", "raw_kafka.py", None, _BASIC,
              note="plain producer/consumer loops, no Dramatiq: the ceiling")
 DRAMATIQ_KAFKA = System(
@@ -66,5 +72,5 @@ STUB = System("stub", "Dramatiq alone (StubBroker)", "dramatiq_stub.py", None,
               note="in-memory StubBroker: Dramatiq's own cost per message with no broker "
                    "behind it, the most any Dramatiq broker can reach here")
 
-ALL = (OURS, RAW, DRAMATIQ_KAFKA, REDIS, CELERY, STUB)
+ALL = (OURS, OURS_METRICS, RAW, DRAMATIQ_KAFKA, REDIS, CELERY, STUB)
 BY_KEY = {s.key: s for s in ALL}

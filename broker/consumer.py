@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
+from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -36,7 +37,9 @@ from kafka.errors import KafkaError
 
 from broker._kafka_python_fixes import apply_fixes
 from broker.dead_letters import DeadLetterWriter
+from broker.instrumentation import EventListener, RecordDeadLettered
 from broker.offsets import PartitionTracker
+from broker.trace_context import TRACEPARENT, header_value
 
 __all__ = ["KafkaMessageProxy"]
 
@@ -135,11 +138,13 @@ class _KafkaConsumer(dramatiq.Consumer):
 
     def __init__(self, queue_name: str, prefetch: int, timeout_ms: int, *,
                  consumer_options: dict[str, Any], dead_letters: DeadLetterWriter,
-                 leave: Callable[[], None] | None = None) -> None:
+                 leave: Callable[[], None] | None = None,
+                 events: EventListener | None = None) -> None:
         """``consumer_options`` go to kafka-python's KafkaConsumer as they are
         (bootstrap servers, group and client ids, static membership, security),
         on top of this module's defaults; ``dead_letters`` writes the records
-        that fail; ``leave`` takes a static member out of the group on close."""
+        that fail; ``leave`` takes a static member out of the group on close;
+        ``events`` hears of each dead letter once Kafka has it."""
         self.logger = logging.getLogger(f"{__name__}.{queue_name}")
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
@@ -158,6 +163,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._room = threading.Event()  # set by acks: maybe room under prefetch now
         self._dead_letters = dead_letters
         self._leave = leave
+        self._events = events
         options = {
             **GROUP_TIMING_DEFAULTS,
             "enable_auto_commit": False,
@@ -232,6 +238,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         error = message._exception
         self._dead_letter(
             record,
+            actor=message.actor_name,
             reason="failed",
             error_type=type(error).__name__ if error else "Failed",
             error_message=str(error) if error else "message failed",
@@ -335,7 +342,8 @@ class _KafkaConsumer(dramatiq.Consumer):
         except DecodeError as e:
             self.logger.error("Undecodable record at %s:%d offset %d; dead-lettering it.",
                               record.topic, record.partition, record.offset)
-            self._dead_letter(record, reason="undecodable", error_type=type(e).__name__,
+            self._dead_letter(record, actor=header_value(record.headers, "dramatiq-actor") or "",
+                              reason="undecodable", error_type=type(e).__name__,
                               error_message=str(e.__cause__ or e))
             tracker.finish(record.offset)
             return None
@@ -343,10 +351,18 @@ class _KafkaConsumer(dramatiq.Consumer):
         # Dramatiq routes the ack by queue name.
         if message.queue_name != self.queue_name:
             message = message.copy(queue_name=self.queue_name)
+        if TRACEPARENT not in message.options:
+            # A producer that wrote the trace context only as a header.
+            traceparent = header_value(record.headers, TRACEPARENT)
+            if traceparent:
+                message.options[TRACEPARENT] = traceparent
         return KafkaMessageProxy(message, record, tracker)
 
-    def _dead_letter(self, record: ConsumerRecord, **why: Any) -> None:
-        self._dead_letters.write(record, queue_name=self.queue_name, **why)
+    def _dead_letter(self, record: ConsumerRecord, *, actor: str, reason: str,
+                     **why: Any) -> None:
+        self._dead_letters.write(record, queue_name=self.queue_name, reason=reason, **why)
+        if self._events is not None:
+            self._events(RecordDeadLettered(q_name(self.queue_name), actor, reason))
 
     def _maybe_commit(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -34,9 +34,11 @@ from broker.admin import QueueAdmin
 from broker.circuit import CircuitOpen, SendCircuit
 from broker.consumer import _KafkaConsumer
 from broker.dead_letters import DeadLetterWriter
+from broker.instrumentation import EventListener, RecordSent
 from broker.membership import ProcessSlot
 from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
+from broker.trace_context import TRACEPARENT
 
 __all__ = ["BatchSendError", "KafkaBroker"]
 
@@ -139,6 +141,9 @@ class KafkaBroker(dramatiq.Broker):
       producer_options, consumer_options: passed to kafka-python as is.
       batch_producer_options: on top of producer_options, for the producer
         ``batch()`` sends through (default: linger_ms 20, flushed at the end).
+      events: called with each :class:`~broker.instrumentation.RecordSent`
+        and :class:`~broker.instrumentation.RecordDeadLettered` (metrics);
+        see :mod:`broker.instrumentation` for the rules a listener follows.
       **client_options: passed to producer, consumer and admin client alike
         (security_protocol, sasl_*, ssl_*, …).
     """
@@ -163,6 +168,7 @@ class KafkaBroker(dramatiq.Broker):
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
         batch_producer_options: dict[str, Any] | None = None,
+        events: EventListener | None = None,
         **client_options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
@@ -182,6 +188,7 @@ class KafkaBroker(dramatiq.Broker):
         self.priority_queues = list(priority_queues)
         self.send_timeout_ms = send_timeout_ms
         self.batch_timeout_ms = batch_timeout_ms
+        self.events = events
         self._client_options = client_options
         # One dict, not two ** expansions in the call: an option given both for
         # all clients and in the defaults (request_timeout_ms, say) would be a
@@ -287,6 +294,9 @@ class KafkaBroker(dramatiq.Broker):
             ("dramatiq-message-id", message.message_id.encode()),
             ("dramatiq-actor", message.actor_name.encode()),
         ]
+        traceparent = message.options.get(TRACEPARENT)
+        if traceparent:
+            headers.append((TRACEPARENT, traceparent.encode()))
         pending = getattr(self._batch, "pending", None)
         value = message.encode()
         if pending is None and self._spooling():
@@ -467,6 +477,8 @@ class KafkaBroker(dramatiq.Broker):
             producer = self._bulk_producer.get() if bulk else self._producer.get()
             return producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as e:
+            if self.events is not None:
+                self.events(RecordSent(topic, False))
             raise _send_failed(
                 f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {e}",
                 maybe_sent=False) from e
@@ -476,11 +488,15 @@ class KafkaBroker(dramatiq.Broker):
         try:
             future.get(timeout=self.send_timeout_ms / 1000 if timeout_s is None else timeout_s)
         except KafkaError as e:
+            if self.events is not None:
+                self.events(RecordSent(topic, False))
             # The record was handed to the producer: Kafka may have it, though
             # its answer did not come in time.
             raise _send_failed(
                 f"Kafka at {','.join(self.bootstrap_servers)} did not take a message "
                 f"for {topic!r}: {e}", maybe_sent=True) from e
+        if self.events is not None:
+            self.events(RecordSent(topic, True))
 
     def _produce_and_wait(self, topic: str, value: bytes, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> None:
@@ -523,7 +539,8 @@ class KafkaBroker(dramatiq.Broker):
                 self.queue_admin.remove_static_member(instance_id)
 
         return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
-                              dead_letters=self._dead_letters, leave=leave)
+                              dead_letters=self._dead_letters, leave=leave,
+                              events=self.events)
 
     # -- admin (see broker.admin) ---------------------------------------------
 

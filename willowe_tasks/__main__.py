@@ -11,7 +11,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from broker.topics import TopicReconcileError, reconcile
-from willowe_tasks import db_cli, devices_cli, spool_cli
+from willowe_tasks import db_cli, devices_cli, exporter, spool_cli
 from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.ops import dashboard_cli, dlq_cli, status_cli
 from willowe_tasks.ops.dead_letters import DeadLetterReadTimeout
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     topics.set_defaults(run=topics_command)
     devices_cli.add_parser(sub)
+    exporter.add_parser(sub)
     schema = sub.add_parser(
         "schema", help="the JSON Schema of the records producers write (other languages)",
         description="Print the wire format's JSON Schema, generated from the payload models"

@@ -273,7 +273,7 @@ def _kind_notification(kind: NotificationKind, args: Any, notification_id: str,
     return Notification(
         id=notification_id, kind=kind.name, user_id=args.user_id, title=kind.title(payload),
         body=kind.body(payload), priority=kind.band.word, expires_at=sent_at + kind.ttl_s,
-        data=data, image_url=_https_only(image),
+        data=data, image_url=_https_only(image), sent_at=sent_at,
     )
 
 
@@ -283,7 +283,7 @@ def _custom_notification(checked: CustomNotification, word: PriorityName,
         id=notification_id, kind=checked.type, user_id=checked.target_user_id,
         title=checked.title, body=checked.body, priority=word,
         expires_at=sent_at + (checked.ttl_s or band(word).topic.retention_ms // 1000),
-        data=dict(checked.data or {}),
+        data=dict(checked.data or {}), sent_at=sent_at,
     )
 
 

@@ -19,21 +19,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 from dramatiq.cli import RET_CONNECT
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 
 from broker import KafkaBroker
+from broker.instrumentation import MessageEvents, report_outcome
 from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
 from willowe_tasks import logs
 from willowe_tasks.actors import Actors, declare_actors
 from willowe_tasks.database_url import DatabaseNotReady
+from willowe_tasks.events import EventBus, NotificationExpired
 from willowe_tasks.housekeeping import HousekeepingMiddleware
 from willowe_tasks.priorities import BANDS
 from willowe_tasks.services import Services, build_housekeeping, build_services
 from willowe_tasks.settings import Settings, get_settings
+from willowe_tasks.tracing import TraceContext
+from willowe_tasks.worker_metrics import WorkerMetrics
 
 __all__ = ["App", "ServicesAtBoot", "build_broker", "default_app"]
 
@@ -41,18 +46,34 @@ logger = logging.getLogger(__name__)
 
 
 class App:
-    """The notification application on a broker of its own."""
+    """The notification application on a broker of its own.
 
-    def __init__(self, settings: Settings) -> None:
+    ``events`` is its event bus (:mod:`willowe_tasks.events`): the broker's,
+    the workers' and dispatch's events, for metrics and traces.
+    ``tracer_provider``: OpenTelemetry's, for spans (default: the global one).
+    """
+
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
         self.settings = settings
-        self.broker = build_broker(settings)
-        self._services: PerProcess[Services] = PerProcess(lambda: build_services(settings))
+        self.events = EventBus()
+        self.broker = build_broker(
+            settings, events=self.events.emit if settings.metrics_enabled else None)
+        self._services: PerProcess[Services] = PerProcess(
+            lambda: build_services(settings, events=self.events))
         self.actors: Actors = declare_actors(
             self.broker, self.services, deliver_inline=settings.send_fallback == "direct")
         self.broker.add_middleware(ServicesAtBoot(self.services))
         # Each worker process trims the ledger and the registry on a schedule.
         self.broker.add_middleware(
             HousekeepingMiddleware(lambda: build_housekeeping(self.services, settings)))
+        # Every record carries a traceparent; spans when OpenTelemetry is configured.
+        self.broker.add_middleware(TraceContext(self.events, tracer_provider=tracer_provider))
+        if settings.metrics_enabled:
+            self.broker.add_middleware(MessageEvents(self.events.emit))
+            # A stale notification dropped is a message outcome of its own.
+            self.events.subscribe(NotificationExpired,
+                                  lambda _: report_outcome("expired_dropped"))
+            self.broker.add_middleware(WorkerMetrics(self.events, settings))
 
     def services(self) -> Services:
         """This process's services, built on first use."""
@@ -83,7 +104,8 @@ class ServicesAtBoot(dramatiq.Middleware):
             raise SystemExit(RET_CONNECT) from None
 
 
-def build_broker(settings: Settings) -> KafkaBroker:
+def build_broker(settings: Settings, events: Callable[[Any], None] | None = None
+                 ) -> KafkaBroker:
     middleware = [m() for m in default_middleware if m is not Retries]
     middleware.append(Retries(min_backoff=settings.kafka_retry_initial,
                               max_retries=settings.kafka_retry_retries))
@@ -103,6 +125,7 @@ def build_broker(settings: Settings) -> KafkaBroker:
                if settings.send_fallback == "spool" and settings.spool_path else None),
         static_membership=settings.kafka_static_membership,
         membership_dir=settings.kafka_membership_dir,
+        events=events,
     )
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import dramatiq
 
+from willowe_tasks import events
+from willowe_tasks.events import NotificationExpired, PushFinished, TokenGuardVerdict
 from willowe_tasks.priorities import PriorityName
 from willowe_tasks.providers import (
     DeliveryError,
@@ -65,6 +67,8 @@ class Notification:
     image_url: str | None = None
     #: Played with the alert; "default" is the system's notification sound.
     sound: str | None = DEFAULT_SOUND
+    #: When it was sent (unix seconds): where its send-to-phone latency starts.
+    sent_at: float | None = None
 
     @property
     def collapse_id(self) -> str:
@@ -81,6 +85,7 @@ def deliver(notification: Notification, services: Services) -> None:
     """
     if time.time() >= notification.expires_at:
         stats["expired"] += 1
+        services.events.emit(NotificationExpired(notification.kind, notification.priority))
         logger.info("Dropping expired %s notification %s.", notification.kind, notification.id)
         return
     transient: list[TransientDeliveryError] = []
@@ -98,15 +103,22 @@ def deliver(notification: Notification, services: Services) -> None:
                 "ClaimedElsewhere", provider=_provider(device), retry_after_s=lease_s))
             continue
         provider = _provider(device)
+        started_at, started = time.time(), time.perf_counter()
         try:
             services.provider(device.platform).send(push_for(notification, device))
         except TokenRejected as e:
+            answered = time.perf_counter()  # the round trip, not the registry's work after it
             services.ledger.release(notification.id, key)
-            held = _token_rejected(notification, device, e, services)
+            outcome, held = _token_rejected(notification, device, e, services)
+            _report(services, notification, provider, outcome, e.reason, started_at, started,
+                    answered)
             if held is not None:
                 transient.append(held)
         except TransientDeliveryError as e:
             services.token_guard.pushed(provider)
+            _report(services, notification, provider,
+                    events.MAYBE_DELIVERED if e.maybe_sent else events.RETRY_LATER,
+                    e.reason, started_at, started)
             if e.maybe_sent:
                 # The request went out and no answer came back: the provider may
                 # have accepted it. Released, a retry would push it again (once
@@ -122,10 +134,13 @@ def deliver(notification: Notification, services: Services) -> None:
             transient.append(e)
         except DeliveryError as e:
             services.token_guard.pushed(provider)
+            _report(services, notification, provider, events.REFUSED, e.reason, started_at,
+                    started)
             services.ledger.release(notification.id, key)
             permanent.append(e if isinstance(e, PermanentDeliveryError)
                              else PermanentDeliveryError(e.reason, provider=e.provider))
         else:
+            _report(services, notification, provider, events.ACCEPTED, "", started_at, started)
             services.token_guard.pushed(provider)
             services.ledger.mark_delivered(notification.id, key)
             stats["pushed"] += 1
@@ -137,15 +152,31 @@ def deliver(notification: Notification, services: Services) -> None:
         raise _retry(transient)
 
 
+def _report(services: Services, notification: Notification, provider: str, outcome: str,
+            reason: str, started_at: float, started: float, answered: float | None = None
+            ) -> None:
+    """Tell the event bus how a push ended (metrics, traces); ``started`` and
+    ``answered`` are perf_counter() readings (default for the answer: now)."""
+    if services.events.wants(PushFinished):
+        ended = time.perf_counter() if answered is None else answered
+        services.events.emit(PushFinished(
+            provider, outcome, reason, notification.priority,
+            notification.sent_at if notification.sent_at is not None else started_at,
+            started_at, ended - started))
+
+
 def _token_rejected(notification: Notification, device: Device, error: TokenRejected,
-                    services: Services) -> TransientDeliveryError | None:
+                    services: Services) -> tuple[str, TransientDeliveryError | None]:
     """Mark a rejected token invalid, unless the removal guard holds removals
-    back; return the error to retry the notification with, if it must be."""
+    back; return what came of the push, and the error to retry the
+    notification with, if it must be."""
     verdict = services.token_guard.rejected(error.provider, error.reason)
+    services.events.emit(TokenGuardVerdict(error.provider, error.reason, verdict.value))
     if verdict is GuardVerdict.HOLD:
         stats["token_removal_held"] += 1
-        return TransientDeliveryError("TokenRemovalHeld", provider=error.provider,
-                                      status_code=error.status_code, detail=error.reason)
+        return events.RETRY_LATER, TransientDeliveryError(
+            "TokenRemovalHeld", provider=error.provider, status_code=error.status_code,
+            detail=error.reason)
     marked = services.registry.mark_invalid(
         device.token, invalid_reason(error.provider, error.reason),
         invalid_since=error.invalid_since)
@@ -153,16 +184,17 @@ def _token_rejected(notification: Notification, device: Device, error: TokenReje
         # Registered again after the provider's verdict (or already marked):
         # the token stays as it is; this notification is not pushed to it.
         stats["token_kept"] += 1
-        return None
+        return events.TOKEN_KEPT, None
     stats["token_removed"] += 1
     logger.info("Marked %s device %s invalid: %s.", device.platform, device.token_hash,
                 error.reason)
     if verdict is GuardVerdict.REMOVE_AND_RECHECK:
         # Too early to tell a dead token from a wrong setting: look again once
         # the guard has seen more (it restores the mark if it trips).
-        return TransientDeliveryError("TokenRejectionUnconfirmed", provider=error.provider,
-                                      status_code=error.status_code, detail=error.reason)
-    return None
+        return events.TOKEN_REMOVED, TransientDeliveryError(
+            "TokenRejectionUnconfirmed", provider=error.provider, status_code=error.status_code,
+            detail=error.reason)
+    return events.TOKEN_REMOVED, None
 
 
 def _settled(services: Services, notification_id: str, key: str) -> bool:

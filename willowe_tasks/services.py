@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from willowe_tasks.analytics import AnalyticsSink, JsonlAnalyticsSink
+from willowe_tasks.events import EventBus
 from willowe_tasks.housekeeping import Housekeeping
 from willowe_tasks.ledger import DeliveryLedger, SQLiteLedger
 from willowe_tasks.providers import PermanentDeliveryError, PushProvider, provider_for
@@ -37,7 +38,8 @@ class Services:
 
     ``providers`` are clients to use as they are (tests); any other platform's
     client is built from ``settings`` on first use. ``push_timeout_s`` bounds
-    one push (the ledger's claims outlast it).
+    one push (the ledger's claims outlast it). ``events`` hears how each push
+    ended (a bus of its own when not given).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Services:
         settings: Settings | None = None,
         providers: Mapping[str, PushProvider] | None = None,
         push_timeout_s: float | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.registry = registry
         self.ledger = ledger
@@ -59,6 +62,7 @@ class Services:
         if push_timeout_s is None:
             push_timeout_s = settings.push_timeout_s if settings is not None else 10.0
         self.push_timeout_s = push_timeout_s
+        self.events = events if events is not None else EventBus()
         self._providers: dict[str, PushProvider | None] = dict(providers or {})
         self._lock = threading.Lock()
 
@@ -150,7 +154,7 @@ def open_database(settings: Settings) -> PostgresDatabase | None:
     return database
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, events: EventBus | None = None) -> Services:
     registry, ledger = build_stores(settings)
     return Services(
         registry=registry,
@@ -162,6 +166,7 @@ def build_services(settings: Settings) -> Services:
         ),
         token_guard=build_token_guard(settings, registry),
         settings=settings,
+        events=events,
     )
 
 

@@ -162,6 +162,23 @@ class Settings(BaseSettings):
         300.0, ge=10, le=86_400,
         description="How far back throughput, error rate and latency look.")
 
+    # Metrics (willowe_tasks/metrics.py): each `dramatiq willowe_tasks` run
+    # serves one scrape for all its processes; the lag exporter
+    # (willowe_tasks/exporter.py) serves what Kafka knows.
+    metrics_enabled: bool = Field(True, description="Workers count and serve metrics.")
+    metrics_host: str = Field(
+        "0.0.0.0", min_length=1,
+        description="Address the workers' metrics endpoint listens on (all, for Prometheus"
+                    " on another host).")
+    metrics_port: int = Field(9191, ge=1, le=65_535,
+                              description="Port of the workers' metrics endpoint.")
+    metrics_dir: Path = Field(
+        Path(".cache/willowe/metrics"),
+        description="Where worker processes share their counts (prometheus-client's"
+                    " multiprocess files), a folder per run inside.")
+    metrics_exporter_port: int = Field(9192, ge=1, le=65_535,
+                                       description="Default port of the lag exporter.")
+
     @field_validator("apns_endpoint")
     @classmethod
     def _apns_endpoint(cls, value: str) -> str:

@@ -162,13 +162,18 @@ def drain(system: System, params: Params) -> dict[str, Any]:
     acks = bench.acks.counters["bench_noop"]
     wall_start = time.time()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     with bench.worker():
         acks.wait_or_stall(params["stall_s"])
         end = acks.last_at or time.perf_counter()
+        # CPU of every thread of this process: on a machine shared with other
+        # work it moves far less than the rate does.
+        cpu_s = time.process_time() - cpu_start
     seconds = end - start
     # A stalled drain still reports what it acked; the harness flags it.
     return {"n": acks.count, "seconds": seconds, "rate": acks.count / seconds,
-            "first_ack_s": (acks.first_at or end) - start, "wall_start": wall_start}
+            "first_ack_s": (acks.first_at or end) - start, "wall_start": wall_start,
+            "cpu_us_per_msg": cpu_s / max(1, acks.count) * 1e6}
 
 
 def latency(system: System, params: Params) -> dict[str, Any]:

@@ -16,6 +16,9 @@ class Ours(System):
     batch_api = True
 
     def make_broker(self, params: Params) -> dramatiq.Broker:
+        return self.kafka_broker(params)
+
+    def kafka_broker(self, params: Params, **options: Any) -> KafkaBroker:
         bands: list[tuple[int, str]] = []
         if "high_queue" in params:
             bands = [(params["high_priority"], params["high_queue"]),
@@ -25,7 +28,7 @@ class Ours(System):
                            client_id="bench", priority_queues=bands,
                            topic_partitions=params["partitions"],
                            static_membership="slots" in params,
-                           membership_dir=params.get("slots"))
+                           membership_dir=params.get("slots"), **options)
 
     def batch(self, broker: dramatiq.Broker) -> contextlib.AbstractContextManager[Any]:
         assert isinstance(broker, KafkaBroker)

@@ -46,10 +46,10 @@ class Apps:
 
     def start(self, *, queues: list[str], args: list[str] | None = None, threads: int = 4,
               delay_s: float = 0.0, partitions: int = 1,
-              **extra_env: str) -> subprocess.Popen[bytes]:
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         env = {**self.env, "BROKER_TEST_QUEUES": ",".join(queues),
                "BROKER_TEST_THREADS": str(threads), "BROKER_TEST_DELAY_S": str(delay_s),
-               "BROKER_TEST_PARTITIONS": str(partitions), **extra_env}
+               "BROKER_TEST_PARTITIONS": str(partitions), **(extra_env or {})}
         command = args or [sys.executable, "-m", APP]
         log = (self.logs / f"app-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
@@ -303,12 +303,12 @@ def test_a_restarted_static_worker_takes_its_partitions_straight_back(
     static = {"BROKER_TEST_SLOTS": str(tmp_path / "slots"),
               "BROKER_TEST_SESSION_MS": LONG_SESSION_MS}
     send(make_broker(topic_partitions=2), queue_name, "record_0", range(300))
-    first = apps.start(queues=[queue_name], partitions=2, delay_s=0.02, **static)
+    first = apps.start(queues=[queue_name], partitions=2, delay_s=0.02, extra_env=static)
     wait_until(lambda: len(apps.processed()) >= 50, timeout_s=STATIC_WAIT_S,
                what="the first worker to start")
     # When it is SIGKILLed and started again
     apps.kill(first)
-    second = apps.start(queues=[queue_name], partitions=2, delay_s=0.02, **static)
+    second = apps.start(queues=[queue_name], partitions=2, delay_s=0.02, extra_env=static)
     # Then the new process works the backlog to its end long before the dead
     # member's session could have run out: it came back as the same member
     wait_until(lambda: {p.n for p in apps.processed()} == set(range(300)),
@@ -325,8 +325,8 @@ def test_a_static_worker_stopped_cleanly_hands_its_partitions_over_at_once(
               "BROKER_TEST_SESSION_MS": LONG_SESSION_MS}
     send(make_broker(topic_partitions=2), queue_name, "record_0", range(200))
     # Given two static workers sharing the queue's two partitions
-    one = apps.start(queues=[queue_name], partitions=2, delay_s=0.05, **static)
-    other = apps.start(queues=[queue_name], partitions=2, delay_s=0.05, **static)
+    one = apps.start(queues=[queue_name], partitions=2, delay_s=0.05, extra_env=static)
+    other = apps.start(queues=[queue_name], partitions=2, delay_s=0.05, extra_env=static)
     wait_until(lambda: len({p.pid for p in apps.processed()}) == 2,
                timeout_s=STATIC_WAIT_S, what="both workers to take a share")
     # (two live processes, each a consumer for the queue and its .DQ: four
