@@ -53,8 +53,10 @@ DEFAULT_SEND_TIMEOUT_MS = 2_000
 #: How long a ``batch()`` block may wait for Kafka at its end, in milliseconds.
 DEFAULT_BATCH_TIMEOUT_MS = 30_000
 
-#: Where worker processes take their membership slots unless told otherwise.
-DEFAULT_MEMBERSHIP_DIR = Path(tempfile.gettempdir()) / "dramatiq-kafka-slots"
+#: Where worker processes take their membership slots unless told otherwise:
+#: one folder per user, since a folder another user made first (the shared
+#: temporary directory's habit) is one this user can't create locks in.
+DEFAULT_MEMBERSHIP_DIR = Path(tempfile.gettempdir()) / f"dramatiq-kafka-slots-{os.getuid()}"
 
 #: How often an open circuit asks whether Kafka answers again, in milliseconds.
 DEFAULT_PROBE_INTERVAL_MS = 3_000
@@ -239,6 +241,7 @@ class KafkaBroker(dramatiq.Broker):
         slots = Path(membership_dir) if membership_dir else DEFAULT_MEMBERSHIP_DIR
         self._slot: PerProcess[ProcessSlot] | None = (
             PerProcess(lambda: ProcessSlot(slots, group_id)) if static_membership else None)
+        self._slot_warned = False
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
         self._batch = threading.local()
@@ -531,8 +534,9 @@ class KafkaBroker(dramatiq.Broker):
                    "bootstrap_timeout_ms": self._producer_options["max_block_ms"],
                    **self._client_options, **self._consumer_options}
         leave = None
-        if self._slot is not None:
-            instance_id = self._slot.get().instance_id(queue_name)
+        slot = self._membership_slot()
+        if slot is not None:
+            instance_id = slot.instance_id(queue_name)
             options["group_instance_id"] = instance_id
 
             def leave() -> None:
@@ -541,6 +545,23 @@ class KafkaBroker(dramatiq.Broker):
         return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
                               dead_letters=self._dead_letters, leave=leave,
                               events=self.events)
+
+    def _membership_slot(self) -> ProcessSlot | None:
+        """This process's slot, or None for dynamic membership: also when no
+        slot can be taken (a folder this user can't write), since a consumer
+        that joins the usual way beats one Dramatiq restarts every 3 s forever."""
+        if self._slot is None:
+            return None
+        try:
+            return self._slot.get()
+        except OSError as e:
+            if not self._slot_warned:
+                self._slot_warned = True
+                self.logger.warning(
+                    "Cannot take a static membership slot (%s: %s); consumers join the group"
+                    " without one, so a restarted worker waits out its old session. Give"
+                    " membership_dir a folder this user can write.", type(e).__name__, e)
+            return None
 
     # -- admin (see broker.admin) ---------------------------------------------
 

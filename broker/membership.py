@@ -5,11 +5,11 @@ A consumer that restarts with the identity it had (Kafka's
 of the group waiting out the dead member's session and then rebalancing.
 
 The identity must be stable across a process's restarts and never shared by
-two live processes. Here it is the host's name and a *slot*: the lowest
-number no other live process of this host and group holds, held by an
-``flock`` on a file in ``directory`` until the process ends (the kernel lets
-go of it when the process dies, however it dies). A restarted worker finds
-its slot free again and takes it; two processes can never hold one slot.
+two live processes. Here it is the host's name, the user's id and a *slot*:
+the lowest number no other live process of this host and group holds, held by
+an ``flock`` on a file in ``directory`` until the process ends (the kernel
+lets go of it when the process dies, however it dies). A restarted worker
+finds its slot free again and takes it; two processes can never hold one slot.
 Each consumer of the process adds its queue's name.
 
 Static members don't leave the group when they stop (their partitions would
@@ -55,6 +55,10 @@ class ProcessSlot:
                            " held by live processes")
 
     def instance_id(self, queue_name: str) -> str:
-        """The ``group.instance.id`` of this process's consumer of ``queue_name``."""
+        """The ``group.instance.id`` of this process's consumer of ``queue_name``.
+
+        The user id is part of it: two users' workers of one group on one
+        host take their slots in folders of their own, so both may hold
+        slot 0, and Kafka fences one of two members that share an id."""
         host = _UNSAFE.sub("_", socket.gethostname())
-        return f"{host}-{self.number}-{queue_name}"
+        return f"{host}-u{os.getuid()}-{self.number}-{queue_name}"

@@ -169,3 +169,10 @@ def read_records(bootstrap: str, start: dict[TopicPartition, int], ids: set[str]
 def without_timestamp(value: bytes) -> bytes:
     # On the bytes as written: decoding and encoding again would hide differences.
     return re.sub(rb'"message_timestamp":\d+', b'"message_timestamp":0', value)
+
+
+def without_traceparent(value: bytes) -> bytes:
+    """A Python send()'s record without the traceparent option its trace
+    middleware adds: the Node client sets none, and the worker starts the
+    trace of such a record when it consumes it (willowe_tasks.tracing)."""
+    return re.sub(rb',"traceparent":"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"', b"", value)

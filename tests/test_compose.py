@@ -203,7 +203,7 @@ def _run_compose_worker(kafka_bootstrap: str, server: LocalPostgres, url: str,
         assert said[0].startswith("sent ")
         assert said[1].startswith("error DeviceValidationError token: ")
         assert wait_until(lambda: bool(registry.devices_for("compose-user")) or
-                          worker.poll() is not None, WAIT_S)
+                          worker.poll() is not None, WAIT_S), log.read_text()[-3000:]
         assert worker.poll() is None, log.read_text()[-3000:]
         assert [d.token for d in registry.devices_for("compose-user")] == [token]
         # and later sends it a match, and an analytics event.

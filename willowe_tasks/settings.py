@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     kafka_static_membership: bool = True
     kafka_membership_dir: Path | None = Field(
         None, description="Where a host's worker processes take their slots "
-                          "(default: a folder in the temporary directory).")
+                          "(default: a folder of this user's in the temporary directory).")
 
     # Where the workers keep their state (SQLite files work for several
     # worker processes on one host; see README for a server database).

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broker_support import ROOT
+import pytest
+from broker_support import ROOT, BrokerFactory
+from kafka import KafkaAdminClient
+from test_broker_commits import send_numbered, take
 
 from broker.membership import ProcessSlot
 
@@ -53,3 +56,27 @@ def test_another_group_counts_its_own_slots(tmp_path: Path) -> None:
     assert (mine.number, theirs.number) == (0, 0)
     assert mine.instance_id("high") != mine.instance_id("high.DQ")
     assert mine.instance_id("high").endswith("-0-high")
+
+
+def test_a_folder_that_cannot_hold_slots_leaves_consumers_dynamic_members(
+    make_broker: BrokerFactory, queue_name: str, group_id: str, admin: KafkaAdminClient,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a broker told to take its slots where no folder can be made
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    broker = make_broker(static_membership=True, membership_dir=not_a_folder)
+    send_numbered(broker, queue_name, 3)
+    # when it consumes,
+    consumer = broker.consume(queue_name, prefetch=10, timeout=100)
+    try:
+        # then it still gets its messages (Dramatiq is not left restarting it),
+        assert [m.args for m in take(consumer, 3)] == [(0,), (1,), (2,)]
+        # as a dynamic member, and says why and what to change.
+        group = admin.describe_groups([group_id])[group_id]
+        assert group["members"] and all(m.get("group_instance_id") is None
+                                        for m in group["members"])
+    finally:
+        consumer.close()
+    warnings = [r.getMessage() for r in caplog.records if "membership slot" in r.getMessage()]
+    assert len(warnings) == 1 and "membership_dir" in warnings[0], warnings
