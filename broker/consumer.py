@@ -36,6 +36,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 
 from broker._kafka_python_fixes import apply_fixes
+from broker.access import ClientPrincipal
 from broker.dead_letters import DeadLetterWriter
 from broker.instrumentation import EventListener, RecordDeadLettered
 from broker.offsets import PartitionTracker
@@ -174,13 +175,15 @@ class _KafkaConsumer(dramatiq.Consumer):
             "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
             **consumer_options,
         }
+        # Names this consumer's user in the errors for Kafka's refusals.
+        self._principal = ClientPrincipal.of(options.get("bootstrap_servers", ()), options)
         try:
             self._consumer = KafkaConsumer(**options)
             self._consumer.subscribe([queue_name], listener=_RebalanceListener(self))
             # (After subscribe(), which resets what metadata the client keeps.)
             apply_fixes(self._consumer)
         except KafkaError as e:
-            raise ConnectionClosed(
+            raise self._principal.denied(e, f"consuming {queue_name!r}") or ConnectionClosed(
                 f"can't consume {queue_name!r} from {options.get('bootstrap_servers')}: {e}"
             ) from None
 
@@ -227,7 +230,8 @@ class _KafkaConsumer(dramatiq.Consumer):
                 if not batches and remaining_ms <= 0:
                     return None
         except KafkaError as e:
-            raise ConnectionClosed(f"consuming {self.queue_name!r} failed: {e}") from None
+            raise self._principal.denied(e, f"consuming {self.queue_name!r}") \
+                or ConnectionClosed(f"consuming {self.queue_name!r} failed: {e}") from None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         self._finish(message)
