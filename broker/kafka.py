@@ -39,6 +39,7 @@ from broker.credentials_check import CredentialsCheck
 from broker.dead_letters import DeadLetterWriter
 from broker.instrumentation import EventListener, RecordSent
 from broker.membership import ProcessSlot
+from broker.payload_codec import PayloadCodec
 from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
 from broker.trace_context import TRACEPARENT
@@ -150,6 +151,8 @@ class KafkaBroker(dramatiq.Broker):
       events: called with each :class:`~broker.instrumentation.RecordSent`
         and :class:`~broker.instrumentation.RecordDeadLettered` (metrics);
         see :mod:`broker.instrumentation` for the rules a listener follows.
+      payload_codec: what message bytes become on Kafka and back (see
+        :mod:`broker.payload_codec`; default: as they are).
       **client_options: passed to producer, consumer and admin client alike
         (security_protocol, sasl_*, ssl_*, …). With SASL, a worker whose
         credentials Kafka rejects does not boot (:mod:`broker.credentials_check`),
@@ -177,6 +180,7 @@ class KafkaBroker(dramatiq.Broker):
         consumer_options: dict[str, Any] | None = None,
         batch_producer_options: dict[str, Any] | None = None,
         events: EventListener | None = None,
+        payload_codec: PayloadCodec | None = None,
         **client_options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
@@ -197,6 +201,7 @@ class KafkaBroker(dramatiq.Broker):
         self.send_timeout_ms = send_timeout_ms
         self.batch_timeout_ms = batch_timeout_ms
         self.events = events
+        self.payload_codec = payload_codec or PayloadCodec()
         #: Who the clients are to Kafka: named in errors when Kafka refuses them.
         self.principal = ClientPrincipal.of(self.bootstrap_servers, client_options)
         client_options = hide_secrets(client_options)
@@ -311,10 +316,12 @@ class KafkaBroker(dramatiq.Broker):
         traceparent = message.options.get(TRACEPARENT)
         if traceparent:
             headers.append((TRACEPARENT, traceparent.encode()))
+        value, codec_headers = self.payload_codec.encode(queue_name, message.encode())
+        headers += codec_headers
         pending = getattr(self._batch, "pending", None)
-        value = message.encode()
         if pending is None and self._spooling():
-            # Kafka is away, or records wait for it: join them, in order.
+            # Kafka is away, or records wait for it: join them, in order
+            # (sealed as Kafka would hold them, when there are keys).
             self._spool_record(queue_name, key, value, headers)
         else:
             deadline = time.monotonic() + self.send_timeout_ms / 1000
@@ -568,7 +575,7 @@ class KafkaBroker(dramatiq.Broker):
 
         return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
                               dead_letters=self._dead_letters, leave=leave,
-                              events=self.events)
+                              events=self.events, payload_codec=self.payload_codec)
 
     # -- admin (see broker.admin) ---------------------------------------------
 
