@@ -34,6 +34,7 @@ from willowe_tasks.actors import Actors, declare_actors
 from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.events import EventBus, NotificationExpired
 from willowe_tasks.housekeeping import HousekeepingMiddleware
+from willowe_tasks.kafka_clients import client_options, payload_codec
 from willowe_tasks.priorities import BANDS
 from willowe_tasks.services import Services, build_housekeeping, build_services
 from willowe_tasks.settings import Settings, get_settings
@@ -126,6 +127,8 @@ def build_broker(settings: Settings, events: Callable[[Any], None] | None = None
         static_membership=settings.kafka_static_membership,
         membership_dir=settings.kafka_membership_dir,
         events=events,
+        payload_codec=payload_codec(settings),
+        **client_options(settings),
     )
 
 
