@@ -106,7 +106,8 @@ test: $(KAFKA_HOME)/libs/.fetched $(NODE_CLIENT)/node_modules/.installed ## run 
 
 # Test folders are checked one at a time: their helpers (support.py,
 # broker_support.py, …) are imported the way pytest puts them on sys.path.
-TEST_DIRS := tests tests/delivery tests/kafka_broker tests/notifications tests/stores tests/ops tests/metrics
+TEST_DIRS := tests tests/delivery tests/kafka_broker tests/notifications tests/stores tests/ops tests/metrics \
+	tests/security
 
 lint: | $(VENV)/.installed ## ruff and mypy (versions pinned in pyproject) over the code, bench and tests
 	$(BIN)/ruff check broker willowe_tasks bench tests examples
