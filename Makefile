@@ -116,8 +116,19 @@ lint: | $(VENV)/.installed ## ruff and mypy (versions pinned in pyproject) over 
 		echo "$(BIN)/mypy $$dir/*.py"; MYPYPATH=tests:$$dir $(BIN)/mypy $$dir/*.py || exit 1; \
 	done
 
-demo: topics db ## the main job: workers deliver the guide's examples to local fake APNs/FCM
-	$(BIN)/python examples/demo.py
+# -- Security: KAFKA_SECURE=1 runs the demo on the secured local Kafka (SASL_SSL,
+# ACLs, encrypted bodies); `make acls` applies the ACL table there, as admin.
+.PHONY: acls
+KAFKA_SECURE ?=
+SECURE_KAFKA_BROKER := 127.0.0.1:9094
+AS_SECURE_ADMIN = eval "$$($(SECURE_KAFKA) env admin)" &&
+
+demo: $(if $(KAFKA_SECURE),kafka-secure,topics) db ## the main job: workers deliver the guide's examples to local fake APNs/FCM; KAFKA_SECURE=1: on the secured Kafka, encrypted
+	$(if $(KAFKA_SECURE),KAFKA_BROKER=$(SECURE_KAFKA_BROKER) )$(BIN)/python examples/demo.py $(if $(KAFKA_SECURE),--secure .cache/kafka-secure)
+
+acls: kafka-secure ## apply the ACL table (web, worker, operator) to the secured local Kafka, as admin; reports and repairs drift
+	$(AS_SECURE_ADMIN) $(BIN)/python -m willowe_tasks topics && $(BIN)/python -m willowe_tasks acls
+# -- end of security
 
 BENCH_ARGS ?=
 
