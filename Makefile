@@ -118,7 +118,7 @@ lint: | $(VENV)/.installed ## ruff and mypy (versions pinned in pyproject) over 
 
 # -- Security: KAFKA_SECURE=1 runs the demo on the secured local Kafka (SASL_SSL,
 # ACLs, encrypted bodies); `make acls` applies the ACL table there, as admin.
-.PHONY: acls
+.PHONY: acls compose-secrets
 KAFKA_SECURE ?=
 SECURE_KAFKA_BROKER := 127.0.0.1:9094
 AS_SECURE_ADMIN = eval "$$($(SECURE_KAFKA) env admin)" &&
@@ -128,6 +128,9 @@ demo: $(if $(KAFKA_SECURE),kafka-secure,topics) db ## the main job: workers deli
 
 acls: kafka-secure ## apply the ACL table (web, worker, operator) to the secured local Kafka, as admin; reports and repairs drift
 	$(AS_SECURE_ADMIN) $(BIN)/python -m willowe_tasks topics && $(BIN)/python -m willowe_tasks acls
+
+compose-secrets: | $(VENV)/.installed ## write throwaway secrets for compose.yaml's secured setup into ./secrets
+	$(BIN)/python examples/compose_secrets.py secrets
 # -- end of security
 
 BENCH_ARGS ?=
