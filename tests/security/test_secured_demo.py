@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from security_support import read_records
+from security_support import read_records, revoke_application_acls
 
 from broker.dead_letters import header_dict
 from broker.localkafka.secure import SecureLocalKafka
@@ -22,11 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_demo_delivers_every_example_over_sasl_ssl_with_encryption_on(
     secure_kafka: SecureLocalKafka,
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--secure", str(secure_kafka.home)],
-        env={**os.environ, "KAFKA_BROKER": secure_kafka.bootstrap_servers},
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "demo.py"), "--secure",
+             str(secure_kafka.home)],
+            env={**os.environ, "KAFKA_BROKER": secure_kafka.bootstrap_servers},
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        revoke_application_acls(secure_kafka)  # the demo applied the ACL table
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "sending as 'web', working as 'worker', message bodies encrypted" in out
