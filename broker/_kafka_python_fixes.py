@@ -197,10 +197,11 @@ def _deliver_data_read_before_a_disconnect() -> Callable[[], None] | None:
     returns ``(data, error)``, and ``_read_from_sock`` aborts the transport
     with the error and drops ``data``. A broker that answers and then closes
     loses its answer whenever both reach us in one read. It bites a rejected
-    SASL exchange: Kafka sends the SaslAuthenticate error and closes the
-    connection ``connection.failed.authentication.delay.ms`` (100 ms) later,
-    so on a busy client the reason ("invalid credentials") is often lost
-    and only "socket disconnected" is left.
+    SASL exchange: Kafka holds back both its SaslAuthenticate error and the
+    disconnect that follows by ``connection.failed.authentication.delay.ms``
+    (KIP-306; 100 ms by default), so the two often arrive together, the
+    reason ("invalid credentials") is lost and only "socket disconnected"
+    is left.
 
     The fix: when a read returns data and an error together, return the data
     alone; the socket is still at its end, so the next read (the selector
