@@ -158,8 +158,11 @@ def secure_kafka(kafka_bootstrap: str) -> Iterator[SecureLocalKafka]:
         return
     shutil.rmtree(SECURE_KAFKA_HOME, ignore_errors=True)
     port, controller_port = pick_free_ports(2)
+    # 384m, as a cluster node gets: with 256m its log cleaner's 128 MiB
+    # dedupe buffer sometimes found no room ("OutOfMemoryError: Java heap
+    # space ... Error starting LogManager") and the session had no secured Kafka.
     kafka = SecureLocalKafka(SECURE_KAFKA_HOME, port=port, controller_port=controller_port,
-                             jars=KAFKA_JARS, heap="256m")
+                             jars=KAFKA_JARS, heap="384m")
     kafka.start()
     try:
         yield kafka

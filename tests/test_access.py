@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
@@ -24,8 +25,8 @@ from broker.access import (
 from broker.credentials_check import CredentialsCheck
 from broker.localkafka.secure import SecureLocalKafka
 
-SASL = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": "web", "sasl_plain_password": "s3cret-pa55"}
+SASL: dict[str, Any] = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                        "sasl_plain_username": "web", "sasl_plain_password": "s3cret-pa55"}
 
 
 def test_refusals_become_typed_errors_naming_the_principal_and_the_reason() -> None:
