@@ -25,7 +25,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from broker.localkafka import LocalKafka, broker_answers
-from broker.localkafka.secure import SecureLocalKafka
+from broker.localkafka.secure import ADMIN_USER, SecureLocalKafka
 from willowe_tasks.settings import load_settings
 from willowe_tasks.testing.localpostgres import LocalPostgres
 
@@ -168,6 +168,15 @@ def secure_kafka(kafka_bootstrap: str) -> Iterator[SecureLocalKafka]:
         yield kafka
     finally:
         kafka.stop()
+
+
+@pytest.fixture
+def secure_admin(secure_kafka: SecureLocalKafka) -> Iterator[KafkaAdminClient]:
+    """An admin client of the secured Kafka, as its super user."""
+    client = KafkaAdminClient(bootstrap_servers=secure_kafka.bootstrap_servers,
+                              **secure_kafka.client_options(ADMIN_USER))
+    yield client
+    client.close()
 
 
 def _running_secure_kafka(home: Path) -> SecureLocalKafka | None:

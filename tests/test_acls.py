@@ -5,22 +5,13 @@ principals the specs don't manage are left alone."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ACLOperation, ResourceType
 
 from broker.acls import AclAction, AclReconcileError, AclSpec, reconcile_acls
-from broker.localkafka.secure import ADMIN_USER, SecureLocalKafka
-
-
-@pytest.fixture
-def admin(secure_kafka: SecureLocalKafka) -> Iterator[KafkaAdminClient]:
-    client = KafkaAdminClient(bootstrap_servers=secure_kafka.bootstrap_servers,
-                              **secure_kafka.client_options(ADMIN_USER))
-    yield client
-    client.close()
+from broker.localkafka.secure import SecureLocalKafka
 
 
 @pytest.fixture
@@ -35,49 +26,49 @@ def specs_for(principal: str, topic: str = "orders") -> list[AclSpec]:
 
 
 def test_missing_acls_are_granted_and_a_second_run_changes_nothing(
-    admin: KafkaAdminClient, principal: str,
+    secure_admin: KafkaAdminClient, principal: str,
 ) -> None:
-    report = reconcile_acls(admin, specs_for(principal))
+    report = reconcile_acls(secure_admin, specs_for(principal))
     assert report.applied and [d.action for d in report.changes] == [AclAction.CREATE] * 2
     # Sorted by principal, operation, resource.
     assert report.lines() == [f"granted {principal} READ on group workers",
                               f"granted {principal} WRITE on topic orders"]
-    again = reconcile_acls(admin, specs_for(principal))
+    again = reconcile_acls(secure_admin, specs_for(principal))
     assert again.in_sync and again.lines() == []
 
 
 def test_an_acl_granted_by_hand_is_revoked_and_a_removed_one_put_back(
-    admin: KafkaAdminClient, principal: str,
+    secure_admin: KafkaAdminClient, principal: str,
 ) -> None:
-    reconcile_acls(admin, specs_for(principal))
+    reconcile_acls(secure_admin, specs_for(principal))
     by_hand = AclSpec(principal, ACLOperation.READ, ResourceType.TOPIC, "orders.XQ")
-    admin.create_acls([by_hand.to_acl()])
-    admin.delete_acls([specs_for(principal)[0].to_acl()])
+    secure_admin.create_acls([by_hand.to_acl()])
+    secure_admin.delete_acls([specs_for(principal)[0].to_acl()])
 
-    checked = reconcile_acls(admin, specs_for(principal), check=True)
+    checked = reconcile_acls(secure_admin, specs_for(principal), check=True)
     assert checked.lines() == [f"would grant {principal} WRITE on topic orders",
                                f"would revoke {principal} READ on topic orders.XQ"]
     # A check changes nothing.
-    assert reconcile_acls(admin, specs_for(principal), check=True).lines() == checked.lines()
+    assert reconcile_acls(secure_admin, specs_for(principal), check=True).lines() == checked.lines()
 
-    repaired = reconcile_acls(admin, specs_for(principal))
+    repaired = reconcile_acls(secure_admin, specs_for(principal))
     assert repaired.lines() == [f"granted {principal} WRITE on topic orders",
                                 f"revoked {principal} READ on topic orders.XQ"]
-    assert reconcile_acls(admin, specs_for(principal), check=True).in_sync
+    assert reconcile_acls(secure_admin, specs_for(principal), check=True).in_sync
 
 
 def test_other_principals_are_left_alone_and_a_dropped_principal_loses_its_acls(
-    admin: KafkaAdminClient, principal: str,
+    secure_admin: KafkaAdminClient, principal: str,
 ) -> None:
     other = f"{principal}-other"
-    reconcile_acls(admin, specs_for(other))
-    reconcile_acls(admin, specs_for(principal))
+    reconcile_acls(secure_admin, specs_for(other))
+    reconcile_acls(secure_admin, specs_for(principal))
     # `other` is not managed by this run: its ACLs stay.
-    assert reconcile_acls(admin, [], principals=[principal], check=False).lines() == [
+    assert reconcile_acls(secure_admin, [], principals=[principal], check=False).lines() == [
         f"revoked {principal} READ on group workers",
         f"revoked {principal} WRITE on topic orders"]
-    assert reconcile_acls(admin, specs_for(other), check=True).in_sync
-    reconcile_acls(admin, [], principals=[other])
+    assert reconcile_acls(secure_admin, specs_for(other), check=True).in_sync
+    reconcile_acls(secure_admin, [], principals=[other])
 
 
 def test_a_principal_that_may_not_manage_acls_gets_a_clear_error(
@@ -92,8 +83,7 @@ def test_a_principal_that_may_not_manage_acls_gets_a_clear_error(
         web.close()
 
 
-def test_a_kafka_without_an_authorizer_is_named_as_such(admin: KafkaAdminClient,
-                                                        kafka_bootstrap: str) -> None:
+def test_a_kafka_without_an_authorizer_is_named_as_such(kafka_bootstrap: str) -> None:
     plain = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         with pytest.raises(AclReconcileError, match="Kafka has no authorizer"):

@@ -7,7 +7,7 @@ import logging
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,8 @@ SCRAM_REJECTED = "Authentication failed during authentication due to invalid cre
 
 
 @pytest.fixture
-def admin_client(secure_kafka: SecureLocalKafka) -> Iterator[KafkaAdminClient]:
-    client = KafkaAdminClient(bootstrap_servers=secure_kafka.bootstrap_servers,
-                              **secure_kafka.client_options(ADMIN_USER))
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def topic(admin_client: KafkaAdminClient, unique_name: str) -> str:
-    admin_client.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1)])
+def topic(secure_admin: KafkaAdminClient, unique_name: str) -> str:
+    secure_admin.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1)])
     return unique_name
 
 
@@ -64,13 +56,13 @@ def allow(admin: KafkaAdminClient, user: str, operation: ACLOperation,
 
 
 def test_a_user_with_acls_produces_and_another_consumes(
-    secure_kafka: SecureLocalKafka, admin_client: KafkaAdminClient, topic: str,
+    secure_kafka: SecureLocalKafka, secure_admin: KafkaAdminClient, topic: str,
 ) -> None:
     # Given web may write the topic, and worker may read it in its group
     group = f"{topic}-group"
-    allow(admin_client, "web", ACLOperation.WRITE, ResourceType.TOPIC, topic)
-    allow(admin_client, "worker", ACLOperation.READ, ResourceType.TOPIC, topic)
-    allow(admin_client, "worker", ACLOperation.READ, ResourceType.GROUP, group)
+    allow(secure_admin, "web", ACLOperation.WRITE, ResourceType.TOPIC, topic)
+    allow(secure_admin, "worker", ACLOperation.READ, ResourceType.TOPIC, topic)
+    allow(secure_admin, "worker", ACLOperation.READ, ResourceType.GROUP, group)
     # When web sends (acks=all, idempotent: kafka-python's defaults)
     producer = KafkaProducer(bootstrap_servers=secure_kafka.bootstrap_servers,
                              **secure_kafka.client_options("web"))
