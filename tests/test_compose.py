@@ -31,12 +31,10 @@ from compose_support import (
     unprivileged_account,
     volume_targets,
 )
-from kafka import KafkaAdminClient
-from support import run_web_process, wait_until
+from support import revoke_application_acls, run_web_process, wait_until
 
-from broker.acls import reconcile_acls, user_principal
 from broker.encryption import KeyRing
-from broker.localkafka.secure import APP_USERS, SecureLocalKafka
+from broker.localkafka.secure import SecureLocalKafka
 from willowe_tasks.analytics import read_events
 from willowe_tasks.app import App
 from willowe_tasks.audit import read_trail
@@ -234,7 +232,7 @@ def _run_compose_worker(kafka: SecureLocalKafka, server: LocalPostgres, url: str
         registry.close()
     finally:
         _stop(worker)
-        _revoke_application_acls(kafka)  # other tests expect users without ACLs
+        revoke_application_acls(kafka)  # other tests expect users without ACLs
     # The trail on the volume: the jobs' changes as admin, the worker as worker.
     trail = read_trail(worker_env["AUDIT_LOG_PATH"])
     whats = {(e["what"], e["who"]["principal"]) for e in trail}
@@ -263,15 +261,6 @@ def _kafka_secrets(kafka: SecureLocalKafka, folder: Path,
         if account is not None:
             os.chown(path, account.pw_uid, account.pw_gid)
     return folder
-
-
-def _revoke_application_acls(kafka: SecureLocalKafka) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers,
-                             **kafka.client_options("admin"))
-    try:
-        reconcile_acls(admin, [], principals=[user_principal(u) for u in APP_USERS])
-    finally:
-        admin.close()
 
 
 def _image_command(command: list[str]) -> list[str]:

@@ -12,10 +12,10 @@ import dramatiq
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.consumer.fetcher import ConsumerRecord
+from support import revoke_application_acls
 
-from broker.acls import reconcile_acls, user_principal
 from broker.encryption import KeyRing
-from broker.localkafka.secure import APP_USERS, SecureLocalKafka
+from broker.localkafka.secure import SecureLocalKafka
 from willowe_tasks.app import App
 from willowe_tasks.settings import Settings, settings_from
 
@@ -74,17 +74,6 @@ class SecureRig:
     def admin_options(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.kafka.bootstrap_servers,
                 **self.kafka.client_options("admin")}
-
-
-def revoke_application_acls(kafka: SecureLocalKafka) -> None:
-    """Take every ACL of web, worker and operator away again: other tests on
-    the session's secured Kafka expect users without ACLs to be refused."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers,
-                             **kafka.client_options("admin"))
-    try:
-        reconcile_acls(admin, [], principals=[user_principal(u) for u in APP_USERS])
-    finally:
-        admin.close()
 
 
 def read_records(options: dict[str, Any], topic: str, *,

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from security_support import read_records, revoke_application_acls
+from security_support import read_records
+from support import revoke_application_acls
 
 from broker.dead_letters import header_dict
 from broker.localkafka.secure import SecureLocalKafka
