@@ -155,6 +155,7 @@ def _run_compose_worker(kafka: SecureLocalKafka, server: LocalPostgres, url: str
     database = urlsplit(url).path.lstrip("/")
     # What compose mounts under /run/secrets: the test's secured Kafka's files.
     run_secrets = _kafka_secrets(kafka, scratch / "run-secrets", account)
+    tmp = _owned_folder(scratch / "tmp", account)
 
     def container_env(service: str, volumes: dict[str, Path]) -> dict[str, str]:
         return moved(service_environment(service, dotenv), volumes)
@@ -170,8 +171,10 @@ def _run_compose_worker(kafka: SecureLocalKafka, server: LocalPostgres, url: str
         if "DATABASE_URL" in env:
             env["DATABASE_URL"] = moved_to(env["DATABASE_URL"], host=server.host,
                                            port=server.port, database=database)
-        # Only what an image has besides: PATH, and where the code is (this checkout).
-        return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env}
+        # Only what an image has besides: PATH, where the code is (this
+        # checkout), and a /tmp of its own (the host's may hold folders other
+        # users made, such as the static members' slots).
+        return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp), **env}
 
     # /app: the image's working folder, which its user can't write.
     app_dir = scratch / "app"
@@ -208,14 +211,15 @@ def _run_compose_worker(kafka: SecureLocalKafka, server: LocalPostgres, url: str
         # A web server registers the phone: Kafka settings only (as `web`), no database.
         web_env = moved({name: interpolate(str(value), dotenv)
                          for name, value in load()["x-web-env"].items()}, {})
-        web_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **web_env}
+        web_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp),
+                   **web_env}
         said = run_web_process(web_env, [
             ["register_device", ["compose-user", "ios", token.upper(), apns.bundle_id]],
             ["register_device", ["compose-user", "ios", "not-hex", apns.bundle_id]]])
         assert said[0].startswith("sent ")
         assert said[1].startswith("error DeviceValidationError token: ")
         assert wait_until(lambda: bool(registry.devices_for("compose-user")) or
-                          worker.poll() is not None, WAIT_S)
+                          worker.poll() is not None, WAIT_S), log.read_text()[-3000:]
         assert worker.poll() is None, log.read_text()[-3000:]
         assert [d.token for d in registry.devices_for("compose-user")] == [token]
         # and later sends it a match, and an analytics event.
