@@ -106,7 +106,8 @@ test: $(KAFKA_HOME)/libs/.fetched $(NODE_CLIENT)/node_modules/.installed ## run 
 
 # Test folders are checked one at a time: their helpers (support.py,
 # broker_support.py, …) are imported the way pytest puts them on sys.path.
-TEST_DIRS := tests tests/delivery tests/kafka_broker tests/notifications tests/stores tests/ops tests/metrics
+TEST_DIRS := tests tests/delivery tests/kafka_broker tests/notifications tests/stores tests/ops tests/metrics \
+	tests/security
 
 lint: | $(VENV)/.installed ## ruff and mypy (versions pinned in pyproject) over the code, bench and tests
 	$(BIN)/ruff check broker willowe_tasks bench tests examples
@@ -115,8 +116,22 @@ lint: | $(VENV)/.installed ## ruff and mypy (versions pinned in pyproject) over 
 		echo "$(BIN)/mypy $$dir/*.py"; MYPYPATH=tests:$$dir $(BIN)/mypy $$dir/*.py || exit 1; \
 	done
 
-demo: topics db ## the main job: workers deliver the guide's examples to local fake APNs/FCM
-	$(BIN)/python examples/demo.py
+# -- Security: KAFKA_SECURE=1 runs the demo on the secured local Kafka (SASL_SSL,
+# ACLs, encrypted bodies); `make acls` applies the ACL table there, as admin.
+.PHONY: acls compose-secrets
+KAFKA_SECURE ?=
+SECURE_KAFKA_BROKER := 127.0.0.1:9094
+AS_SECURE_ADMIN = eval "$$($(SECURE_KAFKA) env admin)" &&
+
+demo: $(if $(KAFKA_SECURE),kafka-secure,topics) db ## the main job: workers deliver the guide's examples to local fake APNs/FCM; KAFKA_SECURE=1: on the secured Kafka, encrypted
+	$(if $(KAFKA_SECURE),KAFKA_BROKER=$(SECURE_KAFKA_BROKER) )$(BIN)/python examples/demo.py $(if $(KAFKA_SECURE),--secure .cache/kafka-secure)
+
+acls: kafka-secure ## apply the ACL table (web, worker, operator) to the secured local Kafka, as admin; reports and repairs drift
+	$(AS_SECURE_ADMIN) $(BIN)/python -m willowe_tasks topics && $(BIN)/python -m willowe_tasks acls
+
+compose-secrets: | $(VENV)/.installed ## write throwaway secrets for compose.yaml's secured setup into ./secrets
+	$(BIN)/python examples/compose_secrets.py secrets
+# -- end of security
 
 BENCH_ARGS ?=
 

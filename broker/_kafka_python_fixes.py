@@ -1,22 +1,47 @@
-"""Workarounds for kafka-python behaviours that hurt a Dramatiq worker.
+"""Workarounds for kafka-python behaviours that hurt a Dramatiq worker, each
+with the upstream behaviour it works around.
 
-Each is guarded: it touches one client only, and does nothing when
-kafka-python's internals no longer look as expected, so an upgrade turns it
-off rather than breaking the client. ``tests/kafka_broker/test_kafka_python_fixes.py``
-fails when one of them stops applying (the internals moved), so an upgrade
-says which workaround to re-check against the upstream behaviour described
-here.
+Two kinds:
 
-Seen with kafka-python 3.0.12.
+- Per consumer (:func:`apply_fixes`, :data:`FIXES`): each touches one
+  client only, and does nothing when kafka-python's internals no longer look
+  as expected, so an upgrade turns it off rather than breaking the client.
+  ``tests/kafka_broker/test_kafka_python_fixes.py`` fails when one of them
+  stops applying (the internals moved).
+- Per process (:func:`install`, :data:`PROCESS_FIXES`): the connection code
+  every client shares, patched in its classes when :mod:`broker.kafka` is
+  imported (a client's constructor already connects, too early for a
+  per-client patch); :func:`removed` takes them out for a test of upstream
+  behaviour. Each checks that the code it changes still looks as expected
+  and does nothing otherwise. ``tests/test_kafka_python_sasl_fixes.py``
+  fails when one stops applying, or when the upstream behaviour it works
+  around is gone (time to delete it).
+
+Seen with kafka-python 3.0.12 (``kafka/net/transport.py``,
+``kafka/net/connection.py``, ``kafka/net/manager.py`` for the second kind).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import kafka.errors as errors
 from kafka import KafkaConsumer
+from kafka.net.connection import KafkaConnection
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
-__all__ = ["FIXES", "apply_fixes"]
+__all__ = ["FIXES", "PROCESS_FIXES", "SASL_REFUSALS", "applied", "apply_fixes", "install",
+           "removed"]
+
+logger = logging.getLogger(__name__)
+
+
+# -- per consumer ----------------------------------------------------------
 
 
 def apply_fixes(consumer: KafkaConsumer) -> list[str]:
@@ -99,4 +124,170 @@ def know_every_topic(consumer: KafkaConsumer) -> bool:
 FIXES = {
     "finish_every_join": finish_every_join,
     "know_every_topic": know_every_topic,
+}
+
+
+# -- per process -----------------------------------------------------------
+
+#: Errors of a SASL exchange the broker turned down: retrying with the same
+#: settings gets the same answer. (Java clients make these fatal as well:
+#: ``NetworkClient`` hands an ``AuthenticationException`` to the caller.)
+SASL_REFUSALS: tuple[type[errors.KafkaError], ...] = (
+    errors.SaslAuthenticationFailedError,
+    errors.UnsupportedSaslMechanismError,
+)
+
+#: Where a manager keeps the SASL refusals met during its bootstrap.
+_REFUSALS = "_willowe_bootstrap_sasl_refusals"
+
+#: Names of the workarounds in force, and how to take each out again.
+_applied: dict[str, Callable[[], None]] = {}
+_lock = threading.Lock()
+
+
+def install() -> None:
+    """Put every process-wide workaround that still applies in place (idempotent)."""
+    with _lock:
+        for name, fix in PROCESS_FIXES.items():
+            if name in _applied:
+                continue
+            undo = fix()
+            if undo is None:
+                logger.warning("kafka-python workaround %r no longer applies to this version; "
+                               "its code has changed. Left out.", name)
+            else:
+                _applied[name] = undo
+
+
+def applied() -> frozenset[str]:
+    """The names of the process-wide workarounds in force."""
+    with _lock:
+        return frozenset(_applied)
+
+
+@contextlib.contextmanager
+def removed() -> Iterator[None]:
+    """Take every process-wide workaround out for the block (tests of
+    upstream behaviour)."""
+    with _lock:
+        undo = list(_applied.items())
+        _applied.clear()
+        for _, take_out in undo:
+            take_out()
+    try:
+        yield
+    finally:
+        install()
+
+
+def _patch(owner: type, name: str, replacement: Callable[..., Any]) -> Callable[[], None]:
+    original = owner.__dict__[name]
+    setattr(owner, name, replacement)
+    return lambda: setattr(owner, name, original)
+
+
+# -- 1. Data that arrives with a disconnect is dropped ------------------------
+
+
+def _deliver_data_read_before_a_disconnect() -> Callable[[], None] | None:
+    """Hand the protocol what was read before the peer closed the connection.
+
+    Upstream: ``_read_from_sock`` reads everything available with
+    ``_sock_recv()``; when that read also meets the end of the stream it
+    returns ``(data, error)``, and ``_read_from_sock`` aborts the transport
+    with the error and drops ``data``. A broker that answers and then closes
+    loses its answer whenever both reach us in one read. It bites a rejected
+    SASL exchange: Kafka holds back both its SaslAuthenticate error and the
+    disconnect that follows by ``connection.failed.authentication.delay.ms``
+    (KIP-306; 100 ms by default), so the two often arrive together, the
+    reason ("invalid credentials") is lost and only "socket disconnected"
+    is left.
+
+    The fix: when a read returns data and an error together, return the data
+    alone; the socket is still at its end, so the next read (the selector
+    reports an ended socket readable at once) returns the error.
+    """
+    read_loop = KafkaTCPTransport.__dict__.get("_read_from_sock")
+    owners = (KafkaTCPTransport, KafkaSSLTransport)
+    if read_loop is None or "_sock_recv" not in read_loop.__code__.co_names \
+            or "abort" not in read_loop.__code__.co_names \
+            or not all("_sock_recv" in owner.__dict__ for owner in owners):
+        return None
+    undo = []
+    for owner in owners:
+        upstream = owner.__dict__["_sock_recv"]
+
+        def sock_recv(self: KafkaTCPTransport, _upstream: Any = upstream) -> tuple[bytes, Any]:
+            data, error = _upstream(self)
+            if data and error is not None:
+                return data, None
+            return data, error
+
+        undo.append(_patch(owner, "_sock_recv", sock_recv))
+
+    def take_all_out() -> None:
+        for take_out in undo:
+            take_out()
+
+    return take_all_out
+
+
+# -- 2. A rejected SASL exchange is retried until the bootstrap times out -----
+
+
+def _fail_bootstrap_on_sasl_refusal() -> Callable[[], None] | None:
+    """End a client's bootstrap with the broker's SASL refusal.
+
+    Upstream: ``KafkaConnection.initialize`` catches every error of the
+    ApiVersions and SASL steps and closes the connection with it, so the
+    manager's ``_connect`` (whose ``except`` would cache a
+    ``SaslAuthenticationFailedError`` in ``_auth_failures``, which
+    ``get_connection`` then raises) never sees it. ``_do_bootstrap`` takes
+    the failed connection like any other and tries again until
+    ``bootstrap_timeout_ms``: a wrong password becomes ``KafkaTimeoutError:
+    Unable to bootstrap`` after 30 s (every client's constructor blocks on
+    it), and the reason is only in a log line.
+
+    The cache itself does not help: ``_connect`` takes the swallowed error
+    for a success and clears the node's entry right after the connection
+    failed. So the fix keeps its own record, on the manager: while a manager
+    has not finished a bootstrap, a connection that fails with a SASL
+    refusal records it, and ``_do_bootstrap``'s next ``get_connection``
+    raises it, and the client's constructor with it, after one round trip.
+    Later connections (a broker restarting, say) are retried as before.
+    """
+    get_connection = KafkaConnectionManager.__dict__.get("get_connection")
+    initialize = KafkaConnection.__dict__.get("initialize")
+    if get_connection is None or initialize is None \
+            or "bootstrapped" not in KafkaConnectionManager.__dict__ \
+            or "close" not in initialize.__code__.co_names:
+        return None
+
+    def get_connection_raising_sasl_refusals(
+        self: KafkaConnectionManager, node_id: Any, *args: Any, **kwargs: Any
+    ) -> KafkaConnection:
+        if self.bootstrapped:
+            return get_connection(self, node_id, *args, **kwargs)
+        refusals: dict[Any, BaseException] = self.__dict__.setdefault(_REFUSALS, {})
+        if node_id in refusals:
+            raise refusals[node_id]
+        new = node_id not in self._conns
+        conn = get_connection(self, node_id, *args, **kwargs)
+        if new:
+            def remember(error: BaseException) -> None:
+                if isinstance(error, SASL_REFUSALS):
+                    refusals[node_id] = error
+
+            conn.init_future.add_errback(remember)
+        return conn
+
+    return _patch(KafkaConnectionManager, "get_connection",
+                  get_connection_raising_sasl_refusals)
+
+
+#: Every process-wide workaround by name; each returns how to take it out,
+#: or None when the code it changes is no longer what it expects.
+PROCESS_FIXES: dict[str, Callable[[], Callable[[], None] | None]] = {
+    "deliver data read before a disconnect": _deliver_data_read_before_a_disconnect,
+    "fail bootstrap on a SASL refusal": _fail_bootstrap_on_sasl_refusal,
 }

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionFailed, QueueJoinTimeout
@@ -68,7 +69,8 @@ class QueueAdmin:
     def __init__(self, admin: Callable[[], KafkaAdminClient], *, group_id: str,
                  bootstrap_servers: Sequence[str], create_topics: bool,
                  topic_partitions: int, topic_retention_ms: int,
-                 reader: Callable[[], KafkaConsumer] | None = None) -> None:
+                 reader: Callable[[], KafkaConsumer] | None = None,
+                 denied: Callable[[KafkaError, str], Any] = lambda error, doing: None) -> None:
         self._admin = admin
         self._reader = reader
         self._reader_lock = threading.Lock()
@@ -77,6 +79,8 @@ class QueueAdmin:
         self.create_topics = create_topics
         self.topic_partitions = topic_partitions
         self.topic_retention_ms = topic_retention_ms
+        # The typed error for a refusal of Kafka's (see broker.access), or None.
+        self._denied = denied
         self._ready: set[str] = set()
         self._lock = threading.Lock()
 
@@ -96,7 +100,7 @@ class QueueAdmin:
             existing = set(admin.list_topics())
             create_missing(admin, [s for s in spec.with_companions() if s.name not in existing])
         except KafkaError as e:
-            raise ConnectionFailed(
+            raise self._denied(e, f"creating topics for {canonical!r}") or ConnectionFailed(
                 f"can't create topics for {canonical!r} on {self._where}: {e}") from e
         with self._lock:
             self._ready.add(canonical)

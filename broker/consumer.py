@@ -36,9 +36,11 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 
 from broker._kafka_python_fixes import apply_fixes
+from broker.access import ClientPrincipal
 from broker.dead_letters import DeadLetterWriter
 from broker.instrumentation import EventListener, RecordDeadLettered
 from broker.offsets import PartitionTracker
+from broker.payload_codec import UNDECODABLE, PayloadCodec, PayloadDecodeError
 from broker.trace_context import TRACEPARENT, header_value
 
 __all__ = ["KafkaMessageProxy"]
@@ -139,12 +141,14 @@ class _KafkaConsumer(dramatiq.Consumer):
     def __init__(self, queue_name: str, prefetch: int, timeout_ms: int, *,
                  consumer_options: dict[str, Any], dead_letters: DeadLetterWriter,
                  leave: Callable[[], None] | None = None,
-                 events: EventListener | None = None) -> None:
+                 events: EventListener | None = None,
+                 payload_codec: PayloadCodec | None = None) -> None:
         """``consumer_options`` go to kafka-python's KafkaConsumer as they are
         (bootstrap servers, group and client ids, static membership, security),
         on top of this module's defaults; ``dead_letters`` writes the records
         that fail; ``leave`` takes a static member out of the group on close;
-        ``events`` hears of each dead letter once Kafka has it."""
+        ``events`` hears of each dead letter once Kafka has it;
+        ``payload_codec`` turns a record's value back into message bytes."""
         self.logger = logging.getLogger(f"{__name__}.{queue_name}")
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
@@ -164,6 +168,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._dead_letters = dead_letters
         self._leave = leave
         self._events = events
+        self._payload_codec = payload_codec or PayloadCodec()
         options = {
             **GROUP_TIMING_DEFAULTS,
             "enable_auto_commit": False,
@@ -174,13 +179,15 @@ class _KafkaConsumer(dramatiq.Consumer):
             "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
             **consumer_options,
         }
+        # Names this consumer's user in the errors for Kafka's refusals.
+        self._principal = ClientPrincipal.of(options.get("bootstrap_servers", ()), options)
         try:
             self._consumer = KafkaConsumer(**options)
             self._consumer.subscribe([queue_name], listener=_RebalanceListener(self))
             # (After subscribe(), which resets what metadata the client keeps.)
             apply_fixes(self._consumer)
         except KafkaError as e:
-            raise ConnectionClosed(
+            raise self._principal.denied(e, f"consuming {queue_name!r}") or ConnectionClosed(
                 f"can't consume {queue_name!r} from {options.get('bootstrap_servers')}: {e}"
             ) from None
 
@@ -227,7 +234,8 @@ class _KafkaConsumer(dramatiq.Consumer):
                 if not batches and remaining_ms <= 0:
                     return None
         except KafkaError as e:
-            raise ConnectionClosed(f"consuming {self.queue_name!r} failed: {e}") from None
+            raise self._principal.denied(e, f"consuming {self.queue_name!r}") \
+                or ConnectionClosed(f"consuming {self.queue_name!r} failed: {e}") from None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         self._finish(message)
@@ -338,12 +346,14 @@ class _KafkaConsumer(dramatiq.Consumer):
         self, record: ConsumerRecord, tracker: PartitionTracker
     ) -> KafkaMessageProxy | None:
         try:
-            message = dramatiq.Message.decode(record.value)
-        except DecodeError as e:
-            self.logger.error("Undecodable record at %s:%d offset %d; dead-lettering it.",
-                              record.topic, record.partition, record.offset)
+            body = self._payload_codec.decode(record.topic, record.value, record.headers)
+            message = dramatiq.Message.decode(body)
+        except (PayloadDecodeError, DecodeError) as e:
+            reason = e.reason if isinstance(e, PayloadDecodeError) else UNDECODABLE
+            self.logger.error("%s record at %s:%d offset %d; dead-lettering it.",
+                              reason.capitalize(), record.topic, record.partition, record.offset)
             self._dead_letter(record, actor=header_value(record.headers, "dramatiq-actor") or "",
-                              reason="undecodable", error_type=type(e).__name__,
+                              reason=reason, error_type=type(e).__name__,
                               error_message=str(e.__cause__ or e))
             tracker.finish(record.offset)
             return None

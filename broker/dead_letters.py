@@ -14,7 +14,10 @@ from typing import Protocol
 
 from dramatiq.common import q_name, xq_name
 
-__all__ = ["HEADER_PREFIX", "DeadLetterWriter", "dead_letter_headers", "header_dict"]
+from broker.payload_codec import PayloadCodec
+
+__all__ = ["HEADER_PREFIX", "DeadLetterWriter", "dead_letter_body", "dead_letter_headers",
+           "header_dict"]
 
 #: Prefix of the headers the broker adds to a dead letter.
 HEADER_PREFIX = "x-dead-letter-"
@@ -88,3 +91,11 @@ class DeadLetterWriter:
             error_message=error_message, retries=retries,
         )
         self._send_and_wait(xq_name(q_name(queue_name)), record.value, record.key, headers)
+
+
+def dead_letter_body(codec: PayloadCodec, value: bytes,
+                     headers: Sequence[tuple[str, bytes]] | None) -> bytes:
+    """The message bytes of a dead letter, opened as on its source topic
+    (an encrypted one needs the codec's keys): for tools that show one."""
+    source_topic = header_dict(headers).get(HEADER_PREFIX + "source-topic", "")
+    return codec.decode(source_topic, value, headers)

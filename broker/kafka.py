@@ -30,17 +30,24 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from broker import _kafka_python_fixes
+from broker.access import ClientPrincipal, hide_secrets
 from broker.admin import QueueAdmin
 from broker.circuit import CircuitOpen, SendCircuit
 from broker.consumer import _KafkaConsumer
+from broker.credentials_check import CredentialsCheck
 from broker.dead_letters import DeadLetterWriter
 from broker.instrumentation import EventListener, RecordSent
 from broker.membership import ProcessSlot
+from broker.payload_codec import PayloadCodec
 from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
 from broker.trace_context import TRACEPARENT
 
 __all__ = ["BatchSendError", "KafkaBroker"]
+
+# Every client this module makes needs them (see the module).
+_kafka_python_fixes.install()
 
 #: Message option naming the Kafka partition key (default: none, load spreads).
 PARTITION_KEY_OPTION = "partition_key"
@@ -146,8 +153,12 @@ class KafkaBroker(dramatiq.Broker):
       events: called with each :class:`~broker.instrumentation.RecordSent`
         and :class:`~broker.instrumentation.RecordDeadLettered` (metrics);
         see :mod:`broker.instrumentation` for the rules a listener follows.
+      payload_codec: what message bytes become on Kafka and back (see
+        :mod:`broker.payload_codec`; default: as they are).
       **client_options: passed to producer, consumer and admin client alike
-        (security_protocol, sasl_*, ssl_*, …).
+        (security_protocol, sasl_*, ssl_*, …). With SASL, a worker whose
+        credentials Kafka rejects does not boot (:mod:`broker.credentials_check`),
+        and refusals raise :class:`~broker.access.KafkaAccessDenied`.
     """
 
     def __init__(
@@ -171,6 +182,7 @@ class KafkaBroker(dramatiq.Broker):
         consumer_options: dict[str, Any] | None = None,
         batch_producer_options: dict[str, Any] | None = None,
         events: EventListener | None = None,
+        payload_codec: PayloadCodec | None = None,
         **client_options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
@@ -191,6 +203,10 @@ class KafkaBroker(dramatiq.Broker):
         self.send_timeout_ms = send_timeout_ms
         self.batch_timeout_ms = batch_timeout_ms
         self.events = events
+        self.payload_codec = payload_codec or PayloadCodec()
+        #: Who the clients are to Kafka: named in errors when Kafka refuses them.
+        self.principal = ClientPrincipal.of(self.bootstrap_servers, client_options)
+        client_options = hide_secrets(client_options)
         self._client_options = client_options
         # One dict, not two ** expansions in the call: an option given both for
         # all clients and in the defaults (request_timeout_ms, say) would be a
@@ -233,7 +249,8 @@ class KafkaBroker(dramatiq.Broker):
         self.queue_admin = QueueAdmin(
             self._admin.get, group_id=group_id, bootstrap_servers=self.bootstrap_servers,
             create_topics=create_topics, topic_partitions=topic_partitions,
-            topic_retention_ms=topic_retention_ms, reader=self._reader.get)
+            topic_retention_ms=topic_retention_ms, reader=self._reader.get,
+            denied=self.principal.denied)
         self._dead_letters = DeadLetterWriter(self._produce_and_wait)
         self._circuit = SendCircuit(self._kafka_answers, probe_interval_s=probe_interval_ms / 1000,
                                     where=",".join(self.bootstrap_servers))
@@ -245,6 +262,8 @@ class KafkaBroker(dramatiq.Broker):
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
         self._batch = threading.local()
+        if self.principal.sasl:
+            self.add_middleware(CredentialsCheck())
 
     # -- declaring -------------------------------------------------------
 
@@ -300,10 +319,12 @@ class KafkaBroker(dramatiq.Broker):
         traceparent = message.options.get(TRACEPARENT)
         if traceparent:
             headers.append((TRACEPARENT, traceparent.encode()))
+        value, codec_headers = self.payload_codec.encode(queue_name, message.encode())
+        headers += codec_headers
         pending = getattr(self._batch, "pending", None)
-        value = message.encode()
         if pending is None and self._spooling():
-            # Kafka is away, or records wait for it: join them, in order.
+            # Kafka is away, or records wait for it: join them, in order
+            # (sealed as Kafka would hold them, when there are keys).
             self._spool_record(queue_name, key, value, headers)
         else:
             deadline = time.monotonic() + self.send_timeout_ms / 1000
@@ -482,7 +503,7 @@ class KafkaBroker(dramatiq.Broker):
         except KafkaError as e:
             if self.events is not None:
                 self.events(RecordSent(topic, False))
-            raise _send_failed(
+            raise self.principal.denied(e, f"sending to {topic!r}") or _send_failed(
                 f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {e}",
                 maybe_sent=False) from e
 
@@ -495,7 +516,7 @@ class KafkaBroker(dramatiq.Broker):
                 self.events(RecordSent(topic, False))
             # The record was handed to the producer: Kafka may have it, though
             # its answer did not come in time.
-            raise _send_failed(
+            raise self.principal.denied(e, f"sending to {topic!r}") or _send_failed(
                 f"Kafka at {','.join(self.bootstrap_servers)} did not take a message "
                 f"for {topic!r}: {e}", maybe_sent=True) from e
         if self.events is not None:
@@ -510,6 +531,20 @@ class KafkaBroker(dramatiq.Broker):
     def producer(self) -> KafkaProducer:
         """This process's producer for single sends (see :mod:`broker.per_process`)."""
         return self._producer.get()
+
+    def check_credentials(self) -> None:
+        """Connect this process's admin client; raise
+        :class:`~broker.access.AuthenticationFailed` if Kafka rejects the
+        credentials. A Kafka that doesn't answer is only logged: consumers
+        and senders wait for it as they always do."""
+        try:
+            self._admin.get()
+        except KafkaError as e:
+            denied = self.principal.denied(e, "connecting")
+            if denied is not None:
+                raise denied from e
+            self.logger.warning("Kafka at %s did not answer (%s); going on.",
+                                ",".join(self.bootstrap_servers), e)
 
     @property
     def admin(self) -> KafkaAdminClient:
@@ -544,7 +579,7 @@ class KafkaBroker(dramatiq.Broker):
 
         return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
                               dead_letters=self._dead_letters, leave=leave,
-                              events=self.events)
+                              events=self.events, payload_codec=self.payload_codec)
 
     def _membership_slot(self) -> ProcessSlot | None:
         """This process's slot, or None for dynamic membership: also when no

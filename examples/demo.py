@@ -6,10 +6,17 @@ willowe_tasks``), sends the integration guide's examples, prints what each
 phone received, in what order and how long after sending, then stops
 everything it started. The topics are emptied first: the local Kafka is a
 development box, and leftovers from earlier runs would be pushed too.
+
+``--secure HOME`` (``make demo KAFKA_SECURE=1``) runs it on the secured
+local Kafka whose folder is HOME, at ``KAFKA_BROKER``: as ``admin`` it sets
+up the topics and the ACL table for the demo's group, the sender logs in as
+``web`` and the workers as ``worker``, and message bodies are encrypted with
+a throwaway key (``.cache/demo/payload.keys``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -20,11 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dramatiq
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from broker.acls import reconcile_acls
+from broker.encryption import KeyRing
+from broker.localkafka.secure import SecureLocalKafka
+from broker.topics import reconcile
+from willowe_tasks.acls import acl_specs, managed_principals
 from willowe_tasks.analytics import read_events
 from willowe_tasks.app import App
+from willowe_tasks.audit import read_trail
+from willowe_tasks.kafka_clients import admin_client
 from willowe_tasks.services import build_registry
 from willowe_tasks.settings import Settings, load_settings, settings_from
 from willowe_tasks.testing import (
@@ -35,7 +48,7 @@ from willowe_tasks.testing import (
     worker_command,
 )
 from willowe_tasks.tokens import token_hash
-from willowe_tasks.topics import PRIORITY_TOPIC_NAMES
+from willowe_tasks.topics import PRIORITY_TOPIC_NAMES, topic_specs
 
 #: Demo phones: (user, platform, token, app id).
 DEVICES = [
@@ -52,30 +65,71 @@ WORKER_READY_TIMEOUT_S = 90.0
 DELIVERY_TIMEOUT_S = 60.0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--secure", type=Path, metavar="HOME",
+                        help="run on the secured local Kafka kept in HOME (at KAFKA_BROKER)")
+    args = parser.parse_args(argv)
     settings = load_settings()
     home = Path(".cache/demo").resolve()
     shutil.rmtree(home, ignore_errors=True)  # safe to run twice: a fresh registry and ledger
     home.mkdir(parents=True)
     group_id = f"demo-{int(time.time())}"
     with FakeAPNs() as apns, FakeFCM() as fcm:
-        worker_env = {"KAFKA_BROKER": settings.kafka_broker, "KAFKA_GROUP_ID": group_id,
-                      **fake_provider_env(apns, fcm, home)}
-        env = {**os.environ, **worker_env}
-        # This process sends with the workers' settings, on an app of its own.
-        app = App(settings_from(worker_env))
+        common = {"KAFKA_BROKER": settings.kafka_broker, "KAFKA_GROUP_ID": group_id,
+                  "AUDIT_LOG_PATH": str(home / "audit.jsonl"),
+                  **fake_provider_env(apns, fcm, home)}
+        roles = _secure_roles(args.secure, settings, home) if args.secure else {}
+        admin = settings_from({**common, **roles.get("admin", {})})
+        env = {**os.environ, **common, **roles.get("worker", {})}
+        # This process sends with the workers' settings (as the web app, when
+        # secured), on an app of its own.
+        app = App(settings_from({**common, **roles.get("web", {})}))
         _say(f"Fake APNs on {apns.url}, fake FCM on {fcm.url}")
+        if args.secure:
+            _set_up_secured_kafka(admin)
         _register_devices(app.settings)
-        _empty_topics(app)
+        _empty_topics(admin)
         workers = _start_workers(env, home / "workers.log")
         try:
-            _wait_for_workers(settings.bootstrap_servers, group_id, workers)
+            _wait_for_workers(admin, group_id, workers)
             sent_at = _send_examples(app)
             _report(apns, fcm, sent_at, home / "analytics.jsonl")
         finally:
             _stop_workers(workers)
             app.close()
+        _say(f"Audit trail: {len(read_trail(home / 'audit.jsonl'))} entries in "
+             f"{home / 'audit.jsonl'}")
     return 0
+
+
+def _secure_roles(kafka_home: Path, settings: Settings, home: Path) -> dict[str, dict[str, str]]:
+    """Each role's settings on the secured Kafka: admin sets up, web sends,
+    worker works; web and worker share a throwaway payload key."""
+    host, _, port = settings.bootstrap_servers[0].rpartition(":")
+    kafka = SecureLocalKafka(kafka_home.resolve(), host=host, port=int(port))
+    keys = home / "payload.keys"
+    keys.write_text(KeyRing((KeyRing.new_key(f"demo-{int(time.time())}"),)).render())
+    keys.chmod(0o600)
+    encrypted = {"PAYLOAD_KEYS_FILE": str(keys)}
+    _say(f"Secured Kafka at {kafka.bootstrap_servers} (SASL_SSL, SCRAM-SHA-512): "
+         "sending as 'web', working as 'worker', message bodies encrypted (AES-256-GCM).")
+    return {"admin": kafka.client_env("admin"),
+            "web": {**kafka.client_env("web"), **encrypted},
+            "worker": {**kafka.client_env("worker"), **encrypted}}
+
+
+def _set_up_secured_kafka(admin: Settings) -> None:
+    """`make topics` and `python -m willowe_tasks acls`, for the demo's group."""
+    client = admin_client(admin)
+    try:
+        reconcile(client, topic_specs(admin.audit_topic))
+        report = reconcile_acls(client, acl_specs(admin),
+                                principals=managed_principals(admin))
+    finally:
+        client.close()
+    _say(f"Topics in place; ACL table applied for group {admin.kafka_group_id} "
+         f"({len(report.changes)} change(s)).")
 
 
 def _register_devices(settings: Settings) -> None:
@@ -89,9 +143,13 @@ def _register_devices(settings: Settings) -> None:
     registry.close()
 
 
-def _empty_topics(app: App) -> None:
-    for topic in PRIORITY_TOPIC_NAMES:
-        app.broker.flush(topic)
+def _empty_topics(admin: Settings) -> None:
+    app = App(admin)
+    try:
+        for topic in PRIORITY_TOPIC_NAMES:
+            app.broker.flush(topic)
+    finally:
+        app.close()
     _say("Emptied the notification topics of earlier runs.")
 
 
@@ -103,11 +161,11 @@ def _start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 start_new_session=True)
 
 
-def _wait_for_workers(bootstrap: list[str], group_id: str,
+def _wait_for_workers(settings: Settings, group_id: str,
                       workers: subprocess.Popen[bytes]) -> None:
     # Each worker process has a consumer per topic and per delay topic.
     wanted = 2 * 2 * len(PRIORITY_TOPIC_NAMES)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(settings)
     deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
     try:
         while time.monotonic() < deadline:

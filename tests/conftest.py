@@ -25,7 +25,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from broker.localkafka import LocalKafka, broker_answers
-from broker.localkafka.secure import SecureLocalKafka
+from broker.localkafka.secure import ADMIN_USER, SecureLocalKafka
 from willowe_tasks.settings import load_settings
 from willowe_tasks.testing.localpostgres import LocalPostgres
 
@@ -158,13 +158,25 @@ def secure_kafka(kafka_bootstrap: str) -> Iterator[SecureLocalKafka]:
         return
     shutil.rmtree(SECURE_KAFKA_HOME, ignore_errors=True)
     port, controller_port = pick_free_ports(2)
+    # 384m, as a cluster node gets: with 256m its log cleaner's 128 MiB
+    # dedupe buffer sometimes found no room ("OutOfMemoryError: Java heap
+    # space ... Error starting LogManager") and the session had no secured Kafka.
     kafka = SecureLocalKafka(SECURE_KAFKA_HOME, port=port, controller_port=controller_port,
-                             jars=KAFKA_JARS, heap="256m")
+                             jars=KAFKA_JARS, heap="384m")
     kafka.start()
     try:
         yield kafka
     finally:
         kafka.stop()
+
+
+@pytest.fixture
+def secure_admin(secure_kafka: SecureLocalKafka) -> Iterator[KafkaAdminClient]:
+    """An admin client of the secured Kafka, as its super user."""
+    client = KafkaAdminClient(bootstrap_servers=secure_kafka.bootstrap_servers,
+                              **secure_kafka.client_options(ADMIN_USER))
+    yield client
+    client.close()
 
 
 def _running_secure_kafka(home: Path) -> SecureLocalKafka | None:

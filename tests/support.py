@@ -14,6 +14,11 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+
+from broker.acls import reconcile_acls, user_principal
+from broker.localkafka.secure import APP_USERS, SecureLocalKafka
+
 #: The script a "web server" process runs (see its docstring).
 WEB_PROCESS = Path(__file__).resolve().parent / "web_process.py"
 
@@ -120,3 +125,15 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def revoke_application_acls(kafka: SecureLocalKafka) -> None:
+    """Take every ACL of web, worker and operator on the secured Kafka away
+    again: tests that applied the ACL table call it when done, since others
+    expect those users to be refused."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers,
+                             **kafka.client_options("admin"))
+    try:
+        reconcile_acls(admin, [], principals=[user_principal(u) for u in APP_USERS])
+    finally:
+        admin.close()

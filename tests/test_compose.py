@@ -1,7 +1,8 @@
 """compose.yaml parses, agrees with the topic specs and the settings, and its
 worker runs as the image would: as an unprivileged user in a folder it can't
-write, with exactly compose's environment, against a real Kafka and
-PostgreSQL, delivering to a phone a separate web process registered."""
+write, with exactly compose's environment and secrets, against a real
+secured Kafka and PostgreSQL, delivering to a phone a separate web process
+registered."""
 
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ from compose_support import (
     unprivileged_account,
     volume_targets,
 )
-from support import run_web_process, wait_until
+from support import revoke_application_acls, run_web_process, wait_until
 
+from broker.encryption import KeyRing
+from broker.localkafka.secure import SecureLocalKafka
 from willowe_tasks.analytics import read_events
 from willowe_tasks.app import App
+from willowe_tasks.audit import read_trail
 from willowe_tasks.database import PostgresDatabase
 from willowe_tasks.database_url import DatabaseUrl
 from willowe_tasks.registry.postgres import PostgresDeviceRegistry
@@ -58,9 +62,10 @@ def test_it_has_kafka_postgresql_the_setup_jobs_and_workers() -> None:
 
 def test_app_services_use_only_known_setting_names() -> None:
     known = {name.upper() for name in Settings.model_fields}
-    for service in ("topics", "db", "worker"):
+    for service in ("topics", "acls", "db", "worker"):
         env = load()["services"][service]["environment"]
         assert set(env) <= known, set(env) - known
+    assert set(load()["x-web-env"]) <= known
 
 
 def test_kafka_setup_needs_no_database_and_the_schema_job_no_kafka() -> None:
@@ -78,7 +83,7 @@ def test_workers_are_replicas_on_postgresql_with_a_volume_to_write_to() -> None:
     compose = load()
     worker = compose["services"]["worker"]
     assert int(interpolate(str(worker["deploy"]["replicas"]), {})) >= 2
-    for job in ("topics", "db"):
+    for job in ("topics", "acls", "db"):
         assert worker["depends_on"][job]["condition"] == "service_completed_successfully"
     env = service_environment("worker", {"POSTGRES_PASSWORD": "secret"})
     assert env["KAFKA_BROKER"] == "kafka:9092"
@@ -126,20 +131,20 @@ WAIT_S = 120.0
 
 
 def test_the_compose_worker_runs_unprivileged_in_a_read_only_folder_and_delivers(
-    kafka_bootstrap: str, local_postgres: LocalPostgres, postgres_database_url: str,
+    secure_kafka: SecureLocalKafka, local_postgres: LocalPostgres, postgres_database_url: str,
 ) -> None:
     account = unprivileged_account()
     scratch = Path(tempfile.mkdtemp(prefix="willowe-compose-"))
     scratch.chmod(0o755)  # the unprivileged user must get through to its parts
     try:
         with FakeAPNs() as apns, FakeFCM() as fcm:
-            _run_compose_worker(kafka_bootstrap, local_postgres, postgres_database_url,
+            _run_compose_worker(secure_kafka, local_postgres, postgres_database_url,
                                 account, scratch, apns, fcm)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_compose_worker(kafka_bootstrap: str, server: LocalPostgres, url: str,
+def _run_compose_worker(kafka: SecureLocalKafka, server: LocalPostgres, url: str,
                         account: pwd.struct_passwd | None, scratch: Path,
                         apns: FakeAPNs, fcm: FakeFCM) -> None:
     # What an operator's .env would hold: the password, a group of this test's
@@ -148,21 +153,28 @@ def _run_compose_worker(kafka_bootstrap: str, server: LocalPostgres, url: str,
     secrets = _credentials(scratch / "secrets", apns, fcm, account)
     dotenv = {"POSTGRES_PASSWORD": _password(url), "KAFKA_GROUP_ID": group, **secrets}
     database = urlsplit(url).path.lstrip("/")
+    # What compose mounts under /run/secrets: the test's secured Kafka's files.
+    run_secrets = _kafka_secrets(kafka, scratch / "run-secrets", account)
+    tmp = _owned_folder(scratch / "tmp", account)
 
     def container_env(service: str, volumes: dict[str, Path]) -> dict[str, str]:
-        env = service_environment(service, dotenv)
+        return moved(service_environment(service, dotenv), volumes)
+
+    def moved(env: dict[str, str], volumes: dict[str, Path]) -> dict[str, str]:
         for name, value in env.items():
-            for target, folder in volumes.items():
+            for target, folder in {**volumes, "/run/secrets": run_secrets}.items():
                 value = value.replace(target, str(folder))
             env[name] = value
         if "KAFKA_BROKER" in env:
             assert env["KAFKA_BROKER"] == "kafka:9092"
-            env["KAFKA_BROKER"] = kafka_bootstrap
+            env["KAFKA_BROKER"] = kafka.bootstrap_servers
         if "DATABASE_URL" in env:
             env["DATABASE_URL"] = moved_to(env["DATABASE_URL"], host=server.host,
                                            port=server.port, database=database)
-        # Only what an image has besides: PATH, and where the code is (this checkout).
-        return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env}
+        # Only what an image has besides: PATH, where the code is (this
+        # checkout), and a /tmp of its own (the host's may hold folders other
+        # users made, such as the static members' slots).
+        return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp), **env}
 
     # /app: the image's working folder, which its user can't write.
     app_dir = scratch / "app"
@@ -174,15 +186,16 @@ def _run_compose_worker(kafka_bootstrap: str, server: LocalPostgres, url: str,
     # env_file (.env) first: compose's `environment` wins over it.
     worker_env = {**secrets, **container_env("worker", volumes)}
 
-    # The one-shot jobs, each with its own environment only.
-    for job in ("db", "topics"):
+    # The one-shot jobs, each with its own environment only (topics and acls
+    # as Kafka's admin: the ACL table for this test's group).
+    for job in ("db", "topics", "acls"):
         command = _image_command(load()["services"][job]["command"])
         done = subprocess.run(as_user(account, command), cwd=app_dir,
-                              env=container_env(job, {}), capture_output=True, text=True,
+                              env=container_env(job, volumes), capture_output=True, text=True,
                               timeout=WAIT_S)
         assert done.returncode == 0, f"{job}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
-    flusher = App(settings_from({"KAFKA_BROKER": kafka_bootstrap, "KAFKA_GROUP_ID": group}))
+    flusher = App(settings_from({**kafka.client_env("admin"), "KAFKA_GROUP_ID": group}))
     flusher.broker.flush_all()  # earlier tests' messages are for other users
     flusher.close()
 
@@ -195,8 +208,11 @@ def _run_compose_worker(kafka_bootstrap: str, server: LocalPostgres, url: str,
         registry = PostgresDeviceRegistry(PostgresDatabase(DatabaseUrl.parse(
             worker_env["DATABASE_URL"])))
         token = secrets_module.token_hex(32)
-        # A web server registers the phone: Kafka settings only, no database.
-        web_env = container_env("topics", {})
+        # A web server registers the phone: Kafka settings only (as `web`), no database.
+        web_env = moved({name: interpolate(str(value), dotenv)
+                         for name, value in load()["x-web-env"].items()}, {})
+        web_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp),
+                   **web_env}
         said = run_web_process(web_env, [
             ["register_device", ["compose-user", "ios", token.upper(), apns.bundle_id]],
             ["register_device", ["compose-user", "ios", "not-hex", apns.bundle_id]]])
@@ -220,11 +236,35 @@ def _run_compose_worker(kafka_bootstrap: str, server: LocalPostgres, url: str,
         registry.close()
     finally:
         _stop(worker)
+        revoke_application_acls(kafka)  # other tests expect users without ACLs
+    # The trail on the volume: the jobs' changes as admin, the worker as worker.
+    trail = read_trail(worker_env["AUDIT_LOG_PATH"])
+    whats = {(e["what"], e["who"]["principal"]) for e in trail}
+    assert {("acl.grant", "User:admin"), ("worker.start", "User:worker"),
+            ("device.register", "User:worker")} <= whats, whats
     # Nothing was written anywhere but the volume.
     assert list(app_dir.iterdir()) == []
     if account is not None:
         assert analytics.stat().st_uid == account.pw_uid
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def _kafka_secrets(kafka: SecureLocalKafka, folder: Path,
+                   account: pwd.struct_passwd | None) -> Path:
+    """compose's Kafka secrets, from the secured Kafka's files, readable by
+    the image's user (as docker mounts them), under the names compose gives."""
+    folder.mkdir()
+    files = {"kafka_ca": kafka.ca_file.read_text(),
+             "payload_keys": KeyRing((KeyRing.new_key("compose"),)).render()}
+    for user in ("admin", "web", "worker"):
+        files[f"kafka_{user}_password"] = kafka.password(user) + "\n"
+    for name, text in files.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o400)
+    for path in [folder, *folder.iterdir()]:
+        if account is not None:
+            os.chown(path, account.pw_uid, account.pw_gid)
+    return folder
 
 
 def _image_command(command: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ import logging
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from kafka.admin import (
 from kafka.errors import (
     GroupAuthorizationFailedError,
     KafkaTimeoutError,
+    SaslAuthenticationFailedError,
     TopicAuthorizationFailedError,
 )
 
@@ -33,8 +34,8 @@ from broker.localkafka.secure import ADMIN_USER, APP_USERS, SecureLocalKafka
 ROOT = Path(__file__).resolve().parents[1]
 
 #: How long a refused client may try before it gives up, in ms. kafka-python
-#: retries a failed bootstrap (authentication failures included) until
-#: bootstrap_timeout_ms, 30 s by default.
+#: retries a failed bootstrap until bootstrap_timeout_ms, 30 s by default
+#: (an authentication failure ends it at once: broker._kafka_python_fixes).
 REFUSED_BOOTSTRAP_TIMEOUT_MS = 3_000
 
 #: The broker's reason for turning down a SCRAM exchange.
@@ -42,16 +43,8 @@ SCRAM_REJECTED = "Authentication failed during authentication due to invalid cre
 
 
 @pytest.fixture
-def admin_client(secure_kafka: SecureLocalKafka) -> Iterator[KafkaAdminClient]:
-    client = KafkaAdminClient(bootstrap_servers=secure_kafka.bootstrap_servers,
-                              **secure_kafka.client_options(ADMIN_USER))
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def topic(admin_client: KafkaAdminClient, unique_name: str) -> str:
-    admin_client.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1)])
+def topic(secure_admin: KafkaAdminClient, unique_name: str) -> str:
+    secure_admin.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1)])
     return unique_name
 
 
@@ -63,13 +56,13 @@ def allow(admin: KafkaAdminClient, user: str, operation: ACLOperation,
 
 
 def test_a_user_with_acls_produces_and_another_consumes(
-    secure_kafka: SecureLocalKafka, admin_client: KafkaAdminClient, topic: str,
+    secure_kafka: SecureLocalKafka, secure_admin: KafkaAdminClient, topic: str,
 ) -> None:
     # Given web may write the topic, and worker may read it in its group
     group = f"{topic}-group"
-    allow(admin_client, "web", ACLOperation.WRITE, ResourceType.TOPIC, topic)
-    allow(admin_client, "worker", ACLOperation.READ, ResourceType.TOPIC, topic)
-    allow(admin_client, "worker", ACLOperation.READ, ResourceType.GROUP, group)
+    allow(secure_admin, "web", ACLOperation.WRITE, ResourceType.TOPIC, topic)
+    allow(secure_admin, "worker", ACLOperation.READ, ResourceType.TOPIC, topic)
+    allow(secure_admin, "worker", ACLOperation.READ, ResourceType.GROUP, group)
     # When web sends (acks=all, idempotent: kafka-python's defaults)
     producer = KafkaProducer(bootstrap_servers=secure_kafka.bootstrap_servers,
                              **secure_kafka.client_options("web"))
@@ -120,24 +113,20 @@ def _admin(**options: Any) -> KafkaAdminClient:
 
 @pytest.mark.parametrize("make_client", [_producer, _consumer, _admin],
                          ids=["producer", "consumer", "admin"])
-def test_a_wrong_password_is_rejected_and_the_client_gives_up_at_its_bootstrap_timeout(
+def test_a_wrong_password_is_rejected_and_the_client_says_so(
     secure_kafka: SecureLocalKafka, make_client: Callable[..., object],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # kafka-python 3.0 treats a rejected SCRAM exchange like a broker that is
-    # not there yet: each client retries its bootstrap until
-    # bootstrap_timeout_ms (30 s by default), then raises KafkaTimeoutError.
-    # Its warnings name the SASL failure only when the broker's answer is
-    # read before the broker closes the connection (100 ms later); otherwise
-    # they say "socket disconnected". A small bootstrap_timeout_ms is what
-    # makes the failure come within seconds.
+    # Upstream kafka-python 3.0 retries a rejected SCRAM exchange until
+    # bootstrap_timeout_ms; broker._kafka_python_fixes (in force once broker
+    # is imported) ends the bootstrap with the broker's refusal instead.
     options = {**secure_kafka.client_options("web"), "sasl_plain_password": "not-the-password"}
     rejected_before = _failed_authentications(secure_kafka)
     caplog.set_level(logging.WARNING, logger="kafka")
-    with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):
+    with pytest.raises(SaslAuthenticationFailedError, match="invalid credentials"):
         make_client(bootstrap_servers=secure_kafka.bootstrap_servers,
                     bootstrap_timeout_ms=REFUSED_BOOTSTRAP_TIMEOUT_MS, **options)
-    # The broker saw the attempts, and turned them down for the password.
+    # The broker saw the attempt, and turned it down for the password.
     assert _failed_authentications(secure_kafka) > rejected_before
     assert "not-the-password" not in caplog.text
 

@@ -7,16 +7,20 @@ import sys
 from pathlib import Path
 
 from dramatiq.errors import BrokerConnectionError
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from broker.access import KafkaAccessDenied
+from broker.acls import AclReconcileError
 from broker.topics import TopicReconcileError, reconcile
-from willowe_tasks import db_cli, devices_cli, exporter, spool_cli
+from willowe_tasks import db_cli, devices_cli, exporter, security_cli, spool_cli
+from willowe_tasks.audit_hooks import operator_trail
 from willowe_tasks.database_url import DatabaseNotReady
+from willowe_tasks.kafka_clients import admin_client
 from willowe_tasks.ops import dashboard_cli, dlq_cli, status_cli
 from willowe_tasks.ops.dead_letters import DeadLetterReadTimeout
+from willowe_tasks.reconcile_report import print_report
 from willowe_tasks.settings import SettingsError, load_settings
-from willowe_tasks.topics import ALL_TOPIC_SPECS
+from willowe_tasks.topics import ALL_TOPIC_SPECS, topic_specs
 
 #: Exit status of ``topics --check`` when something differs that a plain run would change.
 EXIT_DRIFT = 1
@@ -43,23 +47,25 @@ More partitions than a spec asks for are kept and reported, never changed.
 def topics_command(args: argparse.Namespace) -> int:
     """Create or repair the notification topics (or only check them); print the drift."""
     settings = load_settings()
+    specs = topic_specs(settings.audit_topic, ALL_TOPIC_SPECS)
     verb = "Checking" if args.check else "Reconciling"
-    print(f"{verb} {len(ALL_TOPIC_SPECS)} topics on {settings.kafka_broker} …")
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id=settings.kafka_client_id,
-    )
+    print(f"{verb} {len(specs)} topics on {settings.kafka_broker} …")
+    admin = admin_client(settings)
     try:
-        report = reconcile(admin, ALL_TOPIC_SPECS, check=args.check)
+        # -- audited: every change made (or a refusal) goes into the trail.
+        with operator_trail(settings) as trail:
+            try:
+                report = reconcile(admin, specs, check=args.check)
+            except TopicReconcileError as e:
+                trail.record("topic.reconcile", outcome="failed", error=str(e))
+                raise
+            for drift in report.changes if report.applied else ():
+                trail.record("topic." + drift.action.name.lower(), topic=drift.topic,
+                             change=str(drift))
     finally:
         admin.close()
-    for line in report.lines():
-        print(f"  {line}")
-    if report.in_sync:
-        print("  no change: every topic meets its spec")
-    elif args.check:
-        print(f"  {len(report.changes)} change(s) needed; nothing was changed "
-              "(run without --check to apply)")
-    for spec in ALL_TOPIC_SPECS:
+    print_report(report, check=args.check, no_change="every topic meets its spec")
+    for spec in specs:
         print(f"  {spec.name:<36} partitions≥{spec.partitions:<3} retention.ms={spec.retention_ms}")
     return EXIT_DRIFT if args.check and not report.in_sync else 0
 
@@ -108,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     status_cli.add_parser(sub)
     dlq_cli.add_parser(sub)
     dashboard_cli.add_parser(sub)
+    security_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
@@ -117,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseNotReady as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except TopicReconcileError as e:
+    except (TopicReconcileError, AclReconcileError, KafkaAccessDenied, ValueError) as e:
+        # (ValueError: a key file or key id the keys commands can't use.)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except (KafkaError, BrokerConnectionError, DeadLetterReadTimeout) as e:

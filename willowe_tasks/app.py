@@ -31,9 +31,12 @@ from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
 from willowe_tasks import logs
 from willowe_tasks.actors import Actors, declare_actors
+from willowe_tasks.audit import AuditTrail, build_trail
+from willowe_tasks.audit_hooks import AuditedDeviceRegistry, AuditMiddleware, kafka_publisher
 from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.events import EventBus, NotificationExpired
 from willowe_tasks.housekeeping import HousekeepingMiddleware
+from willowe_tasks.kafka_clients import client_options, payload_codec
 from willowe_tasks.priorities import BANDS
 from willowe_tasks.services import Services, build_housekeeping, build_services
 from willowe_tasks.settings import Settings, get_settings
@@ -58,8 +61,8 @@ class App:
         self.events = EventBus()
         self.broker = build_broker(
             settings, events=self.events.emit if settings.metrics_enabled else None)
-        self._services: PerProcess[Services] = PerProcess(
-            lambda: build_services(settings, events=self.events))
+        self._audit: PerProcess[AuditTrail] = PerProcess(self._build_trail)
+        self._services: PerProcess[Services] = PerProcess(self._build_services)
         self.actors: Actors = declare_actors(
             self.broker, self.services, deliver_inline=settings.send_fallback == "direct")
         self.broker.add_middleware(ServicesAtBoot(self.services))
@@ -74,15 +77,32 @@ class App:
             self.events.subscribe(NotificationExpired,
                                   lambda _: report_outcome("expired_dropped"))
             self.broker.add_middleware(WorkerMetrics(self.events, settings))
+        self.broker.add_middleware(AuditMiddleware(self.audit))
 
     def services(self) -> Services:
         """This process's services, built on first use."""
         return self._services.get()
 
+    def audit(self) -> AuditTrail:
+        """This process's audit trail, opened on first use."""
+        return self._audit.get()
+
     def close(self) -> None:
         """Close the broker's clients and this process's services."""
         self.broker.close()
         self._services.close(lambda services: services.close())
+        self._audit.close(lambda trail: trail.close())
+
+    def _build_services(self) -> Services:
+        services = build_services(self.settings, events=self.events)
+        # Registrations and removals go into the audit trail.
+        services.registry = AuditedDeviceRegistry(services.registry, self.audit)
+        return services
+
+    def _build_trail(self) -> AuditTrail:
+        topic = self.settings.audit_topic
+        publish = kafka_publisher(lambda: self.broker.producer, topic) if topic else None
+        return build_trail(self.settings, publish)
 
 
 class ServicesAtBoot(dramatiq.Middleware):
@@ -126,6 +146,8 @@ def build_broker(settings: Settings, events: Callable[[Any], None] | None = None
         static_membership=settings.kafka_static_membership,
         membership_dir=settings.kafka_membership_dir,
         events=events,
+        payload_codec=payload_codec(settings),
+        **client_options(settings),
     )
 
 

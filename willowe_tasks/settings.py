@@ -179,6 +179,102 @@ class Settings(BaseSettings):
     metrics_exporter_port: int = Field(9192, ge=1, le=65_535,
                                        description="Default port of the lag exporter.")
 
+    # -- Security: Kafka clients' credentials, ACL principals, payload keys, audit.
+    # Every Kafka client (producer, consumer, admin) gets the same settings;
+    # willowe_tasks/kafka_clients.py turns them into kafka-python's options.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = \
+        "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = Field(None, min_length=1)
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    # The users the ACL table (willowe_tasks/acls.py) grants to.
+    kafka_web_user: str = Field("web", pattern=r"^[A-Za-z0-9._@-]+$")
+    kafka_worker_user: str = Field("worker", pattern=r"^[A-Za-z0-9._@-]+$")
+    kafka_operator_user: str = Field("operator", pattern=r"^[A-Za-z0-9._@-]+$")
+    # Message bodies are encrypted when keys are given (one of the two):
+    # "id:base64key[,id:base64key…]", the first encrypts (broker/encryption.py).
+    payload_keys: SecretStr | None = None
+    payload_keys_file: Path | None = None
+    # The audit trail (willowe_tasks/audit.py): always a file; also a topic if named.
+    audit_log_path: Path = Field(Path(".cache/willowe/audit.jsonl"))
+    audit_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$")
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = {"KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+                "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+                "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+                "KAFKA_SASL_PASSWORD_FILE": self.kafka_sasl_password_file}
+        tls = {"KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file,
+               "KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+               "KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file}
+        if protocol.startswith("SASL_"):
+            missing = [name for name in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME")
+                       if sasl[name] is None]
+            if self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+                missing.append("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE")
+            if missing:
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                 + ", ".join(missing))
+        else:
+            given = [name for name, value in sasl.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set, but KAFKA_SECURITY_PROTOCOL="
+                                 f"{protocol} does not log in with SASL (SASL_SSL does)")
+        if self.kafka_sasl_password is not None and self.kafka_sasl_password_file is not None:
+            raise ValueError("KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE are both set; "
+                             "set one")
+        if not protocol.endswith("SSL"):
+            given = [name for name, value in tls.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set, but KAFKA_SECURITY_PROTOCOL="
+                                 f"{protocol} does not use TLS (SSL or SASL_SSL do)")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ValueError("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together; set both")
+        for name, path in [("KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file),
+                           *tls.items(), ("PAYLOAD_KEYS_FILE", self.payload_keys_file)]:
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if self.kafka_sasl_password_file is not None and not self.kafka_sasl_secret():
+            raise ValueError(f"KAFKA_SASL_PASSWORD_FILE: {self.kafka_sasl_password_file} is empty")
+        return self
+
+    @model_validator(mode="after")
+    def _payload_keys_parse(self) -> Settings:
+        if self.payload_keys is not None and self.payload_keys_file is not None:
+            raise ValueError("PAYLOAD_KEYS and PAYLOAD_KEYS_FILE are both set; set one")
+        text = self.payload_keys_text()
+        if text is not None:
+            from broker.encryption import KeyRing
+
+            name = "PAYLOAD_KEYS" if self.payload_keys is not None else "PAYLOAD_KEYS_FILE"
+            try:
+                KeyRing.parse(text)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        return self
+
+    def kafka_sasl_secret(self) -> str | None:
+        """The SASL password, from KAFKA_SASL_PASSWORD or its file."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is not None:
+            return self.kafka_sasl_password_file.read_text(encoding="utf-8").strip()
+        return None
+
+    def payload_keys_text(self) -> str | None:
+        """The payload keys as written, from PAYLOAD_KEYS or its file; None: off."""
+        if self.payload_keys is not None:
+            return self.payload_keys.get_secret_value()
+        if self.payload_keys_file is not None:
+            return self.payload_keys_file.read_text(encoding="utf-8")
+        return None
+
     @field_validator("apns_endpoint")
     @classmethod
     def _apns_endpoint(cls, value: str) -> str:
@@ -302,7 +398,8 @@ def get_settings() -> Settings:
 
 
 #: Settings whose value is a credential: an error names them but never shows the value.
-SECRET_SETTINGS = frozenset({"database_url", "dashboard_operator_token"})
+SECRET_SETTINGS = frozenset({"database_url", "dashboard_operator_token", "kafka_sasl_password",
+                             "payload_keys"})
 
 
 def _describe(error: ValidationError) -> str:

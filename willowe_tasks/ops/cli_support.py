@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from willowe_tasks.audit_hooks import operator_trail
 from willowe_tasks.ops.audit import current_operator, record_action
 from willowe_tasks.ops.clients import OpsKafka
 from willowe_tasks.ops.names import UnknownTopic, resolve_topic
@@ -82,6 +83,7 @@ class AuditTrail:
         self.counts: dict[str, int] = {}
         self.result = "ok"
         self._path = settings.ops_audit_log_path
+        self._settings = settings
         self._via = via
         self._operator = operator or current_operator()
 
@@ -95,3 +97,18 @@ class AuditTrail:
         record_action(self._path, operator=self._operator, action=self.action,
                       filters=self.filters, counts=self.counts, result=self.result,
                       via=self._via)
+        # Replays and purges also go into the application's one audit trail
+        # (willowe_tasks.audit), beside topic, ACL, key and device changes.
+        if self.action.startswith(("dlq replay", "dlq purge")):
+            outcome = "failed" if self.result.startswith(("failed", "error")) else "ok"
+            details = {"operator": self._operator, "via": self._via, "filters": self.filters,
+                       "counts": self.counts, "result": self.result}
+            named = self.filters.get("topics") or [self.filters.get("topic", "all")]
+            topic = ",".join(str(t) for t in named)
+            with operator_trail(self._settings) as trail:
+                if self.action.startswith("dlq replay"):
+                    trail.dead_letters_replayed(topic=topic, count=self.counts.get("replayed", 0),
+                                                outcome=outcome, **details)
+                else:
+                    trail.dead_letters_purged(topic=topic, count=self.counts.get("deleted", 0),
+                                              outcome=outcome, **details)

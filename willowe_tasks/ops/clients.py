@@ -14,6 +14,7 @@ from broker import KafkaBroker
 from broker.admin import QueueAdmin
 from broker.per_process import PerProcess
 from willowe_tasks.app import App
+from willowe_tasks.kafka_clients import client_options
 from willowe_tasks.ops.dead_letters import DeadLetterReader
 from willowe_tasks.ops.redact import token_argument_positions
 from willowe_tasks.settings import Settings
@@ -35,8 +36,10 @@ class OpsKafka:
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.kafka_client_id}-ops", group_id=None,
             enable_auto_commit=False, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-            reconnect_backoff_max_ms=1_000))
-        self.dead_letters = DeadLetterReader(self._reader.get)
+            reconnect_backoff_max_ms=1_000, **client_options(settings)))
+        # Encrypted dead letters are opened for display and replay, with the keys.
+        self.dead_letters = DeadLetterReader(self._reader.get,
+                                             codec=self._app.broker.payload_codec)
         #: Actor name → positions of its device-token arguments (never shown).
         self.token_positions = token_argument_positions(self._app.broker)
 

@@ -10,6 +10,7 @@ message failed, and the exception says how.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -20,7 +21,8 @@ from typing import Any
 from dramatiq.common import xq_name
 from kafka import KafkaConsumer, TopicPartition
 
-from broker.dead_letters import HEADER_PREFIX, header_dict
+from broker.dead_letters import HEADER_PREFIX, dead_letter_body, header_dict
+from broker.payload_codec import PayloadCodec, PayloadDecodeError
 from willowe_tasks.ops.deadlines import deadline_of
 from willowe_tasks.ops.redact import redact_arguments, redact_text
 
@@ -121,8 +123,11 @@ class DeadLetter:
 
 def parse_dead_letter(topic: str, partition: int, offset: int, timestamp_ms: int,
                       key: bytes | None, value: bytes | None,
-                      headers: Sequence[tuple[str, bytes]] | None) -> DeadLetter:
-    """A dead letter from a ``.XQ`` record's parts."""
+                      headers: Sequence[tuple[str, bytes]] | None,
+                      codec: PayloadCodec | None = None) -> DeadLetter:
+    """A dead letter from a ``.XQ`` record's parts. An encrypted one is opened
+    with ``codec``'s keys (as on its source topic); without them it stays
+    sealed, and can't be shown or replayed."""
     raw_headers = tuple(headers or ())
     found = header_dict(raw_headers)
 
@@ -130,6 +135,9 @@ def parse_dead_letter(topic: str, partition: int, offset: int, timestamp_ms: int
         return found.get(HEADER_PREFIX + name)
 
     body = value or b""
+    if codec is not None:
+        with contextlib.suppress(PayloadDecodeError):
+            body = dead_letter_body(codec, body, raw_headers)
     message = _decode(body)
     options = message.get("options", {}) if message else {}
     dead_ms = _int(why("time-ms"))
@@ -196,8 +204,10 @@ class DeadLetterReader:
     take turns, since a KafkaConsumer is not thread-safe.
     """
 
-    def __init__(self, consumer: Callable[[], KafkaConsumer]) -> None:
+    def __init__(self, consumer: Callable[[], KafkaConsumer],
+                 codec: PayloadCodec | None = None) -> None:
         self._consumer = consumer
+        self._codec = codec
         self._lock = threading.Lock()
 
     def offsets(self, topics: Sequence[str]
@@ -251,7 +261,7 @@ class DeadLetterReader:
                         if r.offset < end:
                             letters.append(parse_dead_letter(
                                 r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
-                                r.headers))
+                                r.headers, self._codec))
                     if consumer.position(tp) >= end:
                         del wanted[tp]
                         consumer.pause(tp)

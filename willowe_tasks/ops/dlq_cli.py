@@ -189,7 +189,8 @@ def _replay(args: argparse.Namespace) -> int:
             if args.dry_run or not plan.send:
                 audit.result = "dry run" if args.dry_run else "nothing to replay"
                 return 0
-            replayer = Replayer(kafka.broker.producer, log, rate_per_s=args.rate)
+            replayer = Replayer(kafka.broker.producer, log, rate_per_s=args.rate,
+                                codec=kafka.broker.payload_codec)
             try:
                 replayed = _with_progress(replayer, plan)
             except ReplayFailed as e:

@@ -32,6 +32,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from broker.dead_letters import HEADER_PREFIX
+from broker.payload_codec import ENCODING_HEADER, KEY_ID_HEADER, PayloadCodec
 from willowe_tasks.ops.dead_letters import REPLAY_COUNT_HEADER, REPLAYS_OPTION, DeadLetter
 from willowe_tasks.ops.replay_log import Handled, ReplayLog
 
@@ -104,8 +105,10 @@ def plan_replay(letters: Sequence[DeadLetter], log: ReplayLog, *, max_replays: i
     return plan
 
 
-def replay_copy(letter: DeadLetter) -> tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]:
-    """The record to send for ``letter``: (topic, value, key, headers)."""
+def replay_copy(letter: DeadLetter, codec: PayloadCodec | None = None
+                ) -> tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]:
+    """The record to send for ``letter``: (topic, value, key, headers),
+    sealed for its topic when ``codec`` encrypts."""
     if letter.message is None:
         raise ValueError(f"{letter.where} can't be decoded; there is no message to replay")
     topic = q_name(letter.topic)
@@ -117,11 +120,12 @@ def replay_copy(letter: DeadLetter) -> tuple[str, bytes, bytes | None, list[tupl
     # the old retry count would survive.)
     copy = dataclasses.replace(message, queue_name=topic, options=options)
     headers = [(k, v) for k, v in letter.headers
-               if not k.startswith(HEADER_PREFIX) and k not in (REPLAY_COUNT_HEADER,
-                                                                REPLAYED_FROM_HEADER)]
+               if not k.startswith(HEADER_PREFIX) and k not in (
+                   REPLAY_COUNT_HEADER, REPLAYED_FROM_HEADER, ENCODING_HEADER, KEY_ID_HEADER)]
     headers += [(REPLAY_COUNT_HEADER, str(count).encode()),
                 (REPLAYED_FROM_HEADER, letter.where.encode())]
-    return topic, copy.encode(), letter.key, headers
+    value, sealed = (codec or PayloadCodec()).encode(topic, copy.encode())
+    return topic, value, letter.key, headers + sealed
 
 
 class Replayer:
@@ -131,10 +135,12 @@ class Replayer:
     def __init__(self, producer: KafkaProducer, log: ReplayLog, *,
                  rate_per_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 codec: PayloadCodec | None = None) -> None:
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate must be above 0 per second, got {rate_per_s:g}")
         self._producer = producer
+        self._codec = codec
         self._log = log
         self._rate = rate_per_s
         self._sleep = sleep
@@ -177,7 +183,7 @@ class Replayer:
                     wait = started + (before + n) / self._rate - self._clock()
                     if wait > 0:
                         self._sleep(wait)
-                topic, value, key, headers = replay_copy(letter)
+                topic, value, key, headers = replay_copy(letter, self._codec)
                 sent.append((letter, self._producer.send(topic, value=value, key=key,
                                                          headers=headers)))
         except KafkaError as e:

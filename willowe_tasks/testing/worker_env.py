@@ -24,7 +24,8 @@ def worker_command(*, processes: int, threads: int) -> list[str]:
 def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path, *,
                       own_copies: bool = False) -> dict[str, str]:
     """Settings (as environment variables) for workers that deliver to ``apns``
-    and ``fcm`` and keep their registry, ledger and analytics under ``home``.
+    and ``fcm`` and keep their registry, ledger, analytics and audit trail
+    under ``home``.
 
     With ``own_copies`` the fakes' CA and signing key are copied into
     ``home`` too, so workers share no file with the fakes' process (a host of
@@ -34,6 +35,7 @@ def fake_provider_env(apns: FakeAPNs, fcm: FakeFCM, home: Path, *,
         "DEVICE_REGISTRY_PATH": str(home / "devices.sqlite3"),
         "DELIVERY_LOG_PATH": str(home / "delivery-log.sqlite3"),
         "ANALYTICS_PATH": str(home / "analytics.jsonl"),
+        "AUDIT_LOG_PATH": str(home / "audit.jsonl"),
         "APNS_ENDPOINT": apns.url,
         "APNS_CA_FILE": apns.ca_file,
         "APNS_TOPIC": apns.bundle_id,

@@ -128,7 +128,8 @@ class _Dashboard:
             def advance(n: int) -> None:
                 job.done += n
 
-            replayed = Replayer(self.kafka.broker.producer, self.log).run(plan, progress=advance)
+            replayed = Replayer(self.kafka.broker.producer, self.log,
+                                codec=self.kafka.broker.payload_codec).run(plan, progress=advance)
             audit.counts["replayed"] = replayed
         self.watcher.view(fresh=True)
         return (f"replayed {replayed}; dropped {len(plan.expired)} past their deadline;"
