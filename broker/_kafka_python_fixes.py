@@ -7,16 +7,17 @@ fails when one of them stops applying (the internals moved), so an upgrade
 says which workaround to re-check against the upstream behaviour described
 here.
 
-Seen with kafka-python 3.0.12.
+Seen with kafka-python 3.0.12. Consumers get :data:`FIXES`, producers
+:data:`PRODUCER_FIXES`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
-__all__ = ["FIXES", "apply_fixes"]
+__all__ = ["FIXES", "PRODUCER_FIXES", "apply_fixes", "apply_producer_fixes"]
 
 
 def apply_fixes(consumer: KafkaConsumer) -> list[str]:
@@ -95,8 +96,52 @@ def know_every_topic(consumer: KafkaConsumer) -> bool:
     return True
 
 
+def renew_a_dropped_producer_id(producer: KafkaProducer) -> bool:
+    """Let an idempotent producer get a new producer id after dropping its own.
+
+    Upstream: when a batch that was already sent expires (a send that timed
+    out while a broker failed over: the in-sync replicas still counted a
+    crashed broker), the sender calls ``TransactionManager.reset_producer_id``,
+    which clears the producer id but leaves the state READY. From then on the
+    sender sends nothing until it has a producer id, and asks for one only in
+    state UNINITIALIZED (``init_producer_id``): it never asks, and every later
+    send times out until the process restarts. Seen on the three-node local
+    Kafka when a node was SIGKILLed (``make drills``' cluster drills).
+
+    The fix puts the state back to UNINITIALIZED when the id is dropped, so
+    the sender's next loop asks for a new one, as it did for the first.
+    """
+    manager = getattr(producer, "_transaction_manager", None)
+    needed = ("reset_producer_id", "is_transactional", "init_producer_id", "_lock",
+              "_current_state")
+    if manager is None or not all(hasattr(manager, name) for name in needed):
+        return False
+    if manager.is_transactional():
+        return False  # a transactional producer must not reset (kafka-python raises)
+    reset_producer_id = manager.reset_producer_id
+    uninitialized = type(manager._current_state).UNINITIALIZED
+
+    def reset_and_ask_again() -> None:
+        reset_producer_id()
+        with manager._lock:
+            manager._current_state = uninitialized
+
+    manager.reset_producer_id = reset_and_ask_again
+    return True
+
+
+def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
+    """Apply every producer workaround; return the names of those applied."""
+    return [name for name, fix in PRODUCER_FIXES.items() if fix(producer)]
+
+
 #: Every workaround, by name, in the order applied.
 FIXES = {
     "finish_every_join": finish_every_join,
     "know_every_topic": know_every_topic,
+}
+
+#: Every producer workaround, by name.
+PRODUCER_FIXES = {
+    "renew_a_dropped_producer_id": renew_a_dropped_producer_id,
 }

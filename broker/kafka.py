@@ -28,6 +28,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from broker._kafka_python_fixes import apply_producer_fixes
 from broker.admin import QueueAdmin
 from broker.circuit import CircuitOpen, SendCircuit, Unwritable
 from broker.consumer import _KafkaConsumer
@@ -201,9 +202,8 @@ class KafkaBroker(dramatiq.Broker):
             bulk_options["delivery_timeout_ms"],
             bulk_options["linger_ms"] + bulk_options["request_timeout_ms"])
         # (Single dicts again: options may name bootstrap_servers or client_id too.)
-        self._producer = PerProcess(lambda: KafkaProducer(**{**client,
-                                                             **self._producer_options}))
-        self._bulk_producer = PerProcess(lambda: KafkaProducer(**{**client, **bulk_options}))
+        self._producer = PerProcess(lambda: _producer({**client, **self._producer_options}))
+        self._bulk_producer = PerProcess(lambda: _producer({**client, **bulk_options}))
         self._admin = PerProcess(lambda: KafkaAdminClient(**{**client, **self._admin_options}))
         # Reads records for their timestamps (time lag) and nothing else: no
         # group, no commits.
@@ -527,6 +527,14 @@ class KafkaBroker(dramatiq.Broker):
             producer.close(lambda p: p.close(timeout=self.send_timeout_ms / 1000))
         self._admin.close(lambda a: a.close())
         self._reader.close(lambda r: r.close())
+
+
+def _producer(options: dict[str, Any]) -> KafkaProducer:
+    producer = KafkaProducer(**options)
+    # Without it, one send that times out during a broker's failover can
+    # stop the producer for good (see the fix).
+    apply_producer_fixes(producer)
+    return producer
 
 
 def _unreachable(error: ConnectionFailed) -> bool:

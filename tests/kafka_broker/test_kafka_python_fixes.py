@@ -9,9 +9,15 @@ import threading
 import dramatiq
 import pytest
 from broker_support import BrokerFactory, WorkerFactory
+from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from broker import KafkaBroker
-from broker._kafka_python_fixes import FIXES, apply_fixes
+from broker._kafka_python_fixes import FIXES, PRODUCER_FIXES, apply_fixes, apply_producer_fixes
+
+#: How long a send of the unfixed producer is given after it dropped its id,
+#: in seconds: it would take milliseconds if it asked for a new one.
+PLAIN_PRODUCER_WAIT_S = 5.0
 
 
 def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: str) -> None:
@@ -22,10 +28,13 @@ def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: 
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id="fixes-probe",
                              enable_auto_commit=False)
     consumer.subscribe(["fixes-probe"])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     try:
         assert apply_fixes(consumer) == list(FIXES)
+        assert apply_producer_fixes(producer) == list(PRODUCER_FIXES)
     finally:
         consumer.close()
+        producer.close()
 
 
 def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
@@ -54,3 +63,29 @@ def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
     # Then whichever consumer led the group knew every topic from the start
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if "No partition metadata" in w], warnings
+
+
+def test_a_producer_that_dropped_its_producer_id_gets_a_new_one_and_sends_again(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # Given the broker's producer has sent, so it holds a producer id
+    broker = make_broker()
+    broker.queue_admin.ensure_topics(queue_name)
+    producer = broker.producer
+    producer.send(queue_name, b"first").get(timeout=30)
+    # When it drops the id, as its sender does when a batch already sent expires
+    producer._transaction_manager.reset_producer_id()
+    # Then the next send gets a new id and goes through
+    producer.send(queue_name, b"second").get(timeout=30)
+
+    # Upstream kafka-python still never asks for a new id (else drop the fix)…
+    plain = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    plain.send(queue_name, b"third").get(timeout=30)
+    plain._transaction_manager.reset_producer_id()
+    with pytest.raises(KafkaTimeoutError):
+        plain.send(queue_name, b"fourth").get(timeout=PLAIN_PRODUCER_WAIT_S)
+    # …and the fix gets even a stuck producer going again
+    apply_producer_fixes(plain)
+    plain._transaction_manager.reset_producer_id()
+    plain.flush(timeout=30)
+    plain.close()
