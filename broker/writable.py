@@ -24,22 +24,21 @@ __all__ = ["probe_writable"]
 #: Partitions named in a not-enough-replicas message, at most.
 NAMED_PARTITIONS = 3
 
+#: Tries at reading a topic's in-sync replicas, one broker after another.
+DESCRIBE_ATTEMPTS = 3
+
 
 def probe_writable(make_admin: Callable[[], KafkaAdminClient], topic: str | None, *,
                    acks_all: bool) -> Unwritable | None:
     """Why a send to ``topic`` can't succeed now, or None when it can (as
     far as Kafka's metadata tells)."""
     try:
+        # Bootstrapping is a metadata request some broker answered.
         admin = make_admin()
     except KafkaError as e:
         return Unwritable(CircuitOpen, f"{type(e).__name__}: {e}"[:300])
     try:
-        if topic is None or not acks_all:
-            admin.list_topics()
-            return None
-        short = _short_of_replicas(admin, topic)
-    except KafkaError as e:
-        return Unwritable(CircuitOpen, f"{type(e).__name__}: {e}"[:300])
+        short = _short_of_replicas(admin, topic) if topic is not None and acks_all else []
     finally:
         admin.close()
     if not short:
@@ -50,7 +49,20 @@ def probe_writable(make_admin: Callable[[], KafkaAdminClient], topic: str | None
 
 def _short_of_replicas(admin: KafkaAdminClient, topic: str) -> list[str]:
     """The partitions of ``topic`` with fewer in-sync replicas than its
-    ``min.insync.replicas``, described for a message."""
+    ``min.insync.replicas``, described for a message; none when Kafka
+    doesn't say."""
+    for _ in range(DESCRIBE_ATTEMPTS):
+        try:
+            return _described_short_of_replicas(admin, topic)
+        except KafkaError:
+            # The request went to a broker that has died but is not fenced
+            # yet (the metadata still names it); the client keeps away from
+            # it for a while, so the next try asks another.
+            continue
+    return []
+
+
+def _described_short_of_replicas(admin: KafkaAdminClient, topic: str) -> list[str]:
     [described] = admin.describe_topics([topic])
     if described["error_code"]:
         return []  # no such topic: the send says so itself
