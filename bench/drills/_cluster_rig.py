@@ -251,16 +251,21 @@ class ClusterRun:
         return int(quorum["topics"][0]["partitions"][0]["leader_id"])
 
     def verdict(self) -> Result:
-        """Every number sent processed (lost 0); what else was counted. A
-        number processed must have been sent, or its send failed after the
-        record reached the producer (``maybe_sent``)."""
-        seen = self.drain.seen()
-        sent = self.sender.sent()
-        counts = tally(sent, seen)
-        maybe = {str(r.n) for r in self.sender.failed() if r.maybe_sent}
-        strays = set(seen) - sent - maybe
-        return {**counts, "attempted": len(self.sender.records),
-                "failed_sends": len(self.sender.failed()),
-                "failed_but_stored": len(set(seen) & maybe), "strays": len(strays),
+        """Every number sent processed (lost 0); what else was counted."""
+        failed = self.sender.failed()
+        return {**send_verdict(self.sender.sent(), {str(r.n) for r in failed if r.maybe_sent},
+                               self.drain.seen()),
+                "attempted": len(self.sender.records), "failed_sends": len(failed),
                 **self.sender.summary(),
-                "ok": counts["lost"] == 0 and self.finished is not None and not strays}
+                **({} if self.finished is not None else {"ok": False})}
+
+
+def send_verdict(sent: set[str], maybe_sent: set[str], seen: Counter[str]) -> Result:
+    """Counts of a send drill: each number whose send returned must be
+    processed (else lost); a number processed must have been sent, or its
+    send failed after the record reached the producer (``maybe_sent``:
+    counted as failed but stored); anything else is a stray."""
+    counts = tally(sent, seen)
+    strays = set(seen) - sent - maybe_sent
+    return {**counts, "failed_but_stored": len(set(seen) & maybe_sent),
+            "strays": len(strays), "ok": counts["lost"] == 0 and not strays}
