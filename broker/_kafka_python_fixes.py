@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import UnknownBrokerIdError
 
 __all__ = ["FIXES", "PRODUCER_FIXES", "apply_fixes", "apply_producer_fixes"]
 
@@ -130,6 +131,39 @@ def renew_a_dropped_producer_id(producer: KafkaProducer) -> bool:
     return True
 
 
+def refresh_a_leader_that_is_no_broker(producer: KafkaProducer) -> bool:
+    """Treat a partition leader the metadata lists no broker for as not
+    ready, and fetch fresh metadata, instead of failing every sender loop.
+
+    Upstream: when the controller fences a crashed broker, a metadata answer
+    can list the brokers without it while a partition it led still names it
+    as leader. The sender then calls ``maybe_connect`` on that leader, which
+    raises ``UnknownBrokerIdError`` ("Uncaught error in kafka producer I/O
+    thread") on every loop, before the loop sends or asks for metadata: the
+    stale leader stays (the next refresh is ``metadata_max_age_ms``, 5 min,
+    away) and the producer sends nothing until the broker is back. Seen when
+    the node of the active controller was SIGKILLed on the three-node local
+    Kafka.
+    """
+    sender = getattr(producer, "_sender", None)
+    client = getattr(sender, "_client", None)
+    metadata = getattr(producer, "_metadata", None)
+    if client is None or not hasattr(client, "maybe_connect") or not hasattr(
+            metadata, "request_update"):
+        return False
+    maybe_connect = client.maybe_connect
+
+    def maybe_connect_to_a_known_broker(node_id: int, **kwargs: Any) -> Any:
+        try:
+            return maybe_connect(node_id, **kwargs)
+        except UnknownBrokerIdError:
+            metadata.request_update()
+            return None
+
+    client.maybe_connect = maybe_connect_to_a_known_broker
+    return True
+
+
 def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
     """Apply every producer workaround; return the names of those applied."""
     return [name for name, fix in PRODUCER_FIXES.items() if fix(producer)]
@@ -144,4 +178,5 @@ FIXES = {
 #: Every producer workaround, by name.
 PRODUCER_FIXES = {
     "renew_a_dropped_producer_id": renew_a_dropped_producer_id,
+    "refresh_a_leader_that_is_no_broker": refresh_a_leader_that_is_no_broker,
 }
