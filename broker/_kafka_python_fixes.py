@@ -146,10 +146,9 @@ def refresh_a_leader_that_is_no_broker(producer: KafkaProducer) -> bool:
     Kafka.
     """
     sender = getattr(producer, "_sender", None)
-    client = getattr(sender, "_client", None)
-    metadata = getattr(producer, "_metadata", None)
-    if client is None or not hasattr(client, "maybe_connect") or not hasattr(
-            metadata, "request_update"):
+    client: Any = getattr(sender, "_client", None)
+    metadata: Any = getattr(producer, "_metadata", None)
+    if not hasattr(client, "maybe_connect") or not hasattr(metadata, "request_update"):
         return False
     maybe_connect = client.maybe_connect
 

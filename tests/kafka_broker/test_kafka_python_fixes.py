@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import dramatiq
 import pytest
@@ -71,53 +72,42 @@ def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
 def test_a_producer_that_dropped_its_producer_id_gets_a_new_one_and_sends_again(
     make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
 ) -> None:
-    # Given the broker's producer has sent, so it holds a producer id
-    broker = make_broker()
-    broker.queue_admin.ensure_topics(queue_name)
-    producer = broker.producer
-    producer.send(queue_name, b"first").get(timeout=30)
-    # When it drops the id, as its sender does when a batch already sent expires
-    producer._transaction_manager.reset_producer_id()
-    # Then the next send gets a new id and goes through
-    producer.send(queue_name, b"second").get(timeout=30)
+    # As its sender does when a batch it already sent expires
+    def drop_the_producer_id(producer: KafkaProducer) -> None:
+        producer._transaction_manager.reset_producer_id()
 
-    # Upstream kafka-python still never asks for a new id (else drop the fix)…
-    plain = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    plain.send(queue_name, b"third").get(timeout=30)
-    plain._transaction_manager.reset_producer_id()
-    with pytest.raises(KafkaTimeoutError):
-        plain.send(queue_name, b"fourth").get(timeout=PLAIN_PRODUCER_WAIT_S)
-    # …and the fix gets even a stuck producer going again
-    apply_producer_fixes(plain)
-    plain._transaction_manager.reset_producer_id()
-    plain.flush(timeout=30)
-    plain.close()
+    sends_again_only_with_the_fix(make_broker(), queue_name, kafka_bootstrap,
+                                  drop_the_producer_id)
 
 
 def test_a_producer_whose_metadata_names_a_leader_it_lists_no_broker_for_sends_again(
     make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
 ) -> None:
-    # Given the broker's producer has sent, so it knows the partition's leader
-    broker = make_broker()
-    broker.queue_admin.ensure_topics(queue_name)
-    producer = broker.producer
-    producer.send(queue_name, b"first", partition=0).get(timeout=30)
-    # When its metadata names a leader that is no broker it knows (as right
-    # after the controller fenced a crashed one)
-    _name_an_unknown_leader(producer, queue_name)
-    # Then it fetches metadata again and the send goes through
-    producer.send(queue_name, b"second", partition=0).get(timeout=30)
+    # As right after the controller fenced a crashed leader
+    def name_an_unknown_leader(producer: KafkaProducer) -> None:
+        producer._metadata._partitions[queue_name][0].leader_id = UNKNOWN_BROKER_ID
 
-    # Upstream kafka-python still fails every sender loop there (else drop the fix)
+    sends_again_only_with_the_fix(make_broker(), queue_name, kafka_bootstrap,
+                                  name_an_unknown_leader)
+
+
+def sends_again_only_with_the_fix(broker: KafkaBroker, topic: str, kafka_bootstrap: str,
+                                  trip: Callable[[KafkaProducer], None]) -> None:
+    """``trip`` puts a producer that has sent in the state a fix is for. The
+    broker's producer sends right after; an upstream one does not (else the
+    fix can go), until the fix is applied to it too."""
+    broker.queue_admin.ensure_topics(topic)
+    fixed = broker.producer
+    fixed.send(topic, b"first", partition=0).get(timeout=30)
+    trip(fixed)
+    fixed.send(topic, b"second", partition=0).get(timeout=30)
+
     plain = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    plain.send(queue_name, b"third", partition=0).get(timeout=30)
-    _name_an_unknown_leader(plain, queue_name)
+    plain.send(topic, b"third", partition=0).get(timeout=30)
+    trip(plain)
     with pytest.raises(KafkaTimeoutError):
-        plain.send(queue_name, b"fourth", partition=0).get(timeout=PLAIN_PRODUCER_WAIT_S)
+        plain.send(topic, b"fourth", partition=0).get(timeout=PLAIN_PRODUCER_WAIT_S)
     apply_producer_fixes(plain)
+    trip(plain)
     plain.flush(timeout=30)
     plain.close()
-
-
-def _name_an_unknown_leader(producer: KafkaProducer, topic: str) -> None:
-    producer._metadata._partitions[topic][0].leader_id = UNKNOWN_BROKER_ID
