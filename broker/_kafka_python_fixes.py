@@ -3,8 +3,9 @@ with the upstream behaviour it works around.
 
 Two kinds:
 
-- Per consumer (:func:`apply_fixes`, :data:`FIXES`): each touches one
-  client only, and does nothing when kafka-python's internals no longer look
+- Per client (:func:`apply_fixes`, :data:`FIXES` for consumers;
+  :func:`apply_producer_fixes`, :data:`PRODUCER_FIXES` for producers): each
+  touches one client only, and does nothing when kafka-python's internals no longer look
   as expected, so an upgrade turns it off rather than breaking the client.
   ``tests/kafka_broker/test_kafka_python_fixes.py`` fails when one of them
   stops applying (the internals moved).
@@ -30,13 +31,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import kafka.errors as errors
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import UnknownBrokerIdError
 from kafka.net.connection import KafkaConnection
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
-__all__ = ["FIXES", "PROCESS_FIXES", "SASL_REFUSALS", "applied", "apply_fixes", "install",
-           "removed"]
+__all__ = ["FIXES", "PROCESS_FIXES", "PRODUCER_FIXES", "SASL_REFUSALS", "applied", "apply_fixes",
+           "apply_producer_fixes", "install", "removed"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +122,87 @@ def know_every_topic(consumer: KafkaConsumer) -> bool:
     return True
 
 
+def renew_a_dropped_producer_id(producer: KafkaProducer) -> bool:
+    """Let an idempotent producer get a new producer id after dropping its own.
+
+    Upstream: when a batch that was already sent expires (a send that timed
+    out while a broker failed over: the in-sync replicas still counted a
+    crashed broker), the sender calls ``TransactionManager.reset_producer_id``,
+    which clears the producer id but leaves the state READY. From then on the
+    sender sends nothing until it has a producer id, and asks for one only in
+    state UNINITIALIZED (``init_producer_id``): it never asks, and every later
+    send times out until the process restarts. Seen on the three-node local
+    Kafka when a node was SIGKILLed (``make drills``' cluster drills).
+
+    The fix puts the state back to UNINITIALIZED when the id is dropped, so
+    the sender's next loop asks for a new one, as it did for the first.
+    """
+    manager = getattr(producer, "_transaction_manager", None)
+    needed = ("reset_producer_id", "is_transactional", "init_producer_id", "_lock",
+              "_current_state")
+    if manager is None or not all(hasattr(manager, name) for name in needed):
+        return False
+    if manager.is_transactional():
+        return False  # a transactional producer must not reset (kafka-python raises)
+    reset_producer_id = manager.reset_producer_id
+    uninitialized = type(manager._current_state).UNINITIALIZED
+
+    def reset_and_ask_again() -> None:
+        reset_producer_id()
+        with manager._lock:
+            manager._current_state = uninitialized
+
+    manager.reset_producer_id = reset_and_ask_again
+    return True
+
+
+def refresh_a_leader_that_is_no_broker(producer: KafkaProducer) -> bool:
+    """Treat a partition leader the metadata lists no broker for as not
+    ready, and fetch fresh metadata, instead of failing every sender loop.
+
+    Upstream: when the controller fences a crashed broker, a metadata answer
+    can list the brokers without it while a partition it led still names it
+    as leader. The sender then calls ``maybe_connect`` on that leader, which
+    raises ``UnknownBrokerIdError`` ("Uncaught error in kafka producer I/O
+    thread") on every loop, before the loop sends or asks for metadata: the
+    stale leader stays (the next refresh is ``metadata_max_age_ms``, 5 min,
+    away) and the producer sends nothing until the broker is back. Seen when
+    the node of the active controller was SIGKILLed on the three-node local
+    Kafka.
+    """
+    sender = getattr(producer, "_sender", None)
+    client: Any = getattr(sender, "_client", None)
+    metadata: Any = getattr(producer, "_metadata", None)
+    if not hasattr(client, "maybe_connect") or not hasattr(metadata, "request_update"):
+        return False
+    maybe_connect = client.maybe_connect
+
+    def maybe_connect_to_a_known_broker(node_id: int, **kwargs: Any) -> Any:
+        try:
+            return maybe_connect(node_id, **kwargs)
+        except UnknownBrokerIdError:
+            metadata.request_update()
+            return None
+
+    client.maybe_connect = maybe_connect_to_a_known_broker
+    return True
+
+
+def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
+    """Apply every producer workaround; return the names of those applied."""
+    return [name for name, fix in PRODUCER_FIXES.items() if fix(producer)]
+
+
 #: Every workaround, by name, in the order applied.
 FIXES = {
     "finish_every_join": finish_every_join,
     "know_every_topic": know_every_topic,
+}
+
+#: Every producer workaround, by name.
+PRODUCER_FIXES = {
+    "renew_a_dropped_producer_id": renew_a_dropped_producer_id,
+    "refresh_a_leader_that_is_no_broker": refresh_a_leader_that_is_no_broker,
 }
 
 
@@ -291,3 +370,4 @@ PROCESS_FIXES: dict[str, Callable[[], Callable[[], None] | None]] = {
     "deliver data read before a disconnect": _deliver_data_read_before_a_disconnect,
     "fail bootstrap on a SASL refusal": _fail_bootstrap_on_sasl_refusal,
 }
+

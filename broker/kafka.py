@@ -31,9 +31,10 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from broker import _kafka_python_fixes
+from broker._kafka_python_fixes import apply_producer_fixes
 from broker.access import ClientPrincipal, hide_secrets
 from broker.admin import QueueAdmin
-from broker.circuit import CircuitOpen, SendCircuit
+from broker.circuit import CircuitOpen, SendCircuit, Unwritable
 from broker.consumer import _KafkaConsumer
 from broker.credentials_check import CredentialsCheck
 from broker.dead_letters import DeadLetterWriter
@@ -43,6 +44,7 @@ from broker.payload_codec import PayloadCodec
 from broker.per_process import PerProcess
 from broker.spool import SqliteSpool
 from broker.trace_context import TRACEPARENT
+from broker.writable import probe_writable
 
 __all__ = ["BatchSendError", "KafkaBroker"]
 
@@ -238,9 +240,8 @@ class KafkaBroker(dramatiq.Broker):
             bulk_options["delivery_timeout_ms"],
             bulk_options["linger_ms"] + bulk_options["request_timeout_ms"])
         # (Single dicts again: options may name bootstrap_servers or client_id too.)
-        self._producer = PerProcess(lambda: KafkaProducer(**{**client,
-                                                             **self._producer_options}))
-        self._bulk_producer = PerProcess(lambda: KafkaProducer(**{**client, **bulk_options}))
+        self._producer = PerProcess(lambda: _producer({**client, **self._producer_options}))
+        self._bulk_producer = PerProcess(lambda: _producer({**client, **bulk_options}))
         self._admin = PerProcess(lambda: KafkaAdminClient(**{**client, **self._admin_options}))
         # Reads records for their timestamps (time lag) and nothing else: no
         # group, no commits.
@@ -252,7 +253,8 @@ class KafkaBroker(dramatiq.Broker):
             topic_retention_ms=topic_retention_ms, reader=self._reader.get,
             denied=self.principal.denied)
         self._dead_letters = DeadLetterWriter(self._produce_and_wait)
-        self._circuit = SendCircuit(self._kafka_answers, probe_interval_s=probe_interval_ms / 1000,
+        self._circuit = SendCircuit(self._kafka_writable,
+                                    probe_interval_s=probe_interval_ms / 1000,
                                     where=",".join(self.bootstrap_servers))
         self.spool = spool
         slots = Path(membership_dir) if membership_dir else DEFAULT_MEMBERSHIP_DIR
@@ -336,7 +338,7 @@ class KafkaBroker(dramatiq.Broker):
                     self._wait(future, queue_name,
                                timeout_s=max(0.0, deadline - time.monotonic()))
             except ConnectionFailed as e:
-                self._note_failure(e)
+                self._note_failure(e, queue_name)
                 if pending is not None:
                     # batch() turns this into BatchSendError naming this message.
                     self._batch.refused = (message, e)
@@ -398,28 +400,26 @@ class KafkaBroker(dramatiq.Broker):
 
     # -- when Kafka is away (see broker.circuit and broker.spool) -----------------
 
-    def _note_failure(self, error: ConnectionFailed) -> None:
-        """Open the circuit when a send found Kafka unreachable (not when Kafka
-        refused the record for itself, or the circuit was open already)."""
-        if _unreachable(error) and not isinstance(error, CircuitOpen):
+    def _note_failure(self, error: ConnectionFailed, topic: str | None = None) -> None:
+        """Tell the circuit when a send found Kafka unable to take it (not when
+        Kafka refused the record for itself, or the circuit was open already)."""
+        if not _unreachable(error) or isinstance(error, CircuitOpen):
+            return
+        if getattr(error, "maybe_sent", False):
+            # The record reached the producer, so a broker gave it metadata a
+            # moment ago: on a cluster one broker may be failing over while the
+            # others take sends. The circuit asks before it opens.
+            self._circuit.suspect(error.__cause__ or error, topic)
+        else:
             self._circuit.failed(error.__cause__ or error)
 
-    def _kafka_answers(self) -> bool:
-        """Whether a Kafka broker answers a metadata request now (the probe)."""
+    def _kafka_writable(self, topic: str | None) -> Unwritable | None:
+        """Why a send to ``topic`` can't succeed now, or None (the circuit's probe)."""
         options = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
                    **self._admin_options,
                    "bootstrap_timeout_ms": min(self.send_timeout_ms, 5_000)}
-        try:
-            admin = KafkaAdminClient(**options)
-        except KafkaError:
-            return False
-        try:
-            admin.list_topics()
-            return True
-        except KafkaError:
-            return False
-        finally:
-            admin.close()
+        return probe_writable(lambda: KafkaAdminClient(**options), topic,
+                              acks_all=self._producer_options.get("acks") in ("all", -1))
 
     def _spooling(self) -> bool:
         return self.spool is not None and (self._circuit.is_open or self._flusher is not None
@@ -624,6 +624,14 @@ class KafkaBroker(dramatiq.Broker):
             producer.close(lambda p: p.close(timeout=self.send_timeout_ms / 1000))
         self._admin.close(lambda a: a.close())
         self._reader.close(lambda r: r.close())
+
+
+def _producer(options: dict[str, Any]) -> KafkaProducer:
+    producer = KafkaProducer(**options)
+    # Without it, one send that times out during a broker's failover can
+    # stop the producer for good (see the fix).
+    apply_producer_fixes(producer)
+    return producer
 
 
 def _unreachable(error: ConnectionFailed) -> bool:

@@ -25,6 +25,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from broker.localkafka import LocalKafka, broker_answers
+from broker.localkafka.cluster import LocalKafkaCluster
 from broker.localkafka.secure import ADMIN_USER, SecureLocalKafka
 from willowe_tasks.settings import load_settings
 from willowe_tasks.testing.localpostgres import LocalPostgres
@@ -177,6 +178,24 @@ def secure_admin(secure_kafka: SecureLocalKafka) -> Iterator[KafkaAdminClient]:
                               **secure_kafka.client_options(ADMIN_USER))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(kafka_bootstrap: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
+    """A three-node KRaft cluster on free ports, started on first use (30–60 s
+    on 2 shared cores) and shared by the session's cluster tests, which leave
+    every node running when they end; stopped at the end."""
+    # kafka_bootstrap first: by then the shared jars have been fetched.
+    ports = pick_free_ports(6)
+    cluster = LocalKafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), nodes=3,
+                                ports=ports[:3], controller_ports=ports[3:], jars=KAFKA_JARS)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        cluster.kill()  # any node a failed test left half-started
 
 
 def _running_secure_kafka(home: Path) -> SecureLocalKafka | None:

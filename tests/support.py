@@ -15,12 +15,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from broker.acls import reconcile_acls, user_principal
 from broker.localkafka.secure import APP_USERS, SecureLocalKafka
 
 #: The script a "web server" process runs (see its docstring).
 WEB_PROCESS = Path(__file__).resolve().parent / "web_process.py"
+
+#: Bound on waiting for a change made by hand to show in the broker's metadata, in seconds.
+METADATA_WAIT_S = 30.0
 
 
 class FakeClock:
@@ -45,6 +49,23 @@ def wait_until(condition: Callable[[], object], timeout_s: float, *,
             return True
         time.sleep(interval_s)
     return bool(condition())
+
+
+def config_of(admin: KafkaAdminClient, name: str, key: str) -> str:
+    """A topic config's value as the broker answering sees it (defaults included)."""
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, {key: None})], config_filter="all"
+    )
+    return str(described["topic"][name][key]["value"])
+
+
+def settle(read: Callable[[], object], expected: object) -> None:
+    """Wait until ``read()`` returns ``expected``: the controller accepts an
+    admin change before the broker's metadata shows it."""
+    deadline = time.monotonic() + METADATA_WAIT_S
+    while read() != expected:
+        assert time.monotonic() < deadline, f"still {read()!r}, expected {expected!r}"
+        time.sleep(0.05)
 
 
 def run_web_process(env: Mapping[str, str], calls: list[list[object]], *,

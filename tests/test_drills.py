@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.drills._cli import table  # noqa: E402
+from bench.drills._cluster_rig import send_verdict  # noqa: E402
 from bench.drills._common import Context, message_verdict, read_ids, spread, tally  # noqa: E402
 from bench.drills._push_rig import PushRig  # noqa: E402
 from bench.drills._undecodable import BAD_VALUES, undecodable  # noqa: E402
@@ -39,6 +40,19 @@ def test_pairs_pushed_twice_count_as_duplicated() -> None:
     pushes = collections.Counter({("n1", "k1"): 3, ("n2", "k1"): 1})
     assert tally(expected, pushes) == {"sent": 3, "processed": 4, "lost": 1,
                                        "duplicated": 2, "unexpected": 0}
+
+
+def test_a_send_verdict_allows_failed_sends_that_reached_kafka_and_nothing_else() -> None:
+    # 0-2 sent; 3's send failed after the producer had it (maybe sent), 4's
+    # before; the worker saw 0, 1 twice, 3 and 4
+    seen = collections.Counter({"0": 1, "1": 2, "3": 1, "4": 1})
+    verdict = send_verdict({"0", "1", "2"}, {"3"}, seen)
+    assert verdict == {"sent": 3, "processed": 3, "lost": 1, "duplicated": 1, "unexpected": 2,
+                       "failed_but_stored": 1, "strays": 1, "ok": False}
+    # Nothing lost and nothing from nowhere: a pass, the stored failure counted
+    seen["2"] = 1
+    del seen["4"]
+    assert send_verdict({"0", "1", "2"}, {"3"}, seen)["ok"] is True
 
 
 def test_kill_points_are_spread_inside_the_drain() -> None:

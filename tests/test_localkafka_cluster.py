@@ -1,18 +1,28 @@
 """The three-node local Kafka: replicated topics keep taking acks=all writes
-and serving reads with one node down, and the node comes back."""
+and serving reads with one node down, reconcile fits topics to the brokers
+that are up, a send with too few replicas in sync fails naming them, and the
+node comes back.
+
+One scenario, because each node restart costs tens of seconds here."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import dramatiq
 import pytest
+from dramatiq.errors import ConnectionFailed
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from support import wait_until
 
+from broker import KafkaBroker
+from broker.circuit import NotEnoughReplicas
 from broker.localkafka.cluster import LocalKafkaCluster
+from broker.topics import TopicSpec, reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,24 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS_PER_PHASE = 30
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, kafka_bootstrap: str,
-            free_ports: Callable[[int], list[int]]) -> Iterator[LocalKafkaCluster]:
-    # kafka_bootstrap first: by then the shared jars have been fetched.
-    ports = free_ports(6)
-    cluster = LocalKafkaCluster(tmp_path / "cluster", nodes=3, ports=ports[:3],
-                                controller_ports=ports[3:],
-                                jars=ROOT / ".cache" / "kafka" / "libs")
-    yield cluster
-    cluster.kill()
+#: How often the test broker's open send circuit asks Kafka again, in milliseconds.
+PROBE_INTERVAL_MS = 300
+
+#: Longest wait for the controller to fence a killed node (broker.session.timeout.ms
+#: is 1.5 s in the local cluster; this is a bound, not an expectation).
+FENCED_WITHIN_S = 60.0
 
 
 @pytest.mark.slow
-def test_a_replicated_topic_takes_writes_and_serves_reads_with_one_node_down(
-    cluster: LocalKafkaCluster, unique_name: str,
+def test_with_a_node_killed_writes_go_on_reconcile_fits_the_brokers_up_and_it_comes_back(
+    kafka_cluster: LocalKafkaCluster, unique_name: str,
 ) -> None:
     # Given three nodes, all registered, and a topic on all of them
-    assert cluster.start() is True
+    cluster = kafka_cluster
     assert cluster.registered_brokers() == {1, 2, 3}
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
     admin.create_topics([NewTopic(unique_name, num_partitions=3, replication_factor=3,
@@ -76,6 +82,51 @@ def test_a_replicated_topic_takes_writes_and_serves_reads_with_one_node_down(
     configs = admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, "__consumer_offsets")], config_filter="all")
     assert configs["topic"]["__consumer_offsets"]["min.insync.replicas"]["value"] == "2"
+
+    # While the node is down (and fenced), reconcile keeps the topic's three
+    # copies, creates a new topic with what two brokers can hold, and holds
+    # back a min.insync.replicas above the replicas in sync.
+    assert wait_until(lambda: cluster.registered_brokers() == {1, 3}, FENCED_WITHIN_S,
+                      interval_s=0.5)
+    kept = TopicSpec(unique_name, partitions=3, retention_ms=7 * 24 * 3_600_000,
+                     replication_factor=3, min_insync_replicas=2)
+    new = replace(kept, name=f"{unique_name}-new")
+    report = reconcile(admin, [kept, new], check=True)
+    assert report.lines() == [
+        f"would create {new.name} (partitions=3, replication.factor=2, retention.ms=604800000, "
+        "cleanup.policy=delete, min.insync.replicas=1)"]
+    assert report.warnings == (
+        f"2 broker(s) up, so 1 topic(s) get replication.factor 2 (wished 3) and "
+        f"min.insync.replicas 1 (wished 2): each message has 2 copies. Reconcile again once "
+        f"more brokers are up to add copies ({new.name}).",)
+    strict = replace(kept, min_insync_replicas=3)
+    [held] = reconcile(admin, [strict]).drifts
+    assert str(held).startswith(f"{unique_name}: min.insync.replicas 2 (spec 3: only 2 replica(s)"
+                                " in sync now")
+
+    # With 3 in sync asked for by hand, acks=all sends are refused: the first
+    # times out, then every send fails at once naming the cause
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, unique_name,
+                                        {"min.insync.replicas": "3"})])
+    broker = KafkaBroker(bootstrap_servers=cluster.bootstrap_servers, create_topics=False,
+                         probe_interval_ms=PROBE_INTERVAL_MS)
+    try:
+        @dramatiq.actor(broker=broker, queue_name=unique_name)
+        def noop(n: int) -> None: ...
+
+        assert wait_until(lambda: _refused(noop), 30)
+        assert wait_until(lambda: broker._circuit.is_open, 30)
+        with pytest.raises(NotEnoughReplicas, match=f"NOT_ENOUGH_REPLICAS: {unique_name} "
+                                                    "partition 0 has 2 in sync, "
+                                                    "min.insync.replicas is 3"):
+            noop.send(0)
+        # And once reconcile puts the spec's 2 back, sends go through
+        assert reconcile(admin, [kept]).lines() == [
+            f"repaired {unique_name}: min.insync.replicas 3 → 2"]
+        assert broker._circuit.wait_closed(30)
+        noop.send(1)
+    finally:
+        broker.close()
     admin.close()
 
     # And the node comes back into the cluster
@@ -87,8 +138,15 @@ def test_a_replicated_topic_takes_writes_and_serves_reads_with_one_node_down(
                               controller_ports=[node.controller_port for node in cluster.nodes],
                               jars=cluster.nodes[0].libs)
     assert again.start() is False
-    assert cluster.stop() is True
-    assert all(node.pid() is None for node in cluster.nodes)
+
+
+def _refused(actor: dramatiq.Actor[[int], None]) -> bool:
+    """Whether a send fails (it may still go through while the ISR shrinks)."""
+    try:
+        actor.send(0)
+    except ConnectionFailed:
+        return True
+    return False
 
 
 def test_a_cluster_needs_two_nodes_and_one_port_each(tmp_path: Path) -> None:

@@ -3,40 +3,21 @@ partitions raised by hand kept, and the report-only check."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
+from support import config_of, settle
 
+from broker.replication import live_brokers
 from broker.topics import TopicAction, TopicReconcileError, TopicSpec, reconcile
 from willowe_tasks.__main__ import main as willowe_main
 from willowe_tasks.topics import ALL_TOPIC_SPECS
 
-#: Bound on waiting for a change made by hand to show in the broker's metadata, in seconds.
-METADATA_WAIT_S = 30.0
-
 
 def partitions_of(admin: KafkaAdminClient, name: str) -> int:
     return len(admin.describe_topics([name])[0]["partitions"])
-
-
-def config_of(admin: KafkaAdminClient, name: str, key: str) -> str:
-    described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, {key: None})], config_filter="all"
-    )
-    return str(described["topic"][name][key]["value"])
-
-
-def settle(read: Callable[[], object], expected: object) -> None:
-    """Wait until ``read()`` returns ``expected``: the controller accepts an
-    admin change before the broker's metadata shows it."""
-    deadline = time.monotonic() + METADATA_WAIT_S
-    while read() != expected:
-        assert time.monotonic() < deadline, f"still {read()!r}, expected {expected!r}"
-        time.sleep(0.05)
 
 
 def raise_partitions_by_hand(admin: KafkaAdminClient, name: str, count: int) -> None:
@@ -177,14 +158,68 @@ def test_a_config_kafka_refuses_or_does_not_know_is_an_error_naming_topic_and_ke
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "field"),
+    ("kwargs", "message"),
     [({"partitions": 0}, "partitions"), ({"retention_ms": 0}, "retention_ms"),
-     ({"replication_factor": 0}, "replication_factor")],
+     ({"replication_factor": 0}, "replication_factor of t must be ≥ 1"),
+     ({"min_insync_replicas": 0}, "min_insync_replicas of t must be ≥ 1"),
+     ({"replication_factor": 2, "min_insync_replicas": 3},
+      r"min_insync_replicas of t \(3\) must not exceed its replication_factor \(2\)")],
 )
-def test_a_bad_spec_names_the_field(kwargs: dict[str, int], field: str) -> None:
+def test_a_bad_spec_names_the_field(kwargs: dict[str, int], message: str) -> None:
     base = {"name": "t", "partitions": 1, "retention_ms": 1000}
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=message):
         TopicSpec(**(base | kwargs))  # type: ignore[arg-type]
+
+
+# -- replication on the session's Kafka ------------------------------------------
+
+
+def test_on_fewer_brokers_than_wished_a_topic_gets_what_they_hold_with_a_warning(
+    admin: KafkaAdminClient, unique_name: str
+) -> None:
+    # Given a spec that wishes for 3 copies and 2 in sync (the guide's topics do)
+    spec = TopicSpec(unique_name, partitions=1, retention_ms=60_000, replication_factor=3,
+                     min_insync_replicas=2)
+    brokers = len(live_brokers(admin))
+    replicas, min_insync = min(3, brokers), 1 if brokers < 3 else 2
+    # When reconcile creates it
+    report = reconcile(admin, [spec])
+    # Then it has as many copies as there are brokers, up to 3, and acks=all
+    # writes need no more copies than that allows
+    assert report.lines() == [
+        f"created {unique_name} (partitions=1, replication.factor={replicas}, "
+        f"retention.ms=60000, cleanup.policy=delete, min.insync.replicas={min_insync})"]
+    assert [(s.replication_factor, s.min_insync_replicas) for s in report.specs] == [
+        (replicas, min_insync)]
+    assert partitions_of(admin, unique_name) == 1
+    assert {len(p["replica_nodes"]) for p in admin.describe_topics([unique_name])[0]["partitions"]
+            } == {replicas}
+    assert config_of(admin, unique_name, "min.insync.replicas") == str(min_insync)
+    # And the report warns when that is less than wished
+    if brokers < 3:
+        [warning] = report.warnings
+        assert warning.startswith(f"{brokers} broker(s) up, so 1 topic(s) get replication.factor"
+                                  f" {replicas} (wished 3)")
+    else:
+        assert report.warnings == ()
+    assert reconcile(admin, [spec], check=True).in_sync
+
+
+def test_a_min_insync_replicas_changed_by_hand_is_put_back(
+    admin: KafkaAdminClient, unique_name: str
+) -> None:
+    spec = TopicSpec(unique_name, partitions=1, retention_ms=60_000, replication_factor=1,
+                     min_insync_replicas=1)
+    reconcile(admin, [spec])
+    # Given someone asked for 2 in sync on a topic with one copy (Kafka asks
+    # for the one there is, but the config now says otherwise)
+    admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, unique_name, {"min.insync.replicas": "2"})])
+    settle(lambda: config_of(admin, unique_name, "min.insync.replicas"), "2")
+    # When reconcile runs, it says so and puts it back
+    report = reconcile(admin, [spec])
+    assert report.lines() == [f"repaired {unique_name}: min.insync.replicas 2 → 1"]
+    settle(lambda: config_of(admin, unique_name, "min.insync.replicas"), "1")
 
 
 # -- the topics command --------------------------------------------------------
@@ -199,7 +234,15 @@ def test_the_guides_topics_are_made_by_the_topics_command(
     assert willowe_main(["topics"]) == 0
     assert "no change" in capsys.readouterr().out.split("Reconciling")[-1]
     assert willowe_main(["topics", "--check"]) == 0
-    assert "no change: every topic meets its spec" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no change: every topic meets its spec" in out
+    # Each topic with the copies the brokers hold, and a warning when fewer than 3
+    brokers = len(live_brokers(admin))
+    replicas, min_insync = min(3, brokers), 1 if brokers < 3 else 2
+    assert (f"high-priority-notifications.XQ       partitions≥3   replicas={replicas} "
+            f"min.insync.replicas={min_insync} retention.ms=604800000") in out
+    assert (f"warning: {brokers} broker(s) up, so 9 topic(s) get replication.factor {replicas}"
+            in out) is (brokers < 3)
     expected = {
         "high-priority-notifications": (3, "86400000"),
         "medium-priority-notifications": (5, "604800000"),

@@ -29,9 +29,12 @@ EXIT_DRIFT = 1
 EXIT_ERROR = 2
 
 TOPICS_DESCRIPTION = """\
-Create missing topics, add partitions up to each spec's count, and set
-configs changed by hand (retention.ms, ...) back to the spec's values.
-Prints every difference found and what was done about it.
+Create missing topics, add partitions up to each spec's count, add replicas
+up to the replication factor (a partition reassignment), and set configs
+changed by hand (retention.ms, min.insync.replicas, ...) back to the spec's
+values. The topics wish for 3 replicas and min.insync.replicas 2; on a
+cluster with fewer brokers both are lowered to what it can do, with a
+warning. Prints every difference found and what was done about it.
 """
 
 TOPICS_EPILOG = """\
@@ -40,7 +43,8 @@ exit status:
   1  --check only: something differs that a plain run would change
   2  bad settings, Kafka unreachable, or Kafka refused a change
 
-More partitions than a spec asks for are kept and reported, never changed.
+More partitions or replicas than a spec asks for are kept and reported,
+never changed.
 """
 
 
@@ -64,9 +68,13 @@ def topics_command(args: argparse.Namespace) -> int:
                              change=str(drift))
     finally:
         admin.close()
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
     print_report(report, check=args.check, no_change="every topic meets its spec")
-    for spec in specs:
-        print(f"  {spec.name:<36} partitions≥{spec.partitions:<3} retention.ms={spec.retention_ms}")
+    for spec in report.specs:
+        print(f"  {spec.name:<36} partitions≥{spec.partitions:<3} "
+              f"replicas={spec.replication_factor} min.insync.replicas={spec.min_insync_replicas} "
+              f"retention.ms={spec.retention_ms}")
     return EXIT_DRIFT if args.check and not report.in_sync else 0
 
 

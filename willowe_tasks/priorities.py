@@ -28,6 +28,15 @@ HIGH = 0
 MEDIUM = 50
 LOW = 100
 
+#: Copies of every notification topic: three brokers each hold one.
+REPLICATION_FACTOR = 3
+
+#: Copies an acks=all send waits for: one broker may be down while sends go
+#: on, and no acknowledged message lives on one disk alone. `make topics`
+#: lowers both to what a smaller cluster can do (one broker: 1 and 1, with a
+#: warning); see broker.replication.
+MIN_INSYNC_REPLICAS = 2
+
 
 @dataclass(frozen=True)
 class PriorityBand:
@@ -41,15 +50,20 @@ class PriorityBand:
     fcm_priority: Literal["high", "normal"]
 
 
+def _topic(name: str, partitions: int, retention_ms: int) -> TopicSpec:
+    return TopicSpec(name, partitions=partitions, retention_ms=retention_ms,
+                     replication_factor=REPLICATION_FACTOR,
+                     min_insync_replicas=MIN_INSYNC_REPLICAS)
+
+
 #: Most urgent first. An actor's priority falls in the first band whose
 #: ``actor_priority`` is at least it; anything above the last goes to the last.
 BANDS: tuple[PriorityBand, ...] = (
-    PriorityBand("high", HIGH, TopicSpec("high-priority-notifications", partitions=3,
-                                         retention_ms=_DAY_MS), "10", "high"),
-    PriorityBand("medium", MEDIUM, TopicSpec("medium-priority-notifications", partitions=5,
-                                             retention_ms=7 * _DAY_MS), "10", "normal"),
-    PriorityBand("low", LOW, TopicSpec("low-priority-notifications", partitions=2,
-                                       retention_ms=30 * _DAY_MS), "5", "normal"),
+    PriorityBand("high", HIGH, _topic("high-priority-notifications", 3, _DAY_MS), "10", "high"),
+    PriorityBand("medium", MEDIUM, _topic("medium-priority-notifications", 5, 7 * _DAY_MS),
+                 "10", "normal"),
+    PriorityBand("low", LOW, _topic("low-priority-notifications", 2, 30 * _DAY_MS),
+                 "5", "normal"),
 )
 
 _BY_WORD = {b.word: b for b in BANDS}

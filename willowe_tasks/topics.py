@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker.topics import TopicSpec
-from willowe_tasks.priorities import BANDS
+from willowe_tasks.priorities import BANDS, MIN_INSYNC_REPLICAS, REPLICATION_FACTOR
 
 __all__ = ["ALL_TOPIC_SPECS", "PRIORITY_TOPIC_NAMES", "audit_topic_spec", "topic_specs"]
 
@@ -24,8 +24,11 @@ AUDIT_RETENTION_MS = 365 * 24 * 3600 * 1000
 
 
 def audit_topic_spec(name: str) -> TopicSpec:
-    """The audit topic (``AUDIT_TOPIC``): one partition, so entries stay in order."""
-    return TopicSpec(name, partitions=1, retention_ms=AUDIT_RETENTION_MS)
+    """The audit topic (``AUDIT_TOPIC``): one partition, so entries stay in
+    order, as many copies as the notifications' topics."""
+    return TopicSpec(name, partitions=1, retention_ms=AUDIT_RETENTION_MS,
+                     replication_factor=REPLICATION_FACTOR,
+                     min_insync_replicas=MIN_INSYNC_REPLICAS)
 
 
 def topic_specs(audit_topic: str | None,

@@ -41,4 +41,19 @@ delivered* (a claim left by a killed worker, skipped by design; counted).
   PostgreSQL of the drill's own and one Kafka group, each SIGKILLed in turn
   mid-push, 10 times in all: the ledger in the database must keep every
   pair from being pushed twice.
+
+Cluster drills run on a private three-node Kafka of their own (started
+once, when the first of them runs), with a sender calling ``send()`` at
+50/s while a bench worker drains the queue (3 copies, 2 in sync): lost
+must be 0. See ``_cluster``:
+
+* ``cluster-broker-kill``: SIGKILL a broker, then the active controller's
+  node, each for 10 s: no send fails but those caught in the controller's
+  failover;
+* ``cluster-rolling-restart``: restart the three nodes one by one;
+* ``cluster-two-down``: stop two nodes: sends are refused with
+  NotEnoughReplicas, never acknowledged with one copy, and go through again
+  once a node is back.
+
+The run ends with its total time.
 """

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import bench.drills
 from bench.cli import RESULTS
-from bench.drills import _kafka, _push, _send_fallback, _two_hosts, _undecodable
+from bench.drills import _cluster, _kafka, _push, _send_fallback, _two_hosts, _undecodable
+from bench.drills._cluster_rig import PrivateCluster
 from bench.drills._common import Context, Result
 from bench.envs import CACHE, ROOT
 from bench.log import say
@@ -39,6 +40,9 @@ DRILLS: dict[str, Callable[[Context], Result]] = {
     "raise-circuit": _send_fallback.raise_circuit,
     "spool-outage": _send_fallback.spool_outage,
     "spool-sender-kill": _send_fallback.spool_sender_kill,
+    "cluster-broker-kill": _cluster.broker_kill,
+    "cluster-rolling-restart": _cluster.rolling_restart,
+    "cluster-two-down": _cluster.two_down,
 }
 
 #: The table's count columns.
@@ -59,32 +63,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    began = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     shutil.rmtree(HOME, ignore_errors=True)
-    kafka = LocalKafka(HOME, port=free_port(), controller_port=free_port(),
-                       jars=ROOT / ".cache" / "kafka" / "libs")
-    ctx = Context(kafka.bootstrap_servers, HOME / "work", kafka)
+    jars = ROOT / ".cache" / "kafka" / "libs"
+    kafka = LocalKafka(HOME, port=free_port(), controller_port=free_port(), jars=jars)
+    cluster = PrivateCluster(HOME / "cluster", jars)
+    ctx = Context(kafka.bootstrap_servers, HOME / "work", kafka, cluster)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     # Library warnings (a killed worker's connections closing on the fakes,
     # kafka-python while Kafka is down) go to a file, not between the progress lines.
     logging.basicConfig(filename=ctx.workdir / "harness.log", level=logging.INFO, force=True)
     results: dict[str, Result] = {}
     try:
-        kafka.start()
-        for name in args.drills or DRILLS:
+        names = args.drills or list(DRILLS)
+        if any(DRILLS[name].__module__ != _cluster.__name__ for name in names):
+            kafka.start()  # the cluster drills have a Kafka of their own
+        for name in names:
             results[name] = run_one(name, DRILLS[name], ctx)
     finally:
         kill_all()
         kafka.stop()
+        cluster.close()
         passed = bool(results) and all(r.get("ok") for r in results.values())
         if not passed:
             _keep_logs(ctx, RESULTS / f"drills-{stamp}-logs")
         shutil.rmtree(HOME, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"drills-{stamp}.json"
-    out.write_text(json.dumps({"commit": _commit(), "drills": results}, indent=2) + "\n")
+    total_s = round(time.monotonic() - began, 1)
+    out.write_text(json.dumps({"commit": _commit(), "drills": results, "total_seconds": total_s},
+                              indent=2) + "\n")
     say(f"results in {out.relative_to(ROOT)}")
     print(table(results))
+    print(f"\n{len(results)} drill(s), {sum(bool(r.get('ok')) for r in results.values())} passed,"
+          f" in {total_s:.0f} s ({total_s / 60:.1f} min) in all")
     return 0 if passed else 1
 
 
@@ -92,7 +105,8 @@ def _keep_logs(ctx: Context, to: Path) -> None:
     """Copy every log of the run (workers, fakes' workers, harness, Kafka) and
     the workers' ids files out of the private home, which is wiped, so a
     failure can be looked into."""
-    logs = [*ctx.workdir.rglob("*.log"), *ctx.workdir.rglob("*.ids"), HOME / "server.log"]
+    logs = [*ctx.workdir.rglob("*.log"), *ctx.workdir.rglob("*.ids"), HOME / "server.log",
+            *HOME.glob("cluster/node-*/server.log")]
     for log in logs:
         if log.is_file():
             target = to / log.relative_to(HOME)

@@ -8,10 +8,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.log import say
 from broker.localkafka import LocalKafka
+
+if TYPE_CHECKING:
+    from bench.drills._cluster_rig import PrivateCluster
 
 #: How often a wait prints where it is, in seconds.
 PROGRESS_EVERY_S = 5.0
@@ -26,11 +29,13 @@ Result = dict[str, Any]
 class Context:
     """Where a drill runs: the Kafka it uses (``kafka`` is None when the
     drill may not restart it, as in tests), a scratch folder and a log file
-    for everything the processes it starts print."""
+    for everything the processes it starts print. The cluster drills use a
+    three-node Kafka of their own (``cluster``), started when one first asks."""
 
     bootstrap: str
     workdir: Path
     kafka: LocalKafka | None = None
+    cluster: PrivateCluster | None = None
 
     @property
     def log(self) -> Path:
@@ -40,6 +45,11 @@ class Context:
         if self.kafka is None:
             raise RuntimeError("this drill stops Kafka: it needs the private LocalKafka")
         return self.kafka
+
+    def need_cluster(self) -> PrivateCluster:
+        if self.cluster is None:
+            raise RuntimeError("this drill needs the private three-node Kafka")
+        return self.cluster
 
 
 # -- waiting ---------------------------------------------------------------------

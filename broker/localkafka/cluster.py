@@ -53,6 +53,19 @@ NODE_START_TIMEOUT_S = 120.0
 #: Replicas of every internal topic, and the default of new topics.
 MAX_REPLICATION_FACTOR = 3
 
+#: How long the controller waits for a broker's heartbeat before fencing it
+#: (KRaft's broker.session.timeout.ms, 9,000 by default), in milliseconds.
+#: Until then a SIGKILLed broker still leads its partitions and counts as in
+#: sync, so every acks=all write waits for it; a send gives up after
+#: KAFKA_SEND_TIMEOUT_MS (2,000). Production clusters need the same relation
+#: (README, "A three-node cluster").
+BROKER_SESSION_TIMEOUT_MS = 1_500
+
+#: How often each broker heartbeats to the controller (broker.heartbeat.interval.ms,
+#: 2,000 by default), in milliseconds: several beats fit in one session, so
+#: one late beat on a busy machine does not fence a live broker.
+BROKER_HEARTBEAT_INTERVAL_MS = 300
+
 #: Readiness probes answer within this, in seconds.
 PROBE_TIMEOUT_S = 2.0
 
@@ -86,6 +99,11 @@ class _ClusterNode(LocalKafka):
             # The offsets topic has no min ISR setting of its own: it takes the
             # broker's default, as does every topic that doesn't set one.
             "min.insync.replicas": min_isr,
+            # A crashed broker stays in every in-sync replica set, holding up
+            # each acks=all write, until the controller fences it: fence it
+            # well within a send's 2 s (KAFKA_SEND_TIMEOUT_MS), not after 9 s.
+            "broker.session.timeout.ms": str(BROKER_SESSION_TIMEOUT_MS),
+            "broker.heartbeat.interval.ms": str(BROKER_HEARTBEAT_INTERVAL_MS),
         }
 
     def _format_options(self) -> list[str]:

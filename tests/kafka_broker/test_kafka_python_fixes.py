@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import dramatiq
 import pytest
 from broker_support import BrokerFactory, WorkerFactory
+from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from broker import KafkaBroker
-from broker._kafka_python_fixes import FIXES, apply_fixes
+from broker._kafka_python_fixes import FIXES, PRODUCER_FIXES, apply_fixes, apply_producer_fixes
+
+#: How long a send of an unfixed producer is given, in seconds: a fixed one
+#: takes milliseconds.
+PLAIN_PRODUCER_WAIT_S = 5.0
+
+#: A broker id no test Kafka has.
+UNKNOWN_BROKER_ID = 4242
 
 
 def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: str) -> None:
@@ -22,10 +32,13 @@ def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: 
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id="fixes-probe",
                              enable_auto_commit=False)
     consumer.subscribe(["fixes-probe"])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     try:
         assert apply_fixes(consumer) == list(FIXES)
+        assert apply_producer_fixes(producer) == list(PRODUCER_FIXES)
     finally:
         consumer.close()
+        producer.close()
 
 
 def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
@@ -54,3 +67,47 @@ def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
     # Then whichever consumer led the group knew every topic from the start
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if "No partition metadata" in w], warnings
+
+
+def test_a_producer_that_dropped_its_producer_id_gets_a_new_one_and_sends_again(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # As its sender does when a batch it already sent expires
+    def drop_the_producer_id(producer: KafkaProducer) -> None:
+        producer._transaction_manager.reset_producer_id()
+
+    sends_again_only_with_the_fix(make_broker(), queue_name, kafka_bootstrap,
+                                  drop_the_producer_id)
+
+
+def test_a_producer_whose_metadata_names_a_leader_it_lists_no_broker_for_sends_again(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # As right after the controller fenced a crashed leader
+    def name_an_unknown_leader(producer: KafkaProducer) -> None:
+        producer._metadata._partitions[queue_name][0].leader_id = UNKNOWN_BROKER_ID
+
+    sends_again_only_with_the_fix(make_broker(), queue_name, kafka_bootstrap,
+                                  name_an_unknown_leader)
+
+
+def sends_again_only_with_the_fix(broker: KafkaBroker, topic: str, kafka_bootstrap: str,
+                                  trip: Callable[[KafkaProducer], None]) -> None:
+    """``trip`` puts a producer that has sent in the state a fix is for. The
+    broker's producer sends right after; an upstream one does not (else the
+    fix can go), until the fix is applied to it too."""
+    broker.queue_admin.ensure_topics(topic)
+    fixed = broker.producer
+    fixed.send(topic, b"first", partition=0).get(timeout=30)
+    trip(fixed)
+    fixed.send(topic, b"second", partition=0).get(timeout=30)
+
+    plain = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    plain.send(topic, b"third", partition=0).get(timeout=30)
+    trip(plain)
+    with pytest.raises(KafkaTimeoutError):
+        plain.send(topic, b"fourth", partition=0).get(timeout=PLAIN_PRODUCER_WAIT_S)
+    apply_producer_fixes(plain)
+    trip(plain)
+    plain.flush(timeout=30)
+    plain.close()
