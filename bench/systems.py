@@ -43,7 +43,7 @@ _BASIC = frozenset({"enqueue", "drain", "latency"})
 
 # push: the application's own worker into fake APNs/FCM; peers have no push path.
 OURS = System("ours", "ours (KafkaBroker)", "ours.py", None,
-              _BASIC | {"priority", "memory", "push"})
+              _BASIC | {"priority", "memory", "push", "startup"})
 # The same broker with the workers' metrics on: only drain, the per-message path.
 OURS_METRICS = System("ours-metrics", "ours, metrics on", "ours_metrics.py", None,
                       frozenset({"drain"}),
@@ -68,7 +68,7 @@ CELERY = System("celery", "Celery + Kafka (kombu)", "celery_kafka.py", envs.CELE
                      "no batch form ('batch' = send loop)")
 
 STUB = System("stub", "Dramatiq alone (StubBroker)", "dramatiq_stub.py", None,
-              frozenset({"enqueue", "drain"}),
+              frozenset({"enqueue", "drain", "startup"}),
               note="in-memory StubBroker: Dramatiq's own cost per message with no broker "
                    "behind it, the most any Dramatiq broker can reach here")
 

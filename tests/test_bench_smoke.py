@@ -21,7 +21,7 @@ from bench.profiling import summarize  # noqa: E402
 from bench.runner import run_peer  # noqa: E402
 from bench.scenarios import SCENARIOS, Context, Outcome  # noqa: E402
 from bench.stats import Figure  # noqa: E402
-from bench.systems import OURS, RAW  # noqa: E402
+from bench.systems import OURS, RAW, STUB  # noqa: E402
 
 
 def _outcome(**medians: float) -> Outcome:
@@ -47,6 +47,18 @@ def test_goals_compare_medians_and_say_pass_or_miss() -> None:
     assert rows["drain ≥ 3× Celery on Kafka"]["status"] == "not run"
     text = report.table(results, goals.evaluate(results), reps=3)
     assert "| ours (KafkaBroker) | 3,000 (2,700–3,300)" in text
+
+
+def test_the_startup_mode_times_a_first_message_and_both_compositions(
+        tmp_path: Path, unique_name: str) -> None:
+    # The StubBroker peer: the same peer code as ours, no Kafka and quick.
+    ctx = Context(QUICK, "127.0.0.1:1", "smoke", tmp_path, record_bytes=230)
+    result, _ = run_peer(STUB, "startup", ctx.params(STUB, unique_name), timeout_s=120,
+                         log_file=tmp_path / "log")
+    assert result["worker_start_s"] > 0
+    # Each composition's jobs sleep 100 ms, so its time covers at least one
+    # (a floor the clock guarantees; no upper bound is asserted).
+    assert result["group_s"] >= 0.1 and result["inner_groups_s"] >= 0.1
 
 
 def test_profile_summary_groups_samples_by_thread_and_function(tmp_path: Path) -> None:
