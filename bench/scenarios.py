@@ -331,7 +331,9 @@ class Startup(Scenario):
     def once(self, ctx: Context, system: System, rep: int, sizes: dict[str, Any]
              ) -> tuple[dict[str, Any], str]:
         name = ctx.name(system, "start", rep)
-        r, _ = ctx.run(system, "startup", ctx.params(system, name))
+        # With slots, ours' consumers are static members, as the application's are.
+        r, _ = ctx.run(system, "startup",
+                       ctx.params(system, name, slots=str(ctx.logdir / name / "slots")))
         line = (f"first message {r['worker_start_s']:.3f}s after Worker.start(); group "
                 f"{r['group_s']:.3f}s, inner groups {r['inner_groups_s']:.3f}s")
         if system.key == "ours":
