@@ -97,7 +97,9 @@ def test_a_pipeline_result_is_its_last_actors_result(
         return x + y
 
     # When a pipeline passes each sum on
-    pipe = add.message(1, 2) | add.message(3) | add.message(4)
+    # (Each step after the first gets the previous result as its last argument.)
+    pipe = (add.message(1, 2) | add.message_with_options(args=(3,))
+            | add.message_with_options(args=(4,)))
     pipe.run()
 
     # Then the last result is the whole sum and each step's result is kept
@@ -123,7 +125,8 @@ def test_a_group_of_pipelines_calls_its_completion_callback_once(
         finished.set()
 
     # When a group of pipelines runs with a completion callback
-    pipes = dramatiq.group(add.message(n, 1) | add.message(10) for n in range(3))
+    pipes = dramatiq.group(add.message(n, 1) | add.message_with_options(args=(10,))
+                           for n in range(3))
     pipes.add_completion_callback(done.message(7))
     pipes.run()
 
