@@ -26,6 +26,9 @@ PARALLEL_JOBS = 5
 INNER_GROUPS = 3
 INNER_GROUP_JOBS = 2
 
+#: How long one send may take here, topic creation included, in milliseconds.
+SEND_TIMEOUT_MS = 30_000
+
 #: Longest a job waits for its siblings, and a test for a group's results, in seconds.
 WAIT_S = 60
 
@@ -33,7 +36,10 @@ WAIT_S = 60
 @pytest.fixture
 def broker(make_broker: BrokerFactory) -> KafkaBroker:
     """Dramatiq's default middleware, GroupCallbacks and Results on stub backends."""
-    return make_broker(middleware=[
+    # A first send makes its topic, within the send timeout; beside a starting
+    # worker on a busy machine that took longer than the 2 s default. These
+    # tests are not about send timeouts.
+    return make_broker(send_timeout_ms=SEND_TIMEOUT_MS, middleware=[
         *(m() for m in default_middleware),
         GroupCallbacks(StubRateLimiterBackend()),
         Results(backend=StubBackend()),
