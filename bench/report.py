@@ -26,6 +26,10 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                                                        "rate_from_start"),
              ("ceiling, push/s", "ceiling"), ("rate / ceiling", "ratio"),
              ("lost", "lost"), ("duplicated", "duplicated")],
+    "startup": [("Worker.start() → first message, s", "worker_start_s"),
+                ("process launch → first message, s", "process_start_s"),
+                ("5 parallel 100 ms jobs done, s", "group_s"),
+                ("3 groups of 2 jobs done, s", "inner_groups_s")],
 }
 
 TITLES = {
@@ -35,6 +39,7 @@ TITLES = {
     "priority": "Priority: high-priority messages at 10/s while a low-priority backlog drains",
     "memory": "Memory: worker RSS while a backlog drains",
     "push": "Push: notifications through the worker into fake APNs and FCM (20 ms latency)",
+    "startup": "Start-up: a fresh worker on a warm server, timed from its start",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from kafka.errors import KafkaError
 
-from bench import push
+from bench import push, startup
 from bench.config import Sizes
 from bench.runner import PeerFailed, RssSampler, run_peer
 from bench.stats import Figure, figures
@@ -314,6 +314,40 @@ class Push(Scenario):
         return out
 
 
+class Startup(Scenario):
+    """How soon a started worker runs its first message: from ``Worker.start()``
+    in the peer's process (six consumers, as ``dramatiq willowe_tasks`` has),
+    Dramatiq's two composition checks timed from ``Worker.start()`` (see
+    ``bench/peers/_startup.py``), and, for ours, from launching the
+    application's worker process (see :mod:`bench.startup`)."""
+
+    name = "startup"
+    units = {"worker_start_s": "s", "process_start_s": "s", "group_s": "s",
+             "inner_groups_s": "s"}
+
+    def sizes(self, ctx: Context, system: System) -> dict[str, Any]:
+        return {}
+
+    def once(self, ctx: Context, system: System, rep: int, sizes: dict[str, Any]
+             ) -> tuple[dict[str, Any], str]:
+        name = ctx.name(system, "start", rep)
+        # With slots, ours' consumers are static members, as the application's are.
+        r, _ = ctx.run(system, "startup",
+                       ctx.params(system, name, slots=str(ctx.logdir / name / "slots")))
+        line = (f"first message {r['worker_start_s']:.3f}s after Worker.start(); group "
+                f"{r['group_s']:.3f}s, inner groups {r['inner_groups_s']:.3f}s")
+        if system.key == "ours":
+            try:
+                r["process_start_s"] = startup.process_start(
+                    bootstrap=ctx.bootstrap, group=f"{name}-process", workdir=ctx.logdir / name,
+                    threads=ctx.sizes.threads)
+            except (startup.StartupFailed, KafkaError, OSError) as e:
+                raise PeerFailed(f"startup: {e}") from e
+            line += f"; {r['process_start_s']:.3f}s from launching dramatiq willowe_tasks"
+        return r, line
+
+
 #: In run order: drain before latency and priority, which are sized from it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (Enqueue(), Drain(), Latency(),
-                                                      Priority(), Memory(), Push())}
+                                                      Priority(), Memory(), Push(),
+                                                      Startup())}

@@ -43,7 +43,7 @@ _BASIC = frozenset({"enqueue", "drain", "latency"})
 
 # push: the application's own worker into fake APNs/FCM; peers have no push path.
 OURS = System("ours", "ours (KafkaBroker)", "ours.py", None,
-              _BASIC | {"priority", "memory", "push"})
+              _BASIC | {"priority", "memory", "push", "startup"})
 # The same broker with the workers' metrics on: only drain, the per-message path.
 OURS_METRICS = System("ours-metrics", "ours, metrics on", "ours_metrics.py", None,
                       frozenset({"drain"}),
@@ -53,13 +53,13 @@ OURS_METRICS = System("ours-metrics", "ours, metrics on", "ours_metrics.py", Non
 RAW = System("raw", "raw kafka-python", "raw_kafka.py", None, _BASIC,
              note="plain producer/consumer loops, no Dramatiq: the ceiling")
 DRAMATIQ_KAFKA = System(
-    "dramatiq-kafka", "dramatiq-kafka 0.1.9", "dramatiq_kafka_peer.py", envs.DRAMATIQ_KAFKA,
-    _BASIC, scale=(("enqueue_batch", 0.1), ("drain", 0.1)),
+    "dramatiq-kafka", "dramatiq-kafka 0.1.9 (acks=1)", "dramatiq_kafka_peer.py",
+    envs.DRAMATIQ_KAFKA, _BASIC, scale=(("enqueue_batch", 0.1), ("drain", 0.1)),
     note="kafka-python 2.0.2 defaults (acks=1, not idempotent); no batch form, so its "
          "'batch' is the plain send loop; the harness commits offset 0 for its new "
          "groups, else it skips a backlog queued before it joined",
 )
-REDIS = System("redis", "Dramatiq + Redis", "dramatiq_redis.py", envs.DRAMATIQ_REDIS,
+REDIS = System("redis", "Dramatiq + Redis (no Kafka)", "dramatiq_redis.py", envs.DRAMATIQ_REDIS,
                _BASIC, needs_redis=True, scale=(("enqueue_batch", 0.4),),
                note="redis-server without persistence; no batch form ('batch' = send loop)")
 CELERY = System("celery", "Celery + Kafka (kombu)", "celery_kafka.py", envs.CELERY_KAFKA,
@@ -68,7 +68,7 @@ CELERY = System("celery", "Celery + Kafka (kombu)", "celery_kafka.py", envs.CELE
                      "no batch form ('batch' = send loop)")
 
 STUB = System("stub", "Dramatiq alone (StubBroker)", "dramatiq_stub.py", None,
-              frozenset({"enqueue", "drain"}),
+              frozenset({"enqueue", "drain", "startup"}),
               note="in-memory StubBroker: Dramatiq's own cost per message with no broker "
                    "behind it, the most any Dramatiq broker can reach here")
 

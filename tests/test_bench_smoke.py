@@ -21,7 +21,7 @@ from bench.profiling import summarize  # noqa: E402
 from bench.runner import run_peer  # noqa: E402
 from bench.scenarios import SCENARIOS, Context, Outcome  # noqa: E402
 from bench.stats import Figure  # noqa: E402
-from bench.systems import OURS, RAW  # noqa: E402
+from bench.systems import OURS, RAW, STUB  # noqa: E402
 
 
 def _outcome(**medians: float) -> Outcome:
@@ -41,12 +41,49 @@ def test_goals_compare_medians_and_say_pass_or_miss() -> None:
         "latency": {"ours": _outcome(p99_ms=10), "raw": _outcome(p99_ms=4)},
     }
     rows = {r["goal"]: r for r in goals.evaluate(results)}
-    assert rows["drain ≥ 1.0× Dramatiq+Redis"]["status"] == "pass"
+    assert rows["drain ≥ 1.0× Dramatiq+Redis (no Kafka)"]["status"] == "pass"
     assert rows["drain ≥ 0.5× raw consumer loop"]["status"] == "MISS"
     assert rows["latency p99 ≤ 2× raw produce→consume"]["status"] == "MISS"
     assert rows["drain ≥ 3× Celery on Kafka"]["status"] == "not run"
     text = report.table(results, goals.evaluate(results), reps=3)
     assert "| ours (KafkaBroker) | 3,000 (2,700–3,300)" in text
+
+
+def test_the_batch_bound_adds_dramatiqs_and_the_clients_time_per_message() -> None:
+    # StubBroker encodes 20k/s (50 µs each), the raw client produces 5k/s
+    # (200 µs each): the bound is one message per 250 µs, 4k/s.
+    results = {"enqueue": {"ours": _outcome(batch_rate=3000), "stub": _outcome(batch_rate=20_000),
+                           "raw": _outcome(batch_rate=5000)}}
+    [row] = [r for r in goals.evaluate(results) if "StubBroker-plus-client" in r["goal"]]
+    assert row["base"] == pytest.approx(4000)
+    assert row["ratio"] == pytest.approx(0.75) and row["status"] == "MISS"
+    del results["enqueue"]["raw"]
+    [row] = [r for r in goals.evaluate(results) if "StubBroker-plus-client" in r["goal"]]
+    assert row["status"] == "not run"
+
+
+def test_threshold_goals_compare_ours_with_a_fixed_limit() -> None:
+    results = {"startup": {"ours": _outcome(worker_start_s=0.4, group_s=0.6)}}
+    rows = {r["goal"]: r for r in goals.evaluate(results)}
+    first = rows["start-up: Worker.start() → first message ≤ 0.5 s (warm Kafka)"]
+    assert first["status"] == "pass" and first["ratio"] == pytest.approx(0.8)
+    assert first["target"] == "<= 0.5 s"
+    group = rows["five parallel 100 ms jobs done ≤ 0.5 s after Worker.start()"]
+    assert group["status"] == "MISS" and group["ours"] == pytest.approx(0.6)
+    inner = rows["three groups of two 100 ms jobs done ≤ 0.5 s after Worker.start()"]
+    assert inner["status"] == "not run"
+
+
+def test_the_startup_mode_times_a_first_message_and_both_compositions(
+        tmp_path: Path, unique_name: str) -> None:
+    # The StubBroker peer: the same peer code as ours, no Kafka and quick.
+    ctx = Context(QUICK, "127.0.0.1:1", "smoke", tmp_path, record_bytes=230)
+    result, _ = run_peer(STUB, "startup", ctx.params(STUB, unique_name), timeout_s=120,
+                         log_file=tmp_path / "log")
+    assert result["worker_start_s"] > 0
+    # Each composition's jobs sleep 100 ms, so its time covers at least one
+    # (a floor the clock guarantees; no upper bound is asserted).
+    assert result["group_s"] >= 0.1 and result["inner_groups_s"] >= 0.1
 
 
 def test_profile_summary_groups_samples_by_thread_and_function(tmp_path: Path) -> None:

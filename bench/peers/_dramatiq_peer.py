@@ -54,6 +54,13 @@ class System:
     def prepare(self, params: Params, queues: list[str]) -> None:
         """Anything the broker needs before its first send (topics, offsets)."""
 
+    def create_queues(self, broker: dramatiq.Broker, queues: list[str]) -> None:
+        """Make the declared ``queues`` exist on the server now, so a worker
+        started next finds them (a warm start)."""
+
+    def close(self, broker: dramatiq.Broker) -> None:
+        broker.close()
+
     def placement(self, params: Params, kind: str) -> dict[str, Any]:
         """Actor options that put ``kind`` ("noop", "stamp", "high", "low") on its queue."""
         if kind in ("high", "low"):
@@ -308,7 +315,11 @@ def send_once(system: System, params: Params) -> dict[str, Any]:
 
 
 def run(system: System) -> None:
+    # (Imported here: the start-up scenario builds on this module's Bench.)
+    from _startup import startup
+
     main({
+        "startup": lambda p: startup(system, p),
         "work": lambda p: work(system, p),
         "fill-numbered": lambda p: fill_numbered(system, p),
         "send-once": lambda p: send_once(system, p),

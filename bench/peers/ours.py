@@ -34,6 +34,11 @@ class Ours(System):
         assert isinstance(broker, KafkaBroker)
         return broker.batch()
 
+    def create_queues(self, broker: dramatiq.Broker, queues: list[str]) -> None:
+        assert isinstance(broker, KafkaBroker)
+        for queue in queues:
+            broker.queue_admin.ensure_topics(queue)
+
     def placement(self, params: Params, kind: str) -> dict[str, Any]:
         # Priority bands pick the topic from the actor's priority alone.
         if kind in ("high", "low"):
