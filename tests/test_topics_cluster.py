@@ -38,6 +38,16 @@ def wished(unique_name: str, monkeypatch: pytest.MonkeyPatch) -> list[TopicSpec]
     return specs
 
 
+def known_topics(address: str) -> set[str]:
+    """The topics in the metadata of the broker at ``address`` (a client
+    bootstrapped from one broker asks it first)."""
+    admin = KafkaAdminClient(bootstrap_servers=address)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def replicas_and_in_sync(admin: KafkaAdminClient, name: str) -> set[tuple[int, int]]:
     return {(len(p["replica_nodes"]), len(p["isr_nodes"]))
             for p in admin.describe_topics([name])[0]["partitions"]}
@@ -61,7 +71,7 @@ def test_on_three_brokers_the_topics_get_three_copies_and_need_two_in_sync(
 
 def test_a_topic_with_one_copy_gets_two_more_then_needs_two_in_sync(
     admin_of_cluster: KafkaAdminClient, wished: list[TopicSpec],
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], kafka_cluster: LocalKafkaCluster,
 ) -> None:
     # Given the topics were made with one copy each (as on a single broker)
     admin_of_cluster.create_topics([
@@ -69,6 +79,10 @@ def test_a_topic_with_one_copy_gets_two_more_then_needs_two_in_sync(
             **spec.configs, "min.insync.replicas": "1"})
         for spec in wished])
     name = wished[0].name
+    # (once every broker's metadata has them: the command may ask any broker)
+    names = {spec.name for spec in wished}
+    for address in kafka_cluster.bootstrap_servers.split(","):
+        settle(lambda: names <= known_topics(address), True)  # noqa: B023
     # When checked, the missing copies and the min.insync.replicas are drift
     assert willowe_main(["topics", "--check"]) == 1
     out = capsys.readouterr().out
