@@ -54,6 +54,8 @@ def test_a_dotenv_file_is_read_and_the_environment_wins(
         ("KAFKA_RETRY_INITIAL", "0", "greater than or equal to 1"),
         ("KAFKA_RETRY_RETRIES", "-1", "greater than or equal to 0"),
         ("KAFKA_GROUP_ID", "", "at least 1 character"),
+        ("KAFKA_COMPRESSION", "snappy", "'none', 'gzip', 'lz4' or 'zstd'"),
+        ("PAYLOAD_COMPRESSION", "lz4", "'none' or 'zstd'"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_expected(

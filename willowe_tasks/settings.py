@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         2_000, ge=100, le=120_000,
         description="Longest one send() takes, for metadata and Kafka's acknowledgement.")
     kafka_probe_interval_ms: int = Field(3_000, ge=100, le=600_000)
+    # Compression (README, Compression): KAFKA_COMPRESSION is the producers'
+    # codec for record batches; PAYLOAD_COMPRESSION compresses each body
+    # (with a dictionary, so even a lone record shrinks) before encryption.
+    kafka_compression: Literal["none", "gzip", "lz4", "zstd"] = Field(
+        "zstd", description="Codec the producers compress record batches with.")
+    payload_compression: Literal["none", "zstd"] = Field(
+        "zstd", description="Compress each body with the shipped zstd dictionary "
+                            "(before encryption, when PAYLOAD_KEYS is set).")
     send_fallback: Literal["raise", "spool", "direct"] = Field(
         "raise",
         description="raise: send() raises ConnectionFailed; spool: the record waits in "
