@@ -70,10 +70,10 @@ def admin_client(settings: Settings) -> KafkaAdminClient:
 
 
 def payload_codec(settings: Settings) -> PayloadCodec:
-    """Compressing with the shipped dictionary unless PAYLOAD_COMPRESSION=none,
+    """Compressing with the shipped dictionary as PAYLOAD_COMPRESSION says,
     then encrypting when PAYLOAD_KEYS (or its file) gives keys. Either way it
     decodes compressed records (old or other producers' records drain)."""
     keys = settings.payload_keys_text()
     return PayloadCodec(AesGcmCipher(KeyRing.parse(keys)) if keys is not None else None,
                         compressor=payload_dictionary.compressor(),
-                        compress=settings.payload_compression == "zstd")
+                        compress=settings.compresses_bodies)
