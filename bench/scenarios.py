@@ -317,3 +317,5 @@ class Push(Scenario):
 #: In run order: drain before latency and priority, which are sized from it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (Enqueue(), Drain(), Latency(),
                                                       Priority(), Memory(), Push())}
+
+from bench import compression  # noqa: E402, F401  (adds its scenario to SCENARIOS)
