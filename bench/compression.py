@@ -66,15 +66,15 @@ class Variant:
 
 VARIANTS = (
     Variant("plain_off", False, False, None, "plain, no compression"),
-    Variant("plain_on", False, False, "zstd", "plain, Kafka zstd (the defaults: "
-                                              "PAYLOAD_COMPRESSION=auto leaves plain bodies)"),
-    Variant("plain_lz4", False, False, "lz4", "plain, Kafka lz4"),
-    Variant("plain_body", False, True, "zstd", "plain, body zstd+dictionary and Kafka zstd "
-                                               "(PAYLOAD_COMPRESSION=zstd)"),
+    Variant("plain_on", False, False, "lz4", "plain, Kafka lz4 (the defaults: "
+                                             "PAYLOAD_COMPRESSION=auto leaves plain bodies)"),
+    Variant("plain_zstd", False, False, "zstd", "plain, Kafka zstd"),
+    Variant("plain_body", False, True, "lz4", "plain, body zstd+dictionary and Kafka lz4 "
+                                              "(PAYLOAD_COMPRESSION=zstd)"),
     Variant("sealed_off", True, False, None, "encrypted, no compression"),
-    Variant("sealed_kafka", True, False, "zstd", "encrypted, Kafka zstd only"),
-    Variant("sealed_on", True, True, "zstd", "encrypted, body zstd+dictionary first, "
-                                             "Kafka zstd (the defaults)"),
+    Variant("sealed_kafka", True, False, "lz4", "encrypted, Kafka lz4 only"),
+    Variant("sealed_on", True, True, "lz4", "encrypted, body zstd+dictionary first, "
+                                            "Kafka lz4 (the defaults)"),
 )
 
 #: Kafka's codec ids (the record batch attributes), for the codec cost table.

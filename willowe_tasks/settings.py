@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     # (with a dictionary, so even a lone record shrinks) before encryption,
     # which leaves Kafka's codec nothing to compress.
     kafka_compression: Literal["none", "gzip", "lz4", "zstd"] = Field(
-        "zstd", description="Codec the producers compress record batches with (zstd: "
-                            "measured, README Compression).")
+        "lz4", description="Codec the producers compress record batches with (lz4: "
+                           "measured, README Compression).")
     payload_compression: Literal["auto", "none", "zstd"] = Field(
         "auto", description="Compress each body with the shipped zstd dictionary, before "
                             "encryption: zstd always, auto when PAYLOAD_KEYS is set (a plain "
