@@ -351,3 +351,5 @@ class Startup(Scenario):
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (Enqueue(), Drain(), Latency(),
                                                       Priority(), Memory(), Push(),
                                                       Startup())}
+
+from bench import compression  # noqa: E402, F401  (adds its scenario to SCENARIOS)

@@ -9,11 +9,17 @@ with the reason :class:`PayloadDecodeError` gives, and the consumer goes on.
 
 The steps applied are named, in order, in the ``x-payload-encoding``
 header; a record without it is taken as it is (so workers drain what was
-sent before a step was turned on). Today the one step is encryption
-(:mod:`broker.encryption`), whose key id goes in ``x-payload-key-id`` and
-whose associated data is the record's topic. Compression, when it comes,
-goes *before* encryption (ciphertext doesn't compress) and adds its own name
-first: ``x-payload-encoding: zstd,aes-256-gcm``.
+sent before a step was turned on). Two steps exist, each optional:
+
+- compression (:mod:`broker.body_compression`), zstd with a named dictionary
+  whose name goes in ``x-payload-dictionary``;
+- encryption (:mod:`broker.encryption`), whose key id goes in
+  ``x-payload-key-id`` and whose associated data is the record's topic.
+
+Compression goes *before* encryption, since ciphertext doesn't compress:
+``x-payload-encoding: zstd,aes-256-gcm``. Decoding undoes the steps named,
+last first, whatever this codec's own steps are: a consumer that compresses
+nothing still opens compressed records (with the dictionaries it was given).
 
 Dead letters keep their record's value and headers, so
 :func:`~broker.dead_letters.dead_letter_body` opens one with the source
@@ -24,9 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from broker import body_compression
+from broker.body_compression import UndecompressableError, ZstdBodyCompressor
 from broker.encryption import ALGORITHM, AesGcmCipher, UndecryptableError
 
 __all__ = [
+    "CODEC_HEADERS",
+    "DICTIONARY_HEADER",
     "ENCODING_HEADER",
     "KEY_ID_HEADER",
     "UNDECODABLE",
@@ -40,6 +50,12 @@ ENCODING_HEADER = "x-payload-encoding"
 
 #: Header naming the key that encrypted the body.
 KEY_ID_HEADER = "x-payload-key-id"
+
+#: Header naming the dictionary that compressed the body (absent: none).
+DICTIONARY_HEADER = "x-payload-dictionary"
+
+#: Every header the codec writes: a copy re-encoded for another topic drops them.
+CODEC_HEADERS = (ENCODING_HEADER, KEY_ID_HEADER, DICTIONARY_HEADER)
 
 #: Dead-letter reason for a record that can't be decrypted.
 UNDECRYPTABLE = "undecryptable"
@@ -61,24 +77,41 @@ class PayloadDecodeError(Exception):
 
 
 class PayloadCodec:
-    """Message bytes ⇄ record value and headers. ``cipher``: encrypt every
-    body (and decrypt records that say they are); None leaves bodies as they
-    are and dead-letters encrypted records as undecryptable."""
+    """Message bytes ⇄ record value and headers.
 
-    def __init__(self, cipher: AesGcmCipher | None = None) -> None:
+    ``compressor``: compress every body first, unless ``compress`` is False,
+    and decompress records that say they are compressed (None: plain zstd,
+    no dictionaries). ``cipher``: encrypt every body (and decrypt records
+    that say they are); None leaves bodies as they are and dead-letters
+    encrypted records as undecryptable.
+    """
+
+    def __init__(self, cipher: AesGcmCipher | None = None,
+                 compressor: ZstdBodyCompressor | None = None, *,
+                 compress: bool = True) -> None:
         self.cipher = cipher
-        if cipher is not None:
-            self._encoding = cipher.name.encode()
+        self.compressor = compressor if compress else None
+        # Decoding needs the dictionaries even when this codec compresses nothing.
+        self._decompressor = compressor or ZstdBodyCompressor()
+        steps = [step.name for step in (self.compressor, cipher) if step is not None]
+        self._encoding = ",".join(steps).encode()
 
     def __repr__(self) -> str:
-        return f"PayloadCodec(cipher={self.cipher!r})"
+        return f"PayloadCodec(cipher={self.cipher!r}, compressor={self.compressor!r})"
 
     def encode(self, topic: str, body: bytes) -> tuple[bytes, Headers]:
         """The record value for ``body`` on ``topic``, and the headers to add."""
-        if self.cipher is None:
+        if not self._encoding:
             return body, []
-        key_id, sealed = self.cipher.encrypt(body, topic.encode())
-        return sealed, [(ENCODING_HEADER, self._encoding), (KEY_ID_HEADER, key_id.encode())]
+        headers = [(ENCODING_HEADER, self._encoding)]
+        if self.compressor is not None:
+            dict_id, body = self.compressor.compress(body)
+            if dict_id is not None:
+                headers.append((DICTIONARY_HEADER, dict_id.encode()))
+        if self.cipher is not None:
+            key_id, body = self.cipher.encrypt(body, topic.encode())
+            headers.append((KEY_ID_HEADER, key_id.encode()))
+        return body, headers
 
     def decode(self, topic: str, value: bytes,
                headers: Sequence[tuple[str, bytes | None]] | None) -> bytes:
@@ -89,19 +122,31 @@ class PayloadCodec:
             return value
         body = value
         for step in reversed(encoding.split(",")):
-            if step != ALGORITHM:
+            if step == ALGORITHM:
+                body = self._decrypt(topic, body, headers)
+            elif step == body_compression.ALGORITHM:
+                try:
+                    body = self._decompressor.decompress(
+                        _header(headers, DICTIONARY_HEADER), body)
+                except UndecompressableError as e:
+                    raise PayloadDecodeError(UNDECODABLE, f"can't decompress the body: {e}"
+                                             ) from None
+            else:
                 raise PayloadDecodeError(UNDECODABLE, f"unknown payload encoding {step[:40]!r}")
-            if self.cipher is None:
-                raise PayloadDecodeError(
-                    UNDECRYPTABLE, "the record is encrypted and this consumer has no keys")
-            key_id = _header(headers, KEY_ID_HEADER)
-            if key_id is None or not body:
-                raise PayloadDecodeError(UNDECRYPTABLE, f"no {KEY_ID_HEADER} header or no value")
-            try:
-                body = self.cipher.decrypt(key_id, body, topic.encode())
-            except UndecryptableError as e:
-                raise PayloadDecodeError(UNDECRYPTABLE, str(e)) from None
         return body
+
+    def _decrypt(self, topic: str, body: bytes,
+                 headers: Sequence[tuple[str, bytes | None]] | None) -> bytes:
+        if self.cipher is None:
+            raise PayloadDecodeError(
+                UNDECRYPTABLE, "the record is encrypted and this consumer has no keys")
+        key_id = _header(headers, KEY_ID_HEADER)
+        if key_id is None or not body:
+            raise PayloadDecodeError(UNDECRYPTABLE, f"no {KEY_ID_HEADER} header or no value")
+        try:
+            return self.cipher.decrypt(key_id, body, topic.encode())
+        except UndecryptableError as e:
+            raise PayloadDecodeError(UNDECRYPTABLE, str(e)) from None
 
 
 def _header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:

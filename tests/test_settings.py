@@ -54,6 +54,8 @@ def test_a_dotenv_file_is_read_and_the_environment_wins(
         ("KAFKA_RETRY_INITIAL", "0", "greater than or equal to 1"),
         ("KAFKA_RETRY_RETRIES", "-1", "greater than or equal to 0"),
         ("KAFKA_GROUP_ID", "", "at least 1 character"),
+        ("KAFKA_COMPRESSION", "snappy", "'none', 'gzip', 'lz4' or 'zstd'"),
+        ("PAYLOAD_COMPRESSION", "lz4", "'auto', 'none' or 'zstd'"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_expected(
@@ -138,3 +140,22 @@ def test_a_malformed_database_url_names_the_variable_and_host_but_not_the_passwo
     assert "DATABASE_URL:" in message
     assert expected in message
     assert PASSWORD not in message
+
+
+def test_bodies_are_compressed_when_encrypted_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from willowe_tasks.kafka_clients import payload_codec
+
+    key = "k1:" + "A" * 43 + "="
+    cases = [({}, False), ({"PAYLOAD_KEYS": key}, True),
+             ({"PAYLOAD_COMPRESSION": "zstd"}, True),
+             ({"PAYLOAD_KEYS": key, "PAYLOAD_COMPRESSION": "none"}, False)]
+    for variables, compressed in cases:
+        for name in ("PAYLOAD_KEYS", "PAYLOAD_COMPRESSION"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        _, headers = payload_codec(load_settings()).encode("t", b'{"a": 1}')
+        encoding = dict(headers).get("x-payload-encoding", b"").decode()
+        assert encoding.startswith("zstd") is compressed, variables

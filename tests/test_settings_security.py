@@ -92,7 +92,9 @@ def test_secrets_stay_out_of_reprs_and_errors(files: dict[str, str]) -> None:
     settings = load_settings(**sasl_ssl(kafka_sasl_password=PASSWORD), payload_keys=key_text)
     shown = repr(settings) + str(settings) + repr(client_options(settings))
     assert PASSWORD not in shown and key_text.split(":")[1] not in shown
-    assert repr(payload_codec(settings)) == "PayloadCodec(cipher=AesGcmCipher(keys=['k1']))"
+    assert repr(payload_codec(settings)) == (
+        "PayloadCodec(cipher=AesGcmCipher(keys=['k1']), "
+        "compressor=ZstdBodyCompressor(dictionaries=['guide-1'], level=3))")
     # A value refused for its type is not echoed either.
     with pytest.raises(SettingsError) as raised:
         load_settings(payload_keys=123)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from willowe_tasks.audit_hooks import AuditedDeviceRegistry, AuditMiddleware, ka
 from willowe_tasks.database_url import DatabaseNotReady
 from willowe_tasks.events import EventBus, NotificationExpired
 from willowe_tasks.housekeeping import HousekeepingMiddleware
-from willowe_tasks.kafka_clients import client_options, payload_codec
+from willowe_tasks.kafka_clients import client_options, payload_codec, producer_options
 from willowe_tasks.priorities import BANDS
 from willowe_tasks.services import Services, build_housekeeping, build_services
 from willowe_tasks.settings import Settings, get_settings
@@ -147,6 +147,7 @@ def build_broker(settings: Settings, events: Callable[[Any], None] | None = None
         membership_dir=settings.kafka_membership_dir,
         events=events,
         payload_codec=payload_codec(settings),
+        producer_options=producer_options(settings),
         **client_options(settings),
     )
 

@@ -15,9 +15,10 @@ from kafka.errors import KafkaError
 from broker.access import ClientPrincipal, hide_secrets
 from broker.encryption import AesGcmCipher, KeyRing
 from broker.payload_codec import PayloadCodec
+from willowe_tasks import payload_dictionary
 from willowe_tasks.settings import Settings
 
-__all__ = ["admin_client", "client_options", "payload_codec", "principal"]
+__all__ = ["admin_client", "client_options", "payload_codec", "principal", "producer_options"]
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -43,6 +44,13 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return hide_secrets(options)
 
 
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """kafka-python's producer options beyond the broker's defaults: the
+    batch codec (KAFKA_COMPRESSION; ``none`` is kafka-python's None)."""
+    codec = settings.kafka_compression
+    return {"compression_type": None if codec == "none" else codec}
+
+
 def principal(settings: Settings) -> ClientPrincipal:
     """Who the application's clients are to Kafka (for messages)."""
     return ClientPrincipal.of(settings.bootstrap_servers, client_options(settings))
@@ -62,6 +70,10 @@ def admin_client(settings: Settings) -> KafkaAdminClient:
 
 
 def payload_codec(settings: Settings) -> PayloadCodec:
-    """Encrypting when PAYLOAD_KEYS (or its file) gives keys, else plain."""
+    """Compressing with the shipped dictionary as PAYLOAD_COMPRESSION says,
+    then encrypting when PAYLOAD_KEYS (or its file) gives keys. Either way it
+    decodes compressed records (old or other producers' records drain)."""
     keys = settings.payload_keys_text()
-    return PayloadCodec(AesGcmCipher(KeyRing.parse(keys)) if keys is not None else None)
+    return PayloadCodec(AesGcmCipher(KeyRing.parse(keys)) if keys is not None else None,
+                        compressor=payload_dictionary.compressor(),
+                        compress=settings.compresses_bodies)

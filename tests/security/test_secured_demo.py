@@ -41,7 +41,7 @@ def test_the_demo_delivers_every_example_over_sasl_ssl_with_encryption_on(
     options = {"bootstrap_servers": secure_kafka.bootstrap_servers,
                **secure_kafka.client_options("admin")}
     records = read_records(options, "high-priority-notifications")
-    assert records and all(header_dict(r.headers)["x-payload-encoding"] == "aes-256-gcm"
+    assert records and all(header_dict(r.headers)["x-payload-encoding"] == "zstd,aes-256-gcm"
                            for r in records)
     # The workers' starts and stops are in the demo's trail, as worker.
     entries = read_trail(ROOT / ".cache" / "demo" / "audit.jsonl")

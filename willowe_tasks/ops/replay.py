@@ -32,7 +32,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from broker.dead_letters import HEADER_PREFIX
-from broker.payload_codec import ENCODING_HEADER, KEY_ID_HEADER, PayloadCodec
+from broker.payload_codec import CODEC_HEADERS, PayloadCodec
 from willowe_tasks.ops.dead_letters import REPLAY_COUNT_HEADER, REPLAYS_OPTION, DeadLetter
 from willowe_tasks.ops.replay_log import Handled, ReplayLog
 
@@ -121,7 +121,7 @@ def replay_copy(letter: DeadLetter, codec: PayloadCodec | None = None
     copy = dataclasses.replace(message, queue_name=topic, options=options)
     headers = [(k, v) for k, v in letter.headers
                if not k.startswith(HEADER_PREFIX) and k not in (
-                   REPLAY_COUNT_HEADER, REPLAYED_FROM_HEADER, ENCODING_HEADER, KEY_ID_HEADER)]
+                   REPLAY_COUNT_HEADER, REPLAYED_FROM_HEADER, *CODEC_HEADERS)]
     headers += [(REPLAY_COUNT_HEADER, str(count).encode()),
                 (REPLAYED_FROM_HEADER, letter.where.encode())]
     value, sealed = (codec or PayloadCodec()).encode(topic, copy.encode())
