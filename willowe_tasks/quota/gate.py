@@ -4,10 +4,12 @@ bucket in small batches, spent locally, and let go of if not spent soon.
 Why batches: a push must not cost a database round trip. Why they expire
 after :data:`HOLD_S`: a process that took tokens and spends them later would
 let the fleet exceed its rate in the window where it does. With every token
-spent within ``HOLD_S`` of being taken, the pushes in any window of ``T``
-seconds used tokens taken within ``T + HOLD_S``: at most ``capacity +
-rate × (T + HOLD_S)``. :func:`fleet_bucket` sizes the shared bucket so that
-this stays within ``per_minute + burst`` for a 60-second window.
+spent within ``HOLD_S`` of being taken, and each push reaching the provider
+within :data:`TRIP_S` of being sent, the pushes the provider counts in any
+window of ``T`` seconds used tokens taken within ``T + HOLD_S + TRIP_S``: at
+most ``capacity + rate × (T + HOLD_S + TRIP_S)``. :func:`fleet_bucket` sizes
+the shared bucket so that this stays within ``per_minute + burst`` for a
+60-second window.
 
 A batch doubles when it was spent before it expired and halves when tokens
 were let go of, between 1 and ``max_batch``.
@@ -22,11 +24,15 @@ from collections.abc import Callable
 
 from willowe_tasks.quota.base import Bucket, QuotaStore
 
-__all__ = ["HOLD_S", "MAX_BATCH", "QuotaGate", "fleet_bucket", "min_burst"]
+__all__ = ["HOLD_S", "MAX_BATCH", "TRIP_S", "QuotaGate", "fleet_bucket", "min_burst"]
 
 #: Longest a process keeps tokens it took, in seconds: long enough for a few
 #: pushes' round trips, short next to the quota's minute.
 HOLD_S = 0.5
+
+#: Allowance for a push's way to the provider, in seconds: a push sent at
+#: the end of one window may be counted in the next.
+TRIP_S = 0.5
 
 #: Most tokens a process takes in one round trip.
 MAX_BATCH = 100
@@ -41,8 +47,12 @@ MAX_SLEEP_S = 0.25
 
 def min_burst(per_minute: int) -> int:
     """The smallest burst :func:`fleet_bucket` accepts for ``per_minute``: what
-    processes may hold, plus one token."""
-    return math.ceil(per_minute / MINUTE_S * HOLD_S) + 1
+    processes may hold and what may be on its way, plus one token."""
+    return _margin(per_minute) + 1
+
+
+def _margin(per_minute: int) -> int:
+    return math.ceil(per_minute / MINUTE_S * (HOLD_S + TRIP_S))
 
 
 def fleet_bucket(name: str, *, per_minute: int, burst: int) -> Bucket:
@@ -51,9 +61,9 @@ def fleet_bucket(name: str, *, per_minute: int, burst: int) -> Bucket:
     processes hold included."""
     if burst < min_burst(per_minute):
         raise ValueError(f"burst must be at least {min_burst(per_minute)} for {per_minute} a"
-                         f" minute (what processes may hold for {HOLD_S:g}s, plus one)")
-    rate = per_minute / MINUTE_S
-    return Bucket(name, rate_per_s=rate, capacity=burst - math.ceil(rate * HOLD_S))
+                         f" minute (what processes may hold for {HOLD_S:g}s and send in"
+                         f" {TRIP_S:g}s, plus one)")
+    return Bucket(name, rate_per_s=per_minute / MINUTE_S, capacity=burst - _margin(per_minute))
 
 
 class QuotaGate:
