@@ -13,6 +13,7 @@ from notification_support import (
     ANDROID_TOKEN,
     HIGH,
     IOS_TOKEN,
+    IOS_TOKEN_2,
     Rig,
     read_dead_letters,
     register_both,
@@ -34,10 +35,12 @@ WAIT_S = 60.0
 def quick_breakers(kafka_bootstrap: str, fakes: tuple[FakeAPNs, FakeFCM], tmp_path: Path
                    ) -> Iterator[Rig]:
     """An app whose breakers open after 2 outage answers and probe twice a
-    second, deferring for 0.2 s up to 1 s; a worker runs in this process."""
+    second, deferring for 0.2 s up to 1 s, throttled devices waiting 0.5 s up
+    to 1 s; a worker runs in this process."""
     with rig_on_fakes(kafka_bootstrap, fakes, tmp_path, worker=True, env={
             "PROVIDER_BREAKER_FAILURES": "2", "PROVIDER_PROBE_INTERVAL_S": "0.5",
-            "DEFER_INITIAL_S": "0.2", "DEFER_MAX_S": "1"}) as rig:
+            "DEFER_INITIAL_S": "0.2", "DEFER_MAX_S": "1",
+            "DEVICE_BACKOFF_INITIAL_S": "0.5", "DEVICE_BACKOFF_MAX_S": "1"}) as rig:
         yield rig
 
 
@@ -120,3 +123,32 @@ def test_android_devices_are_not_held_back_by_an_apns_outage(quick_breakers: Rig
     assert sorted(str(r.token) for r in app.apns.received if r.ok) == sorted(
         IOS_TOKEN[:-2] + f"{n:02x}" for n in range(3))
 
+
+
+def test_a_throttled_iphone_waits_alone_without_spending_retries(quick_breakers: Rig) -> None:
+    app = quick_breakers
+    app.services.registry.register("busy", "ios", IOS_TOKEN, app.apns.bundle_id)
+    app.services.registry.register("calm", "ios", IOS_TOKEN_2, app.apns.bundle_id)
+    app.apns.fail(429, "TooManyRequests", token=IOS_TOKEN, times=3)
+    busy = app.actors.send_notification.send_with_options(
+        args=(custom("busy"),), priority="high", max_retries=0)
+    app.actors.send_notification.send(custom("calm"), "high")
+    wait_until(lambda: sum(r.ok for r in app.apns.received) == 2, "both iPhones pushed")
+    app.join(HIGH)
+    by_token = {token: [r.status for r in app.apns.received if r.token == token]
+                for token in (IOS_TOKEN, IOS_TOKEN_2)}
+    assert by_token == {IOS_TOKEN: [429, 429, 429, 200], IOS_TOKEN_2: [200]}
+    assert dispatch.stats["deferred"] >= 3  # at least once per 429, none of them a retry
+    assert read_dead_letters(app, f"{HIGH}.XQ", busy.message_id) == []
+
+
+def test_fcm_quota_exceeded_defers_instead_of_dead_lettering(quick_breakers: Rig) -> None:
+    app = quick_breakers
+    app.services.registry.register("droid", "android", ANDROID_TOKEN, "com.willowe.android")
+    app.fcm.fail(429, "QUOTA_EXCEEDED", retry_after=1, times=2)
+    message = app.actors.send_notification.send_with_options(
+        args=(custom("droid"),), priority="high", max_retries=0)
+    wait_until(lambda: any(r.ok for r in app.fcm.received), "the push after the quota")
+    app.join(HIGH)
+    assert [r.status for r in app.fcm.received] == [429, 429, 200]
+    assert read_dead_letters(app, f"{HIGH}.XQ", message.message_id) == []
