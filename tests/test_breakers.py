@@ -3,10 +3,15 @@ clock of the test's own."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import dramatiq
 import pytest
+from dramatiq.errors import ConnectionFailed
 
 from willowe_tasks.breakers import BreakerState, CircuitBreaker, is_outage
 from willowe_tasks.deferral import (
+    DEFERRALS_OPTION,
     DEVICE_THROTTLED,
     PAST_DEADLINE_S,
     PROVIDER_DOWN,
@@ -14,8 +19,10 @@ from willowe_tasks.deferral import (
     Deferral,
     DeferralPolicy,
     DeliveryDeferred,
+    defer,
 )
 from willowe_tasks.device_backoff import DeviceBackoff
+from willowe_tasks.events import EventBus, NotificationDeferred
 from willowe_tasks.provider_gates import ProviderGates
 from willowe_tasks.providers import TransientDeliveryError
 from willowe_tasks.providers.errors import THROTTLED_DEVICE, THROTTLED_SENDER
@@ -187,3 +194,54 @@ def test_gates_defer_everyone_after_a_sender_wide_throttle() -> None:
                                    retry_after_s=7.0, throttled=THROTTLED_SENDER)
     assert g.failed(quota, "k") == Deferral("apns", PROVIDER_THROTTLED, 7.0)
     assert g.breaker.state is BreakerState.CLOSED
+
+
+class RefusingBroker:
+    """A broker whose first ``refusals`` enqueues fail as a Kafka away does."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.enqueued: list[tuple[dramatiq.Message[Any], int | None]] = []
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise ConnectionFailed("Kafka did not take it")
+        self.enqueued.append((message, delay))
+
+
+def deferred_now() -> DeliveryDeferred:
+    return DeliveryDeferred([Deferral("apns", PROVIDER_DOWN, 2.0)], expires_at=1e12,
+                            kind="match", priority="high")
+
+
+def running_message(deferrals: int = 0) -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name="q", actor_name="send_match", args=(), kwargs={},
+                            options={"retries": 2, DEFERRALS_OPTION: deferrals})
+
+
+def test_a_deferral_keeps_the_retries_and_counts_itself() -> None:
+    broker, events = RefusingBroker(0), EventBus()
+    heard: list[NotificationDeferred] = []
+    events.subscribe(NotificationDeferred, heard.append)
+    delay_s = defer(cast(dramatiq.Broker, broker), running_message(deferrals=3), deferred_now(),
+                    DeferralPolicy(initial_s=1.0, max_s=30.0), events)
+    [(copy, delay_ms)] = broker.enqueued
+    assert copy.options["retries"] == 2 and copy.options[DEFERRALS_OPTION] == 4
+    assert delay_ms == int(delay_s * 1000) and 8 * 0.8 <= delay_s <= 8 * 1.2
+    assert [(e.provider, e.reason) for e in heard] == [("apns", PROVIDER_DOWN)]
+
+
+def test_a_deferral_waits_out_a_kafka_hiccup_then_gives_up() -> None:
+    clock = Clock()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    broker = RefusingBroker(3)
+    defer(cast(dramatiq.Broker, broker), running_message(), deferred_now(), DeferralPolicy(),
+          EventBus(), sleep=sleep, clock=clock)
+    assert len(broker.enqueued) == 1 and clock.now - 1000.0 == pytest.approx(0.5 + 1 + 2)
+    with pytest.raises(ConnectionFailed):
+        defer(cast(dramatiq.Broker, RefusingBroker(1000)), running_message(), deferred_now(),
+              DeferralPolicy(), EventBus(), sleep=sleep, clock=clock)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+from dramatiq.errors import ConnectionFailed
 
 from willowe_tasks.events import EventBus, NotificationDeferred
 
@@ -53,6 +54,16 @@ MIN_DELAY_S = 0.05
 
 #: Each deferral's wait is scaled by a random factor in 1 ± this.
 JITTER = 0.2
+
+#: How long a deferral keeps trying to hand its message back to a Kafka that
+#: refuses it, in seconds. Should it give up, Dramatiq's retry of the message
+#: needs the same Kafka, and a message whose retry can't be sent is lost; a
+#: worker thread held meanwhile is the backpressure a Kafka hiccup calls for.
+SEND_PATIENCE_S = 30.0
+
+#: First pause between those attempts, in seconds; doubles up to SEND_PAUSE_MAX_S.
+SEND_PAUSE_S = 0.5
+SEND_PAUSE_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -110,13 +121,30 @@ class DeferralPolicy:
 
 
 def defer(broker: dramatiq.Broker, message: Any, deferred: DeliveryDeferred,
-          policy: DeferralPolicy, events: EventBus) -> float:
+          policy: DeferralPolicy, events: EventBus, *,
+          sleep: Callable[[float], None] = time.sleep,
+          clock: Callable[[], float] = time.monotonic) -> float:
     """Put the running ``message`` back on its delay queue for ``deferred``;
-    returns the delay in seconds. The running message then ends normally."""
+    returns the delay in seconds. The running message then ends normally.
+    Kafka refusing the copy is tried again for up to SEND_PATIENCE_S, then
+    raised (``sleep`` and ``clock`` are for tests)."""
     count = int(message.options.get(DEFERRALS_OPTION, 0))
     delay_s = policy.delay_s(deferred.deferrals, count, expires_at=deferred.expires_at)
-    broker.enqueue(message.copy(options={DEFERRALS_OPTION: count + 1}),
-                   delay=int(delay_s * 1000))
+    copy = message.copy(options={DEFERRALS_OPTION: count + 1})
+    give_up_at, pause = clock() + SEND_PATIENCE_S, SEND_PAUSE_S
+    while True:
+        try:
+            broker.enqueue(copy, delay=int(delay_s * 1000))
+            break
+        except ConnectionFailed as e:
+            if clock() + pause > give_up_at:
+                raise
+            # A copy that may have reached Kafka (a timeout) and is sent again
+            # only makes a second run, which the ledger skips.
+            logger.warning("Kafka did not take deferred notification %s (%s); trying again"
+                           " in %gs.", message.message_id, type(e).__name__, pause)
+            sleep(pause)
+            pause = min(SEND_PAUSE_MAX_S, pause * 2)
     reasons = sorted({(d.provider, d.reason) for d in deferred.deferrals})
     logger.info("Deferred %s notification %s for %.1fs (%s; deferral %d).", deferred.kind,
                 message.message_id, delay_s, ", ".join(f"{p} {r}" for p, r in reasons),
