@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENT_MODULES = ("willowe_tasks.providers.apns.client", "willowe_tasks.providers.apns.auth",
                   "willowe_tasks.providers.fcm.client", "willowe_tasks.providers._loop",
                   "willowe_tasks.database", "willowe_tasks.ledger.postgres",
-                  "willowe_tasks.registry.postgres", "willowe_tasks.migrations",
+                  "willowe_tasks.registry.postgres", "willowe_tasks.quota.postgres",
+                  "willowe_tasks.migrations",
                   "willowe_tasks.testing")
 
 _PROBE = """

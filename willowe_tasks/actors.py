@@ -37,6 +37,7 @@ from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from willowe_tasks import logs
+from willowe_tasks.deferral import DeliveryDeferred, defer
 from willowe_tasks.dispatch import Notification, NotificationFailed, deliver
 from willowe_tasks.kinds import KINDS, NotificationKind
 from willowe_tasks.lenient import known_fields_only
@@ -164,6 +165,18 @@ def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services], *,
     """Declare the notification actors on ``broker``. ``services`` gives the
     worker process's services (registry, ledger, providers) when one runs."""
 
+    def deliver_or_defer(notification: Notification) -> None:
+        current = services()
+        try:
+            deliver(notification, current)
+        except DeliveryDeferred as deferred:
+            message = CurrentMessage.get_current_message()
+            if message is None or _INLINE.get() is not None:
+                raise  # no worker to hand it back to Kafka: a plain retry
+            # Back on Kafka with a delay, and this run ends normally: the
+            # Retries middleware never sees it, so no retry is spent.
+            defer(broker, message, deferred, current.deferral, current.events)
+
     def declare(model: type[BaseModel], name: str, priority: int, fn: Callable[..., None],
                 preview: Preview | None = None) -> ValidatingActor:
         actor = dramatiq.actor(
@@ -183,7 +196,7 @@ def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services], *,
 
         def deliver_kind(user_id: str, payload: dict[str, Any]) -> None:
             args = _worker_side(model, (user_id, payload))
-            deliver(_kind_notification(kind, args, *_current_message()), services())
+            deliver_or_defer(_kind_notification(kind, args, *_current_message()))
 
         return declare(model, f"send_{kind.name}", kind.band.actor_priority, deliver_kind,
                        _kind_preview(kind))
@@ -191,7 +204,7 @@ def declare_actors(broker: dramatiq.Broker, services: Callable[[], Services], *,
     def custom_actor(word: PriorityName) -> ValidatingActor:
         def send_custom(notification: dict[str, Any]) -> None:
             checked = _worker_side(_CUSTOM_ARGS, (notification,)).notification  # type: ignore[attr-defined]
-            deliver(_custom_notification(checked, word, *_current_message()), services())
+            deliver_or_defer(_custom_notification(checked, word, *_current_message()))
 
         return declare(_CUSTOM_ARGS, f"send_notification_{word}", band(word).actor_priority,
                        send_custom, _custom_preview(word))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import dramatiq
 
 from willowe_tasks import events
+from willowe_tasks.deferral import Deferral, DeliveryDeferred
 from willowe_tasks.events import NotificationExpired, PushFinished, TokenGuardVerdict
 from willowe_tasks.priorities import PriorityName
 from willowe_tasks.providers import (
@@ -80,8 +81,11 @@ def deliver(notification: Notification, services: Services) -> None:
     """Push ``notification`` to every device of its user.
 
     Returns when each device has it (or was skipped); raises
-    ``dramatiq.Retry`` when some device failed transiently, and
-    :class:`NotificationFailed` when one refused it for good.
+    ``dramatiq.Retry`` when some device failed transiently,
+    :class:`NotificationFailed` when one refused it for good, and
+    :class:`~willowe_tasks.deferral.DeliveryDeferred` when the others are
+    served and some must wait for their provider (down, throttling, out of
+    quota): the actor then defers the message without spending a retry.
     """
     if time.time() >= notification.expires_at:
         stats["expired"] += 1
@@ -90,9 +94,20 @@ def deliver(notification: Notification, services: Services) -> None:
         return
     transient: list[TransientDeliveryError] = []
     permanent: list[PermanentDeliveryError] = []
+    deferred: list[Deferral] = []
     lease_s = services.push_timeout_s * CLAIM_LEASE_FACTOR
     for device in services.registry.devices_for(notification.user_id):
         key = token_key(device.token)
+        gates = services.gates(device.platform)
+        waits = gates.before_claim(key)
+        if waits is not None:
+            # A device served before is skipped rather than kept waiting for a
+            # provider it no longer needs (the ledger is read only here).
+            if _settled(services, notification.id, key):
+                stats["skipped"] += 1
+            else:
+                deferred.append(waits)
+            continue
         if not services.ledger.claim(notification.id, key, lease_s=lease_s):
             if _settled(services, notification.id, key):
                 stats["skipped"] += 1  # pushed before (or maybe, by a worker that died)
@@ -102,12 +117,18 @@ def deliver(notification: Notification, services: Services) -> None:
             transient.append(TransientDeliveryError(
                 "ClaimedElsewhere", provider=_provider(device), retry_after_s=lease_s))
             continue
+        waits = gates.admit()
+        if waits is not None:
+            services.ledger.release(notification.id, key)
+            deferred.append(waits)
+            continue
         provider = _provider(device)
         started_at, started = time.time(), time.perf_counter()
         try:
             services.provider(device.platform).send(push_for(notification, device))
         except TokenRejected as e:
             answered = time.perf_counter()  # the round trip, not the registry's work after it
+            gates.answered(key, accepted=False)
             services.ledger.release(notification.id, key)
             outcome, held = _token_rejected(notification, device, e, services)
             _report(services, notification, provider, outcome, e.reason, started_at, started,
@@ -115,6 +136,7 @@ def deliver(notification: Notification, services: Services) -> None:
             if held is not None:
                 transient.append(held)
         except TransientDeliveryError as e:
+            waits = gates.failed(e, key)
             services.token_guard.pushed(provider)
             _report(services, notification, provider,
                     events.MAYBE_DELIVERED if e.maybe_sent else events.RETRY_LATER,
@@ -131,8 +153,12 @@ def deliver(notification: Notification, services: Services) -> None:
                                e.detail or e.reason)
                 continue
             services.ledger.release(notification.id, key)
-            transient.append(e)
+            if waits is not None:
+                deferred.append(waits)
+            else:
+                transient.append(e)
         except DeliveryError as e:
+            gates.answered(key, accepted=False)
             services.token_guard.pushed(provider)
             _report(services, notification, provider, events.REFUSED, e.reason, started_at,
                     started)
@@ -140,6 +166,7 @@ def deliver(notification: Notification, services: Services) -> None:
             permanent.append(e if isinstance(e, PermanentDeliveryError)
                              else PermanentDeliveryError(e.reason, provider=e.provider))
         else:
+            gates.answered(key, accepted=True)
             _report(services, notification, provider, events.ACCEPTED, "", started_at, started)
             services.token_guard.pushed(provider)
             services.ledger.mark_delivered(notification.id, key)
@@ -149,7 +176,13 @@ def deliver(notification: Notification, services: Services) -> None:
         raise NotificationFailed(first.reason, provider=first.provider,
                                  status_code=first.status_code, detail=first.detail)
     if transient:
+        # A retry re-runs every device, the deferred ones included (their
+        # gates are asked again then).
         raise _retry(transient)
+    if deferred:
+        stats["deferred"] += 1
+        raise DeliveryDeferred(deferred, expires_at=notification.expires_at,
+                               kind=notification.kind, priority=notification.priority)
 
 
 def _report(services: Services, notification: Notification, provider: str, outcome: str,

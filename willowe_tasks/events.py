@@ -1,8 +1,9 @@
 """The application's event bus: business code says what happened, listeners
 (metrics, traces, logs) decide what to make of it.
 
-Dispatch emits one event per push and per stale notification dropped, the
-removal guard's verdicts come through here, and the broker's own events
+Dispatch emits one event per push, per stale notification dropped and per
+notification deferred, the providers' circuit breakers their changes of
+state, the removal guard's verdicts come through here, and the broker's own events
 (:mod:`broker.instrumentation`: messages finished, records sent and
 dead-lettered) are fed into the same bus by the application. Nothing in
 the delivery path names a metrics library.
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = [
+    "BreakerChanged",
     "EventBus",
+    "NotificationDeferred",
     "NotificationExpired",
     "PushFinished",
     "TokenGuardVerdict",
@@ -67,6 +70,33 @@ class NotificationExpired:
 
     kind: str
     priority: str
+
+
+@dataclass(slots=True)
+class NotificationDeferred:
+    """Some of a notification's devices must wait (see
+    :mod:`willowe_tasks.deferral`): the notification goes back to Kafka for
+    ``delay_s`` without spending a retry. One event per provider and reason
+    (``provider_down``, ``provider_throttled``, ``quota_spent``,
+    ``device_throttled``)."""
+
+    kind: str
+    priority: str
+    provider: str
+    reason: str
+    delay_s: float
+
+
+@dataclass(slots=True)
+class BreakerChanged:
+    """A provider credential's circuit breaker changed state (``closed``,
+    ``open``, ``half_open``; see :mod:`willowe_tasks.breakers`)."""
+
+    provider: str
+    #: Which credential: "apns:<team>/<key id>", "fcm:<project>", …
+    credential: str
+    old: str
+    new: str
 
 
 @dataclass(slots=True)

@@ -88,6 +88,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         f"CREATE INDEX deliveries_by_touched ON {SCHEMA}.deliveries (touched_at)",
     )),
+    Migration(2, "provider quota buckets", (
+        # One row per shared token bucket (willowe_tasks/quota/postgres.py):
+        # its tokens as of refilled_at, on the server's clock; granted is
+        # what the last take handed out (read back by RETURNING).
+        f"""
+        CREATE TABLE {SCHEMA}.quota_buckets (
+            name        text PRIMARY KEY,
+            tokens      float8 NOT NULL,
+            refilled_at timestamptz NOT NULL,
+            granted     integer NOT NULL
+        )
+        """,
+    )),
 )
 
 #: The version this code needs: the last step's.

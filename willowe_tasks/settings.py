@@ -134,6 +134,45 @@ class Settings(BaseSettings):
 
     push_timeout_s: float = Field(10.0, gt=0, le=120)
 
+    # Riding out provider outages and quotas (README "Provider outages and
+    # quotas"): a breaker per provider credential, deferral without spending
+    # retries, a throttled device's backoff, FCM's quota shared by the fleet.
+    provider_breaker_failures: int = Field(
+        5, ge=0, le=10_000,
+        description="Outage answers in a row (5xx, timeouts, connection errors) after which a"
+                    " provider credential is down and its pushes are deferred; 0: never.")
+    provider_probe_interval_s: float = Field(
+        5.0, ge=0.1, le=600, description="While a provider is down, one push goes out as a"
+                                         " probe this often (per worker process).")
+    defer_initial_s: float = Field(
+        1.0, ge=0.05, le=900,
+        description="First wait of a notification deferred while its provider is down;"
+                    " doubles with each deferral up to DEFER_MAX_S.")
+    defer_max_s: float = Field(
+        30.0, ge=0.05, le=900,
+        description="Longest a deferred notification waits before it is looked at again"
+                    " (it holds its delay topic's commit back that long).")
+    device_backoff_initial_s: float = Field(
+        5.0, gt=0, le=3600, description="First wait of a device its provider throttles"
+                                        " (APNs 429 TooManyRequests); doubles with each 429.")
+    device_backoff_max_s: float = Field(300.0, gt=0, le=86_400)
+    fcm_quota_per_minute: int = Field(
+        600_000, ge=0, le=1_000_000_000,
+        description="FCM messages per minute for the whole fleet (the project's quota);"
+                    " 0: no bucket.")
+    fcm_quota_burst: int = Field(
+        20_000, ge=1, le=1_000_000_000,
+        description="What may go out beyond FCM_QUOTA_PER_MINUTE in any 60 s (the shared"
+                    " bucket's capacity, and what processes hold).")
+    push_quota_wait_ms: int = Field(
+        200, ge=0, le=10_000,
+        description="Longest a worker thread waits for a quota token before it defers the"
+                    " device instead.")
+    push_quota_path: Path = Field(
+        Path(".cache/willowe/push-quota.sqlite3"),
+        description="The quota buckets' SQLite file when there is no DATABASE_URL (the"
+                    " processes of one host share it).")
+
     # The brake on removing tokens (willowe_tasks/token_guard.py): when over
     # this share of a window's pushes reject their tokens for one reason, the
     # setup is the likely cause and no token is removed.
@@ -320,6 +359,31 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FCM_PROJECT_ID and FCM_SERVICE_ACCOUNT_FILE go together; set both"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _waits_in_order(self) -> Settings:
+        if self.defer_max_s < self.defer_initial_s:
+            raise ValueError(f"DEFER_MAX_S ({self.defer_max_s:g}) must be at least"
+                             f" DEFER_INITIAL_S ({self.defer_initial_s:g})")
+        if self.device_backoff_max_s < self.device_backoff_initial_s:
+            raise ValueError(f"DEVICE_BACKOFF_MAX_S ({self.device_backoff_max_s:g}) must be at"
+                             f" least DEVICE_BACKOFF_INITIAL_S"
+                             f" ({self.device_backoff_initial_s:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _quota_burst_covers_what_processes_hold(self) -> Settings:
+        from willowe_tasks.quota.gate import min_burst
+
+        if self.fcm_quota_per_minute and self.fcm_quota_burst < min_burst(
+                self.fcm_quota_per_minute):
+            raise ValueError(
+                f"FCM_QUOTA_BURST must be at least {min_burst(self.fcm_quota_per_minute)} for"
+                f" FCM_QUOTA_PER_MINUTE={self.fcm_quota_per_minute} (got"
+                f" {self.fcm_quota_burst}): worker processes hold up to half a second of the"
+                " rate in tokens and have a push's trip of it on the way, which the burst must"
+                " cover")
         return self
 
     @model_validator(mode="after")

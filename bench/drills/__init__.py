@@ -32,6 +32,18 @@ delivered* (a claim left by a killed worker, skipped by design; counted).
 
 * ``provider-outage``: APNs answers 500 and FCM 429 with Retry-After for
   a stretch mid-delivery, then both recover;
+* ``apns-outage``: APNs answers 503 for 5 minutes while notifications keep
+  coming, the worker restarted halfway and some notifications' deadlines
+  passing meanwhile: none dead-lettered, every live one pushed once when
+  APNs is back, the short-lived ones dropped as expired, Android's p99 at
+  most twice its baseline;
+* ``device-throttle``: APNs answers 429 TooManyRequests for one iPhone
+  while its user keeps getting notifications: that device backs off, the
+  others' p99 stays within 1.2× of its baseline;
+* ``fcm-quota``: two hosts × two worker processes share a 600-a-minute FCM
+  bucket in PostgreSQL and get 900 Android notifications at once: FCM (in
+  quota mode) sees at most 600 + the burst in any 60 s, never answers
+  QUOTA_EXCEEDED, and nothing is dead-lettered;
 * ``slow-provider``: both providers answer after the worker's push timeout
   for a stretch: each timed-out push is accepted all the same, and must not
   be pushed again;

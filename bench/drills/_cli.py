@@ -14,7 +14,17 @@ from pathlib import Path
 
 import bench.drills
 from bench.cli import RESULTS
-from bench.drills import _cluster, _kafka, _push, _send_fallback, _two_hosts, _undecodable
+from bench.drills import (
+    _apns_outage,
+    _cluster,
+    _device_throttle,
+    _fcm_quota,
+    _kafka,
+    _push,
+    _send_fallback,
+    _two_hosts,
+    _undecodable,
+)
 from bench.drills._cluster_rig import PrivateCluster
 from bench.drills._common import Context, Result
 from bench.envs import CACHE, ROOT
@@ -34,6 +44,9 @@ DRILLS: dict[str, Callable[[Context], Result]] = {
     "scale": _kafka.scale,
     "undecodable": _undecodable.undecodable,
     "provider-outage": _push.provider_outage,
+    "apns-outage": _apns_outage.apns_outage,
+    "device-throttle": _device_throttle.device_throttle,
+    "fcm-quota": _fcm_quota.fcm_quota,
     "slow-provider": _push.slow_provider,
     "push-kill": _push.push_kill,
     "two-hosts": _two_hosts.two_hosts,

@@ -82,8 +82,14 @@ class PushRig:
         self.env: dict[str, str] = {}
         #: Token keys of each user's phones.
         self.phones: dict[str, list[str]] = {}
+        #: Token keys of the iPhones among them.
+        self.iphones: set[str] = set()
+        #: Each user's iPhone tokens (for faults aimed at one device).
+        self.iphone_tokens: dict[str, list[str]] = {}
         #: The user of each notification sent.
         self.sent: dict[str, str] = {}
+        #: When each notification was sent, in unix seconds.
+        self.sent_at: dict[str, float] = {}
         #: What the fakes recorded before they were last cleared.
         self._kept: list[ReceivedRequest] = []
         self._ledger: DeliveryLedger | None = None
@@ -133,31 +139,39 @@ class PushRig:
                 for platform, token, app in tokens:
                     registry.register(user, platform, token, app)
                 self.phones[user] = [token_key(token) for _, token, _ in tokens]
+                self.iphone_tokens[user] = [token for platform, token, _ in tokens
+                                            if platform == "ios"]
+                self.iphones |= {token_key(token) for token in self.iphone_tokens[user]}
         finally:
             registry.close()
 
     # -- driving -----------------------------------------------------------------
 
-    def send(self, count: int) -> None:
-        """``count`` notifications, matches and likes in turn, round the users."""
-        users = list(self.phones)
-        wanted = [("match" if i % 2 else "like", users[i % len(users)]) for i in range(count)]
+    def send(self, count: int, kinds: tuple[str, ...] = ("like", "match"),
+             users: list[str] | None = None) -> list[str]:
+        """``count`` notifications, of ``kinds`` in turn (see bench.drills._send),
+        round the ``users`` (default: all); returns their ids."""
+        users = users or list(self.phones)
+        wanted = [(kinds[i % len(kinds)], users[i % len(users)]) for i in range(count)]
         done = subprocess.run([sys.executable, "-m", "bench.drills._send"],
                               input=json.dumps(wanted), env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=120, check=True)
-        ids = done.stdout.split()
-        if len(ids) != count:
-            raise RuntimeError(f"sent {len(ids)} of {count} notifications")
+        lines = [line.split() for line in done.stdout.splitlines() if line.strip()]
+        if len(lines) != count:
+            raise RuntimeError(f"sent {len(lines)} of {count} notifications")
+        ids = [line[0] for line in lines]
         self.sent.update(zip(ids, (user for _, user in wanted), strict=True))
+        self.sent_at.update((line[0], int(line[1]) / 1000) for line in lines)
+        return ids
 
-    def start_worker(self, host: Host | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, host: Host | None = None, processes: int = 1
+                     ) -> subprocess.Popen[bytes]:
         """The production worker command, on the drill's settings; on ``host``
         (from :meth:`host`): in its folder, with its own settings and files."""
+        command = worker_command(processes=processes, threads=THREADS)
         if host is None:
-            return start(worker_command(processes=1, threads=THREADS), self.home / "worker.log",
-                         env=self.env)
-        return start(worker_command(processes=1, threads=THREADS), host.folder / "worker.log",
-                     env=host.env, cwd=host.folder)
+            return start(command, self.home / "worker.log", env=self.env)
+        return start(command, host.folder / "worker.log", env=host.env, cwd=host.folder)
 
     def host(self, name: str) -> Host:
         """A worker host of its own: a folder that is its working directory,

@@ -55,7 +55,7 @@ NOTIFICATIONS = 400
 
 def two_hosts(ctx: Context) -> Result:
     """KILLS SIGKILLs at spread points of the deliveries, host-a and host-b in turn."""
-    with _private_postgres(ctx.workdir / "postgres") as url:
+    with private_postgres(ctx.workdir / "postgres") as url:
         # The push-kill drill's pace: pushes take KILL_LATENCY_S, so a kill
         # finds some in flight, and a dead worker's claims expire in seconds.
         settings = {"PUSH_TIMEOUT_S": KILL_PUSH_TIMEOUT_S, "DATABASE_URL": url}
@@ -110,7 +110,7 @@ def _members(rig: PushRig) -> set[str]:
 
 
 @contextlib.contextmanager
-def _private_postgres(home: Path) -> Iterator[str]:
+def private_postgres(home: Path) -> Iterator[str]:
     """A PostgreSQL of the drill's own on a free port, with the schema
     applied; yields its URL and stops it on the way out."""
     scratch = None

@@ -224,6 +224,7 @@ def test_429_with_retry_after_is_transient(fake_apns: FakeAPNs, apns_client: APN
         apns_client.send(make_push())
     assert caught.value.reason == "TooManyRequests"
     assert caught.value.retry_after_s == 7.0
+    assert caught.value.throttled == "device"  # Apple throttles that device token alone
 
 
 @pytest.mark.parametrize(("status", "reason"), [(500, "InternalServerError"), (503, "Shutdown")])
@@ -234,6 +235,7 @@ def test_server_errors_are_transient(
     with pytest.raises(TransientDeliveryError) as caught:
         apns_client.send(make_push())
     assert (caught.value.reason, caught.value.retry_after_s) == (reason, None)
+    assert caught.value.throttled is None  # an outage, which the breaker counts
     apns_client.send(make_push())  # the connection survives a failed stream
     assert fake_apns.received[-1].ok
 

@@ -165,3 +165,22 @@ def test_a_topic_is_named_without_the_topics_prefix(wire: FCMWire) -> None:
 def test_errors_do_not_echo_message_content(wire: FCMWire) -> None:
     response = wire.send(fcm_message(data={"secret": 12345}))
     assert "12345" not in response.text
+
+
+def test_quota_mode_refuses_what_is_over_the_window_with_a_retry_after(
+        service_account_key_pem: str) -> None:
+    now = [1000.0]
+    with FakeFCM(service_account_key_pem=service_account_key_pem, clock=lambda: now[0]) as fake:
+        fake.enforce_quota(2, window_s=60)
+        wire = FCMWire(fake)
+        try:
+            assert [wire.send(fcm_message()).status_code for _ in range(2)] == [200, 200]
+            now[0] += 30
+            over = wire.send(fcm_message())
+            assert fcm_error(over) == (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", None)
+            assert over.headers["retry-after"] == "30"  # when the first leaves the window
+            now[0] += 30
+            assert wire.send(fcm_message()).status_code == 200
+            assert [r.reason for r in fake.received] == [None, None, "QUOTA_EXCEEDED", None]
+        finally:
+            wire.close()

@@ -192,6 +192,7 @@ def test_quota_exceeded_returns_at_once_with_the_delay(
         30.0,
         429,
     )
+    assert caught.value.throttled == "sender"  # the whole project waits, not one device
     assert len(fake_fcm.wait_for(2)) == 2  # and no retry of its own
 
 

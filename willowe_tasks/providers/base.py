@@ -27,7 +27,7 @@ from willowe_tasks.providers.push import Push
 if TYPE_CHECKING:
     from willowe_tasks.settings import Settings
 
-__all__ = ["ProviderSpec", "PushProvider", "PushSize", "provider_for", "providers",
+__all__ = ["ProviderSpec", "PushProvider", "PushSize", "RateLimit", "provider_for", "providers",
            "register_provider", "unregister_provider"]
 
 
@@ -53,6 +53,15 @@ class PushSize:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A provider's quota for one credential, shared by every sender using it."""
+
+    per_minute: int
+    #: What may go out beyond ``per_minute`` in any 60 seconds.
+    burst: int
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     #: Short name in logs, errors, metrics and the registry's reasons.
     name: str
@@ -65,6 +74,22 @@ class ProviderSpec:
     #: The canonical spelling of a device token; ValueError says what is wrong
     #: (never echoing the token).
     canonical_token: Callable[[str], str]
+    #: Which credential the settings push with, by a name that is no secret
+    #: ("fcm:<project>"): what a circuit breaker and a quota are kept per.
+    #: None: the provider's name.
+    credential: Callable[[Settings], str] | None = None
+    #: The quota the settings give this provider's credential, if any.
+    rate_limit: Callable[[Settings], RateLimit | None] | None = None
+
+    def credential_of(self, settings: Settings | None) -> str:
+        if settings is None or self.credential is None:
+            return self.name
+        return self.credential(settings)
+
+    def rate_limit_of(self, settings: Settings | None) -> RateLimit | None:
+        if settings is None or self.rate_limit is None:
+            return None
+        return self.rate_limit(settings)
 
 
 _lock = threading.Lock()

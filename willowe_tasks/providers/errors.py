@@ -4,7 +4,8 @@
 
     DeliveryError                  base: provider ("apns"/"fcm"), reason, status_code
     ├── TransientDeliveryError     retry later: timeout, connection error, 5xx, 429
-    │                              (retry_after_s from the provider's Retry-After)
+    │                              (retry_after_s from the provider's Retry-After;
+    │                              throttled: whom a 429 slows down, a device or us)
     ├── TokenRejected              drop the token from the device registry: APNs 410
     │                              Unregistered, 400 BadDeviceToken/DeviceTokenNotForTopic;
     │                              FCM UNREGISTERED, SENDER_ID_MISMATCH, INVALID_ARGUMENT
@@ -20,10 +21,19 @@ secrets here, and exception messages end up in logs and dead-letter headers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final, Literal
 
 #: A provider's name, as its spec gives it ("apns", "fcm", …).
 Provider = str
+
+Throttled = Literal["device", "sender"]
+
+#: A 429 about one device: the provider throttles pushes to that device
+#: (APNs ``TooManyRequests``); other devices are served as usual.
+THROTTLED_DEVICE: Final[Throttled] = "device"
+#: A 429 about the sender: a quota of the project or credential (FCM
+#: ``QUOTA_EXCEEDED``), which every push of ours counts against.
+THROTTLED_SENDER: Final[Throttled] = "sender"
 
 
 class DeliveryError(Exception):
@@ -73,6 +83,10 @@ class TransientDeliveryError(DeliveryError):
     at-most-once caller must not send it again. The client sets it where it
     catches the failure, which is the only place that knows; an answer from
     the provider (a 5xx, a 429) means it was not accepted.
+
+    ``throttled`` says whom a 429 is about (:data:`THROTTLED_DEVICE` or
+    :data:`THROTTLED_SENDER`), ``None`` for every other failure: only the
+    client can tell a per-device throttle from a quota of the whole sender.
     """
 
     def __init__(
@@ -84,9 +98,11 @@ class TransientDeliveryError(DeliveryError):
         status_code: int | None = None,
         detail: str = "",
         maybe_sent: bool = False,
+        throttled: Throttled | None = None,
     ) -> None:
         self.retry_after_s = retry_after_s
         self.maybe_sent = maybe_sent
+        self.throttled = throttled
         super().__init__(reason, provider=provider, status_code=status_code, detail=detail)
 
     def _message(self) -> str:
@@ -97,7 +113,7 @@ class TransientDeliveryError(DeliveryError):
 
     def _kwargs(self) -> dict[str, Any]:
         return {**super()._kwargs(), "retry_after_s": self.retry_after_s,
-                "maybe_sent": self.maybe_sent}
+                "maybe_sent": self.maybe_sent, "throttled": self.throttled}
 
 
 class TokenRejected(DeliveryError):

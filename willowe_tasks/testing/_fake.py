@@ -180,6 +180,11 @@ class FakeProvider:
         """
         self._faults.add(status, reason, times=times, retry_after=retry_after, token=token)
 
+    def heal(self) -> None:
+        """Forget the faults still pending: the provider answers as usual again
+        (the end of an outage begun with ``fail(503, …, times=<many>)``)."""
+        self._faults.clear()
+
     # -- serving -------------------------------------------------------------
 
     async def _dispatch(self, request: HTTPRequest) -> HTTPResponse:

@@ -24,6 +24,7 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -122,6 +123,10 @@ class FakeFCM(FakeProvider):
         #: registration token -> the project that issued it
         self._token_projects: dict[str, str] = {}
         self._message_ids = 0
+        #: (messages, seconds) of the quota mode; None: no quota.
+        self._quota: tuple[int, float] | None = None
+        #: When each message inside the quota's window was taken in.
+        self._quota_window: deque[float] = deque()
 
     # -- what clients need ---------------------------------------------------
 
@@ -166,6 +171,32 @@ class FakeFCM(FakeProvider):
         with self._state_lock:
             self._token_projects[token] = project
             self._unregistered.discard(token)
+
+    def enforce_quota(self, messages: int, window_s: float = 60.0) -> None:
+        """Quota mode: a message past ``messages`` in any ``window_s`` seconds
+        is answered ``429 QUOTA_EXCEEDED`` with a Retry-After, as FCM does
+        over a project's per-minute quota ("Throttling and quotas"), so a
+        sender that breaches it shows in :attr:`received`."""
+        if messages < 1 or window_s <= 0:
+            raise ValueError("a quota needs at least 1 message in a positive window")
+        with self._state_lock:
+            self._quota = (messages, window_s)
+            self._quota_window.clear()
+
+    def _over_quota(self) -> float | None:
+        """Count one message against the quota; the seconds until there is room
+        again when it is over (None: within the quota, or no quota)."""
+        with self._state_lock:
+            if self._quota is None:
+                return None
+            messages, window_s = self._quota
+            now = self._clock()
+            while self._quota_window and self._quota_window[0] <= now - window_s:
+                self._quota_window.popleft()
+            if len(self._quota_window) >= messages:
+                return self._quota_window[0] + window_s - now
+            self._quota_window.append(now)
+            return None
 
     def unregister(self, token: str) -> None:
         """Answer later messages to ``token`` with ``404 UNREGISTERED``."""
@@ -214,6 +245,11 @@ class FakeFCM(FakeProvider):
             extra = [("retry-after", fault.retry_after)] if fault.retry_after else []
             message = f"Injected failure: {fault.reason}"
             return _google_error(fault.status, fault.reason, message, headers=extra), fault.reason
+        wait_s = self._over_quota()
+        if wait_s is not None:
+            retry_after = [("retry-after", str(max(1, int(wait_s + 0.999))))]
+            return _google_error(429, "QUOTA_EXCEEDED", "Quota exceeded for quota metric.",
+                                 headers=retry_after), "QUOTA_EXCEEDED"
         with self._state_lock:
             unregistered = token in self._unregistered
             owner = self._token_projects.get(token) if token else None

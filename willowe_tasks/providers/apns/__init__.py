@@ -67,6 +67,15 @@ def build(settings: Settings) -> PushProvider | None:
     )
 
 
+def credential(settings: Settings) -> str:
+    """The team and key of token auth, or the certificate's file name."""
+    if settings.apns_key_id and settings.apns_team_id:
+        return f"apns:{settings.apns_team_id}/{settings.apns_key_id}"
+    if settings.apns_cert_file:
+        return f"apns:cert:{settings.apns_cert_file.name}"
+    return "apns"
+
+
 #: The APNs provider's spec.
 APNS = ProviderSpec(name="apns", platform="ios", build=build, measure=measure,
-                    canonical_token=canonical_token)
+                    canonical_token=canonical_token, credential=credential)

@@ -58,6 +58,7 @@ from willowe_tasks.providers._loop import LoopThread
 from willowe_tasks.providers.apns.auth import CertificateAuth, TokenAuth
 from willowe_tasks.providers.apns.payload import MAX_PAYLOAD_BYTES, apns_headers, apns_payload
 from willowe_tasks.providers.errors import (
+    THROTTLED_DEVICE,
     PermanentDeliveryError,
     TokenRejected,
     TransientDeliveryError,
@@ -77,6 +78,10 @@ ENDPOINTS: Final = {
 TOKEN_REJECTED_REASONS: Final = frozenset(
     {"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"}
 )
+
+#: Apple's 429 reason for "too many requests for the same device token": the
+#: throttle is per device, so only that device should wait.
+DEVICE_THROTTLED_REASON: Final = "TooManyRequests"
 
 #: Device tokens are hex strings; anything else can never be delivered and must
 #: not reach the request path.
@@ -230,8 +235,11 @@ class APNsClient:
         if status == 429 or status >= 500:
             retry_after_s = parse_retry_after(response.headers.get("retry-after"))
             logger.warning("APNs deferred push %s: %s (%s)", apns_id, reason, status)
+            throttled = (THROTTLED_DEVICE if status == 429 and reason == DEVICE_THROTTLED_REASON
+                         else None)
             raise TransientDeliveryError(
-                reason, provider=PROVIDER, status_code=status, retry_after_s=retry_after_s
+                reason, provider=PROVIDER, status_code=status, retry_after_s=retry_after_s,
+                throttled=throttled,
             )
         logger.warning("APNs refused push %s: %s (%s)", apns_id, reason, status)
         raise PermanentDeliveryError(reason, provider=PROVIDER, status_code=status)

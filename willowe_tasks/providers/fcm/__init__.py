@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from willowe_tasks.providers.base import ProviderSpec, PushProvider, PushSize
+from willowe_tasks.providers.base import ProviderSpec, PushProvider, PushSize, RateLimit
 from willowe_tasks.providers.fcm.message import MAX_MESSAGE_BYTES, fcm_message, fcm_payload_bytes
 from willowe_tasks.providers.push import Push
 
@@ -53,6 +53,19 @@ def build(settings: Settings) -> PushProvider | None:
     )
 
 
+def credential(settings: Settings) -> str:
+    """The Firebase project: FCM's quota and its outages are the project's."""
+    return f"fcm:{settings.fcm_project_id}" if settings.fcm_project_id else "fcm"
+
+
+def rate_limit(settings: Settings) -> RateLimit | None:
+    """FCM's per-project quota, as the settings give it (0 a minute: none)."""
+    if settings.fcm_quota_per_minute == 0:
+        return None
+    return RateLimit(settings.fcm_quota_per_minute, settings.fcm_quota_burst)
+
+
 #: The FCM provider's spec.
 FCM = ProviderSpec(name="fcm", platform="android", build=build, measure=measure,
-                   canonical_token=canonical_token)
+                   canonical_token=canonical_token, credential=credential,
+                   rate_limit=rate_limit)

@@ -36,6 +36,7 @@ from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 
 from willowe_tasks.providers.errors import (
+    THROTTLED_SENDER,
     DeliveryError,
     PermanentDeliveryError,
     TokenRejected,
@@ -63,6 +64,11 @@ TOKEN_REJECTED_CODES: Final = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 
 #: FCM errorCodes worth retrying later.
 TRANSIENT_CODES: Final = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
+
+#: The errorCode of a 429 over the project's per-minute quota: "the system
+#: serves HTTP status code 429 RESOURCE_EXHAUSTED ("QUOTA_EXCEEDED") until the
+#: quota is refilled" (FCM's "Throttling and quotas"). The whole sender waits.
+QUOTA_EXCEEDED: Final = "QUOTA_EXCEEDED"
 
 #: Field that an INVALID_ARGUMENT names when the registration token is malformed.
 TOKEN_FIELD = "message.token"
@@ -398,5 +404,6 @@ def _error_for(response: requests.Response) -> DeliveryError:
             provider=PROVIDER,
             status_code=status,
             retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+            throttled=THROTTLED_SENDER if status == 429 or reason == QUOTA_EXCEEDED else None,
         )
     return PermanentDeliveryError(reason, provider=PROVIDER, status_code=status)
