@@ -68,7 +68,10 @@ def test_the_node_clients_own_tests_pass(topics: str) -> None:
         timeout=600, env=node_env(WILLOWE_TEST_KAFKA=topics),
     )
     summary = dict(re.findall(r"^# (pass|fail|skipped|cancelled) (\d+)$", result.stdout, re.M))
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    # The failures themselves (a test's "not ok" block), not just the tail.
+    failures = re.findall(r"^not ok .*?^  \.\.\.$", result.stdout, re.M | re.S)
+    assert result.returncode == 0, "\n".join(failures)[:6000] or (
+        result.stdout[-6000:] + result.stderr[-2000:])
     assert summary.get("fail") == "0" and summary.get("cancelled") == "0", summary
     assert summary.get("skipped") == "0", "the Kafka tests did not run"
     assert int(summary["pass"]) > len(load_vectors())
