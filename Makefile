@@ -138,7 +138,7 @@ BENCH_ARGS ?=
 bench: kafka ## benchmarks against the peers, about 15 min (BENCH_ARGS="--quick" or "--only drain")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka (and PostgreSQL), about 30 min: workers, hosts, Kafka and push providers failing mid-work
+drills: $(KAFKA_HOME)/libs/.fetched ## fault drills on a private Kafka (and PostgreSQL), 20–30 min (prints its total): workers, hosts, Kafka and push providers failing mid-work
 	$(BIN)/python -m bench.drills
 
 clean: ## remove the virtualenv, caches and the local Kafkas' jars and data

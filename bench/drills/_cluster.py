@@ -64,9 +64,15 @@ def broker_kill(ctx: Context) -> Result:
     # failover, and those already waiting on the killed leader when it died
     # (fencing it takes 1.5 s and more under load, and a send has 2 s in all).
     failover = controller_phase["killed_at"] + CONTROLLER_FAILOVER_S
+
+    def in_flight_at(kill: float, r: SendRecord) -> bool:
+        # (kill times are rounded to 10 ms)
+        return r.at - 0.01 <= kill <= r.at + r.seconds + 0.01
+
     unexplained = [r for r in run.sender.failed()
                    if not (controller_phase["killed_at"] <= r.at <= failover
-                           or r.at <= broker["killed_at"] <= r.at + r.seconds)]
+                           or in_flight_at(controller_phase["killed_at"], r)
+                           or in_flight_at(broker["killed_at"], r))]
     return {**verdict, "broker": broker, "controller": controller_phase,
             "failed_outside_failover": len(unexplained),
             "ok": (verdict["ok"] and not unexplained and broker["sent_while_down"] > 0
