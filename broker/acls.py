@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -133,6 +134,13 @@ class AclReconcileError(Exception):
     """Kafka could not read or change ACLs; the message says which and why."""
 
 
+#: Longest wait for the broker to show the ACLs a run changed, in seconds.
+SETTLE_TIMEOUT_S = 10.0
+
+#: How often the broker's ACLs are asked for meanwhile, in seconds.
+SETTLE_INTERVAL_S = 0.1
+
+
 def reconcile_acls(admin: KafkaAdminClient, specs: Iterable[AclSpec], *,
                    principals: Iterable[str] = (), check: bool = False) -> AclReport:
     """Make the ACLs of the managed principals (those of ``specs``, plus
@@ -154,7 +162,22 @@ def reconcile_acls(admin: KafkaAdminClient, specs: Iterable[AclSpec], *,
     _delete(admin, [d.acl for d in drifts if d.action is AclAction.DELETE])
     for line in report.lines():
         logger.info("ACL %s", line)
+    if drifts:
+        _wait_until_shown(admin, managed, wanted)
     return report
+
+
+def _wait_until_shown(admin: KafkaAdminClient, managed: list[str], wanted: set[AclSpec]) -> None:
+    """Return once the broker describes the ACLs as changed (the controller
+    takes a change before the brokers apply it from the metadata log), so a
+    check right after a run finds nothing to do; warn after SETTLE_TIMEOUT_S."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if {acl for principal in managed for acl in _acls_of(admin, principal)} == wanted:
+            return
+        time.sleep(SETTLE_INTERVAL_S)
+    logger.warning("The ACL changes are made, but the broker did not show them all within"
+                   " %.0f s; a check run now may report them again.", SETTLE_TIMEOUT_S)
 
 
 def _acls_of(admin: KafkaAdminClient, principal: str) -> set[AclSpec]:
