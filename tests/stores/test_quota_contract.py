@@ -93,8 +93,10 @@ def test_many_takers_at_once_never_get_more_than_the_bucket_makes(open_store: Op
         thread.join(timeout=HAMMER_S + 30)
     elapsed = time.monotonic() - started
     assert not errors
-    # Every taker got some, and together no more than capacity + rate × time
-    assert all(g > 0 for g in granted)
+    # Together they got some, and no more than capacity + rate × time. (Not
+    # "each got some": the bucket promises no fairness, and on a loaded
+    # machine one taker can lose every race for SQLite's lock.)
+    assert sum(granted) > 0
     assert sum(granted) <= bucket.capacity + bucket.rate_per_s * elapsed + 1
 
 
