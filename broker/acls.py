@@ -152,7 +152,7 @@ def reconcile_acls(admin: KafkaAdminClient, specs: Iterable[AclSpec], *,
     """
     wanted = set(specs)
     managed = sorted({spec.principal for spec in wanted} | set(principals))
-    found = {acl for principal in managed for acl in _acls_of(admin, principal)}
+    found = _acls_of_all(admin, managed)
     drifts = [AclDrift(AclAction.CREATE, acl) for acl in sorted(wanted - found)]
     drifts += [AclDrift(AclAction.DELETE, acl) for acl in sorted(found - wanted)]
     report = AclReport(tuple(drifts), applied=not check)
@@ -173,11 +173,15 @@ def _wait_until_shown(admin: KafkaAdminClient, managed: list[str], wanted: set[A
     check right after a run finds nothing to do; warn after SETTLE_TIMEOUT_S."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
-        if {acl for principal in managed for acl in _acls_of(admin, principal)} == wanted:
+        if _acls_of_all(admin, managed) == wanted:
             return
         time.sleep(SETTLE_INTERVAL_S)
     logger.warning("The ACL changes are made, but the broker did not show them all within"
                    " %.0f s; a check run now may report them again.", SETTLE_TIMEOUT_S)
+
+
+def _acls_of_all(admin: KafkaAdminClient, principals: list[str]) -> set[AclSpec]:
+    return {acl for principal in principals for acl in _acls_of(admin, principal)}
 
 
 def _acls_of(admin: KafkaAdminClient, principal: str) -> set[AclSpec]:
