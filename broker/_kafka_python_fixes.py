@@ -188,6 +188,45 @@ def refresh_a_leader_that_is_no_broker(producer: KafkaProducer) -> bool:
     return True
 
 
+def fail_only_the_batch_kafka_refused(producer: KafkaProducer) -> bool:
+    """Fail just the batch when Kafka refuses its records for good (too
+    large for the topic, invalid, not authorized), and keep the producer.
+
+    Upstream: ``TransactionManager.classify_batch_error`` ends with "non-
+    transactional idempotent producers just fail the batch without any state
+    reset", then returns ``ERROR_CLASS_FATAL`` for them: the sender moves the
+    producer to its fatal state, and every later send of the process fails
+    ("Aborting producer batches due to fatal error"). One record over a
+    topic's ``max.message.bytes`` (``MESSAGE_TOO_LARGE``) was enough: a
+    worker could then neither retry, dead-letter nor send anything.
+
+    The fix classifies those errors as needing a new producer id instead
+    (what kafka-python does before KIP-360 brokers): the batch fails, the
+    sequence numbers start again under a new id (the refused batch had taken
+    some), and the producer goes on. Errors upstream names fatal for every
+    producer (cluster authorization, fencing) stay fatal.
+    """
+    manager = getattr(producer, "_transaction_manager", None)
+    needed = ("classify_batch_error", "is_transactional", "ERROR_CLASS_FATAL",
+              "ERROR_CLASS_NEEDS_PRODUCER_ID_RESET", "_FATAL_ERRORS")
+    if manager is None or not all(hasattr(manager, name) for name in needed):
+        return False
+    if manager.is_transactional():
+        return False  # a transactional producer aborts instead (upstream's ABORTABLE)
+    classify = manager.classify_batch_error
+    always_fatal = manager._FATAL_ERRORS
+
+    def classify_keeping_the_producer(error: Any, batch: Any, log_start_offset: int = -1) -> str:
+        verdict: str = classify(error, batch, log_start_offset=log_start_offset)
+        error_type = error if isinstance(error, type) else type(error)
+        if verdict == manager.ERROR_CLASS_FATAL and error_type not in always_fatal:
+            return str(manager.ERROR_CLASS_NEEDS_PRODUCER_ID_RESET)
+        return verdict
+
+    manager.classify_batch_error = classify_keeping_the_producer
+    return True
+
+
 def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
     """Apply every producer workaround; return the names of those applied."""
     return [name for name, fix in PRODUCER_FIXES.items() if fix(producer)]
@@ -203,6 +242,7 @@ FIXES = {
 PRODUCER_FIXES = {
     "renew_a_dropped_producer_id": renew_a_dropped_producer_id,
     "refresh_a_leader_that_is_no_broker": refresh_a_leader_that_is_no_broker,
+    "fail_only_the_batch_kafka_refused": fail_only_the_batch_kafka_refused,
 }
 
 

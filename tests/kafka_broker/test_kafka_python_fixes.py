@@ -10,11 +10,12 @@ from collections.abc import Callable
 import dramatiq
 import pytest
 from broker_support import BrokerFactory, WorkerFactory
-from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from broker import KafkaBroker
 from broker._kafka_python_fixes import FIXES, PRODUCER_FIXES, apply_fixes, apply_producer_fixes
+from broker.topics import TopicSpec, create_missing
 
 #: How long a send of an unfixed producer is given, in seconds: a fixed one
 #: takes milliseconds.
@@ -22,6 +23,12 @@ PLAIN_PRODUCER_WAIT_S = 5.0
 
 #: A broker id no test Kafka has.
 UNKNOWN_BROKER_ID = 4242
+
+#: ``max.message.bytes`` of a topic that refuses the test's big record, and
+#: that record's size: far over it, far under the producer's own 1 MiB
+#: ``max_request_size`` (so Kafka refuses it, not the client).
+TIGHT_TOPIC_MAX_BYTES = 1024
+BIG_RECORD_BYTES = 10_000
 
 
 def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: str) -> None:
@@ -111,3 +118,35 @@ def sends_again_only_with_the_fix(broker: KafkaBroker, topic: str, kafka_bootstr
     trip(plain)
     plain.flush(timeout=30)
     plain.close()
+
+
+def test_a_record_kafka_refuses_as_too_large_fails_alone_and_the_producer_goes_on(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a topic that refuses records over 1 KiB, and an ordinary one
+    tight = f"{queue_name}-tight"
+    refusing = {"max.message.bytes": str(TIGHT_TOPIC_MAX_BYTES)}
+    create_missing(admin, [TopicSpec(tight, partitions=1, retention_ms=3_600_000,
+                                     extra_configs=refusing)])
+    broker = make_broker()
+    broker.queue_admin.ensure_topics(queue_name)
+
+    def refuse_a_big_record(producer: KafkaProducer) -> None:
+        with pytest.raises(KafkaError, match="TooLarge"):
+            producer.send(tight, b"x" * BIG_RECORD_BYTES).get(timeout=30)
+
+    # When the broker's producer has one refused, its next sends still work
+    fixed = broker.producer
+    refuse_a_big_record(fixed)
+    fixed.send(queue_name, b"after", partition=0).get(timeout=30)
+    fixed.send(tight, b"small", partition=0).get(timeout=30)
+
+    # And an upstream producer is done for after the same refusal (else the
+    # fix can go), until the fix is applied to a new one
+    plain = KafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    try:
+        refuse_a_big_record(plain)
+        with pytest.raises(KafkaError):
+            plain.send(queue_name, b"after", partition=0).get(timeout=PLAIN_PRODUCER_WAIT_S)
+    finally:
+        plain.close(timeout=5)
