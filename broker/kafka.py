@@ -34,6 +34,7 @@ from broker import _kafka_python_fixes
 from broker._kafka_python_fixes import apply_producer_fixes
 from broker.access import ClientPrincipal, hide_secrets
 from broker.admin import QueueAdmin
+from broker.after_processing import DEFAULT_PATIENCE_S, emit_after_processing
 from broker.circuit import CircuitOpen, SendCircuit, Unwritable
 from broker.consumer import _KafkaConsumer
 from broker.credentials_check import CredentialsCheck
@@ -157,6 +158,9 @@ class KafkaBroker(dramatiq.Broker):
         see :mod:`broker.instrumentation` for the rules a listener follows.
       payload_codec: what message bytes become on Kafka and back (see
         :mod:`broker.payload_codec`; default: as they are).
+      hook_patience_s: how long a middleware's ``after_process_message``
+        that can't reach Kafka (Retries enqueuing the next attempt) is tried
+        again before its message is dead-lettered (see :mod:`broker.after_processing`).
       **client_options: passed to producer, consumer and admin client alike
         (security_protocol, sasl_*, ssl_*, …). With SASL, a worker whose
         credentials Kafka rejects does not boot (:mod:`broker.credentials_check`),
@@ -185,6 +189,7 @@ class KafkaBroker(dramatiq.Broker):
         batch_producer_options: dict[str, Any] | None = None,
         events: EventListener | None = None,
         payload_codec: PayloadCodec | None = None,
+        hook_patience_s: float = DEFAULT_PATIENCE_S,
         **client_options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
@@ -194,7 +199,8 @@ class KafkaBroker(dramatiq.Broker):
             raise ValueError("bootstrap_servers must name at least one host:port")
         for name, value in (("send_timeout_ms", send_timeout_ms),
                             ("batch_timeout_ms", batch_timeout_ms),
-                            ("probe_interval_ms", probe_interval_ms)):
+                            ("probe_interval_ms", probe_interval_ms),
+                            ("hook_patience_s", hook_patience_s)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         self.logger = logging.getLogger(f"{__name__}.KafkaBroker")
@@ -206,6 +212,7 @@ class KafkaBroker(dramatiq.Broker):
         self.batch_timeout_ms = batch_timeout_ms
         self.events = events
         self.payload_codec = payload_codec or PayloadCodec()
+        self.hook_patience_s = hook_patience_s
         #: Who the clients are to Kafka: named in errors when Kafka refuses them.
         self.principal = ClientPrincipal.of(self.bootstrap_servers, client_options)
         client_options = hide_secrets(client_options)
@@ -597,6 +604,14 @@ class KafkaBroker(dramatiq.Broker):
                     " without one, so a restarted worker waits out its old session. Give"
                     " membership_dir a folder this user can write.", type(e).__name__, e)
             return None
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        # A retry Kafka didn't take must not end in an ack (see
+        # broker.after_processing); every other signal as Dramatiq does it.
+        if signal == "process_message":
+            emit_after_processing(self, *args, patience_s=self.hook_patience_s, **kwargs)
+        else:
+            super().emit_after(signal, *args, **kwargs)
 
     # -- admin (see broker.admin) ---------------------------------------------
 
