@@ -40,7 +40,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from broker.instrumentation import MessageFinished, RecordDeadLettered, RecordSent
-from willowe_tasks.events import ACCEPTED, EventBus, PushFinished, TokenGuardVerdict
+from willowe_tasks.breakers import BreakerState
+from willowe_tasks.events import (
+    ACCEPTED,
+    BreakerChanged,
+    EventBus,
+    NotificationDeferred,
+    PushFinished,
+    TokenGuardVerdict,
+)
 
 __all__ = ["DEAD_LETTERED", "FLUSH_INTERVAL_S", "Metrics"]
 
@@ -137,6 +145,22 @@ class Metrics:
             "willowe_token_guard_verdicts_total",
             "The removal guard's verdicts on rejected tokens (remove, remove_and_recheck,"
             " hold).", ["provider", "reason", "verdict"])
+        self.deferred = counter(
+            "willowe_notifications_deferred_total",
+            "Notifications put back on their delay queue without spending a retry, by the"
+            " provider and why (provider_down, provider_throttled, quota_spent,"
+            " device_throttled).", ["provider", "reason"])
+        self.breaker_changes = counter(
+            "willowe_provider_breaker_changes_total",
+            "A provider credential's circuit breaker changing state, by the state it went"
+            " to (open, half_open, closed).", ["provider", "state"])
+        # Set, not tallied: a breaker changes seldom, and a scrape must show it
+        # open at once. "livemax": open if any live process has it open.
+        self.breaker_open = Gauge(
+            "willowe_provider_breaker_open",
+            "1 while a provider credential's circuit breaker is open or probing in any"
+            " worker process, else 0.", ["provider", "credential"],
+            multiprocess_mode="livemax", **where)
         # One series per process in multiprocess mode ("liveall" adds a pid
         # label, and drops a process that shut down cleanly): how many
         # processes a scrape covers, and when each started.
@@ -152,6 +176,8 @@ class Metrics:
             (RecordSent, self.on_sent),
             (PushFinished, self.on_push),
             (TokenGuardVerdict, self.on_guard_verdict),
+            (NotificationDeferred, self.on_deferred),
+            (BreakerChanged, self.on_breaker_changed),
         ]
         for kind, handler in handlers:
             bus.subscribe(kind, handler)
@@ -188,6 +214,14 @@ class Metrics:
 
     def on_guard_verdict(self, event: TokenGuardVerdict) -> None:
         self._add(self.guard_verdicts, (event.provider, event.reason, event.verdict))
+
+    def on_deferred(self, event: NotificationDeferred) -> None:
+        self._add(self.deferred, (event.provider, event.reason))
+
+    def on_breaker_changed(self, event: BreakerChanged) -> None:
+        self._add(self.breaker_changes, (event.provider, event.new))
+        self.breaker_open.labels(event.provider, event.credential).set(
+            0 if event.new == BreakerState.CLOSED else 1)
 
     # -- tallies -------------------------------------------------------------
 

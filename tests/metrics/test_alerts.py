@@ -17,7 +17,7 @@ def test_the_rules_file_passes_promtool_check_rules() -> None:
     done = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 rules found" in done.stdout
+    assert "5 rules found" in done.stdout
 
 
 def test_each_alert_fires_on_its_state_and_not_below_it() -> None:

@@ -87,6 +87,41 @@ def test_a_provider_error_counts_a_retry_later_push_and_a_retried_message(
     scrape_until(metered.url, check)
 
 
+def test_an_apns_outage_counts_the_breaker_opening_and_the_deferred_notifications(
+        metered: MeteredRig) -> None:
+    # Given an iPhone, and APNs answering 503 to every push
+    register_ios(metered)
+    metered.apns.fail(503, "ServiceUnavailable", times=10_000)
+    breaker = "willowe_provider_breaker_open"
+    # When matches keep coming: the first ones' failures open the breaker
+    # (five outage answers in a row), the later ones wait without retrying
+    for _ in range(8):
+        metered.app.actors.send_match.send("user123", MATCH)
+
+    # Then a scrape shows APNs' breaker open, and notifications deferred for it
+    def open_and_deferring(text: str) -> None:
+        assert total(text, "willowe_provider_breaker_changes_total", provider="apns",
+                     state="open") >= 1
+        assert total(text, breaker, provider="apns") == 1
+        assert total(text, "willowe_notifications_deferred_total", provider="apns",
+                     reason="provider_down") >= 1
+        assert total(text, "willowe_messages_total", outcome="dead_lettered") == 0
+
+    scrape_until(metered.url, open_and_deferring)
+
+    # And once APNs answers again, a probe closes it: the gauge goes back to 0
+    metered.apns.heal()
+
+    def closed(text: str) -> None:
+        assert total(text, "willowe_provider_breaker_changes_total", provider="apns",
+                     state="closed") >= 1
+        assert total(text, breaker, provider="apns") == 0
+        assert pushes(text, "apns", "accepted") >= 1
+
+    scrape_until(metered.url, closed)
+    metered.join(HIGH)
+
+
 def test_a_refused_push_and_an_undecodable_record_count_as_dead_letters(
         metered: MeteredRig) -> None:
     # Given a provider that refuses the push for good, and a record that is not a message
