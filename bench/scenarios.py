@@ -277,7 +277,8 @@ class Push(Scenario):
 
     name = "push"
     units = {"rate": "push/s", "rate_from_start": "push/s", "ceiling": "push/s",
-             "ratio": "×", "lost": "pairs", "duplicated": "pairs"}
+             "ratio": "×", "lost": "pairs", "duplicated": "pairs",
+             "worker_cpu_ms_per_push": "ms", "fakes_cpu_ms_per_push": "ms"}
 
     def sizes(self, ctx: Context, system: System) -> dict[str, Any]:
         return {"n": ctx.sizes.count("push"), "latency_ms": push.LATENCY_S * 1000}
@@ -292,7 +293,9 @@ class Push(Scenario):
             raise PeerFailed(f"push: {e}") from e
         line = (f"{r['rate']:.0f}/s of a {r['ceiling']:.0f}/s ceiling ({r['ratio']:.2f}×), "
                 f"{r['rate_from_start']:.0f}/s from worker start; {r['pushes']}/{r['expected']}"
-                f" pushed, {r['lost']} lost, {r['duplicated']} duplicated")
+                f" pushed, {r['lost']} lost, {r['duplicated']} duplicated; CPU per push:"
+                f" worker {r['worker_cpu_ms_per_push']:.2f} ms, fakes"
+                f" {r['fakes_cpu_ms_per_push']:.2f} ms")
         return r, line
 
     def summarize(self, ctx: Context, system: System, reps: list[dict[str, Any]],
