@@ -33,7 +33,18 @@ from typing import Any
 
 import pycurl
 
-__all__ = ["CurlDriver", "CurlFailed", "CurlResponse", "TlsFiles"]
+from willowe_tasks.providers._loop import LoopThread
+from willowe_tasks.providers.errors import TransientDeliveryError
+
+__all__ = ["CurlClient", "CurlDriver", "CurlFailed", "CurlResponse", "TlsFiles"]
+
+#: A request may take this many times a client's ``timeout_s`` in all
+#: (connecting, waiting for a stream, sending, waiting for the answer).
+OVERALL_TIMEOUT_FACTOR = 3
+
+#: Seconds a caller waits beyond libcurl's own overall bound, so that
+#: libcurl's error (which knows whether the request left) is the one seen.
+CALL_MARGIN_S = 1.0
 
 #: Easy handles kept for reuse once their transfer is done: making one costs
 #: more than setting its options again.
@@ -159,8 +170,8 @@ class CurlDriver:
 
     def _new_handle(self) -> pycurl.Curl:
         handle = pycurl.Curl()
-        # HTTP/2 over TLS only (ALPN offers h2 alone): APNs speaks nothing
-        # else, and an HTTP/1.1 fallback would serialise every request.
+        # HTTP/2 over TLS: ALPN offers h2 first (APNs and FCM v1 take it);
+        # only a server that picks HTTP/1.1 gets a connection per request.
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
         handle.setopt(pycurl.SSL_ENABLE_ALPN, 1)
         # Wait for the first connection to say whether it multiplexes, rather
@@ -244,3 +255,52 @@ class CurlDriver:
 
 def _discard(data: bytes) -> None:
     return None
+
+
+class CurlClient:
+    """A :class:`CurlDriver` on a loop thread of its own, for plain threads:
+    :meth:`post` blocks until the answer and turns a failure into the
+    provider's :class:`TransientDeliveryError`. Safe to share between threads;
+    the loop and its connections are made on first use in each process.
+
+    Connecting and each stall are bounded by ``timeout_s``, the whole request
+    by :data:`OVERALL_TIMEOUT_FACTOR` times it.
+    """
+
+    def __init__(self, name: str, tls: TlsFiles, *, provider: str, timeout_s: float) -> None:
+        self._tls = tls
+        self._provider = provider
+        self._timeout_s = timeout_s
+        self._io: LoopThread[CurlDriver] = LoopThread(name, self._make_driver, _close_driver)
+
+    def _make_driver(self) -> CurlDriver:
+        return CurlDriver(self._tls, connect_timeout_s=self._timeout_s,
+                          stall_timeout_s=self._timeout_s,
+                          total_timeout_s=OVERALL_TIMEOUT_FACTOR * self._timeout_s)
+
+    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> CurlResponse:
+        async def post(driver: CurlDriver) -> CurlResponse:
+            return await driver.post(url, headers, body)
+
+        try:
+            # libcurl bounds the request itself; the outer bound only guards
+            # against a loop that stopped answering.
+            return self._io.call(post, OVERALL_TIMEOUT_FACTOR * self._timeout_s + CALL_MARGIN_S)
+        except TimeoutError as exc:
+            raise TransientDeliveryError(
+                "Timeout", provider=self._provider, detail=type(exc).__name__, maybe_sent=True,
+            ) from exc
+        except CurlFailed as exc:
+            # The detail names libcurl's error, never the URL (APNs's holds the token).
+            raise TransientDeliveryError(
+                "Timeout" if exc.timed_out else "ConnectionError", provider=self._provider,
+                detail=str(exc), maybe_sent=exc.maybe_sent,
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connections and the loop thread; no post afterwards."""
+        self._io.close()
+
+
+async def _close_driver(driver: CurlDriver) -> None:
+    driver.close()

@@ -41,8 +41,7 @@ from typing import Final
 
 import certifi
 
-from willowe_tasks.providers._curl import CurlDriver, CurlFailed, CurlResponse, TlsFiles
-from willowe_tasks.providers._loop import LoopThread
+from willowe_tasks.providers._curl import CurlClient, CurlResponse, TlsFiles
 from willowe_tasks.providers.apns.auth import CertificateAuth, TokenAuth
 from willowe_tasks.providers.apns.payload import MAX_PAYLOAD_BYTES, apns_headers, apns_payload
 from willowe_tasks.providers.errors import (
@@ -77,13 +76,6 @@ _HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
 
 PROVIDER: Final = "apns"
 
-#: A request may take this many times ``timeout_s`` in all (connect, write, read).
-OVERALL_TIMEOUT_FACTOR = 3
-
-#: Seconds the caller waits beyond libcurl's own overall bound, so that
-#: libcurl's error (which knows whether the request left) is the one seen.
-CALL_MARGIN_S = 1.0
-
 
 class APNsClient:
     """A thread-safe APNs sender over one multiplexed HTTP/2 connection.
@@ -111,22 +103,13 @@ class APNsClient:
             raise ValueError(f"ca_file {ca_file!r} is not a file")
         self.default_topic = default_topic
         self._auth = auth
-        self._timeout_s = timeout_s
         if isinstance(auth, CertificateAuth):
             auth.check()  # a wrong path or password fails here, not at the first push
-            self._tls = TlsFiles(ca_file or certifi.where(), auth.cert_file, auth.key_file,
-                                 auth.password)
+            tls = TlsFiles(ca_file or certifi.where(), auth.cert_file, auth.key_file,
+                           auth.password)
         else:
-            self._tls = TlsFiles(ca_file or certifi.where())
-        self._io: LoopThread[CurlDriver] = LoopThread("apns-io", self._make_driver,
-                                                      _close_driver)
-
-    def _make_driver(self) -> CurlDriver:
-        # Connecting and each stall are bounded by timeout_s, the whole
-        # request (waiting for a stream included) by a multiple of it.
-        return CurlDriver(self._tls, connect_timeout_s=self._timeout_s,
-                          stall_timeout_s=self._timeout_s,
-                          total_timeout_s=OVERALL_TIMEOUT_FACTOR * self._timeout_s)
+            tls = TlsFiles(ca_file or certifi.where())
+        self._http = CurlClient("apns-io", tls, provider=PROVIDER, timeout_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"APNsClient(base_url={self.base_url!r}, default_topic={self.default_topic!r})"
@@ -144,7 +127,7 @@ class APNsClient:
 
     def close(self) -> None:
         """Close the connection and its thread; the client cannot send afterwards."""
-        self._io.close()
+        self._http.close()
 
     def send(self, push: Push) -> None:
         """Deliver ``push`` or raise a :class:`~willowe_tasks.providers.errors.DeliveryError`.
@@ -168,26 +151,7 @@ class APNsClient:
         if isinstance(self._auth, TokenAuth):
             jwt_used = self._auth.token()
             headers["authorization"] = f"bearer {jwt_used}"
-        url = f"{self.base_url}/3/device/{push.token}"
-
-        async def post(driver: CurlDriver) -> CurlResponse:
-            return await driver.post(url, headers, payload)
-
-        try:
-            # libcurl bounds the request itself; the outer bound only guards
-            # against a loop that stopped answering.
-            response = self._io.call(post, OVERALL_TIMEOUT_FACTOR * self._timeout_s
-                                     + CALL_MARGIN_S)
-        except TimeoutError as exc:
-            raise TransientDeliveryError(
-                "Timeout", provider=PROVIDER, detail=type(exc).__name__, maybe_sent=True,
-            ) from exc
-        except CurlFailed as exc:
-            # The message names libcurl's error, never the URL (it holds the token).
-            raise TransientDeliveryError(
-                "Timeout" if exc.timed_out else "ConnectionError", provider=PROVIDER,
-                detail=str(exc), maybe_sent=exc.maybe_sent,
-            ) from exc
+        response = self._http.post(f"{self.base_url}/3/device/{push.token}", headers, payload)
         if response.status_code == 200:
             logger.debug(
                 "APNs accepted push %s for device %s",
@@ -223,9 +187,6 @@ class APNsClient:
         logger.warning("APNs refused push %s: %s (%s)", apns_id, reason, status)
         raise PermanentDeliveryError(reason, provider=PROVIDER, status_code=status)
 
-
-async def _close_driver(driver: CurlDriver) -> None:
-    driver.close()
 
 
 def _invalid_since(response: CurlResponse) -> float | None:
