@@ -24,6 +24,17 @@ def _driver(fake: FakeAPNs, *, total_timeout_s: float = 5.0) -> CurlDriver:
                       total_timeout_s=total_timeout_s)
 
 
+def _post_once(fake: FakeAPNs, url: str, *, total_timeout_s: float = 5.0) -> None:
+    async def run() -> None:
+        driver = _driver(fake, total_timeout_s=total_timeout_s)
+        try:
+            await driver.post(url, {}, b"{}")
+        finally:
+            driver.close()
+
+    asyncio.run(run())
+
+
 def test_concurrent_posts_each_get_their_own_answer_over_one_connection(
         fake_apns: FakeAPNs) -> None:
     async def run() -> list[tuple[int, str]]:
@@ -63,16 +74,8 @@ def test_a_post_given_up_on_frees_its_handle_for_the_next(fake_apns: FakeAPNs) -
 
 def test_a_late_answer_is_a_timeout_that_may_have_been_sent(fake_apns: FakeAPNs) -> None:
     fake_apns.latency_s = SLOW_S
-
-    async def run() -> None:
-        driver = _driver(fake_apns, total_timeout_s=0.3)
-        try:
-            await driver.post(f"{fake_apns.url}/3/device/{TOKEN}", {}, b"{}")
-        finally:
-            driver.close()
-
     with pytest.raises(CurlFailed) as caught:
-        asyncio.run(run())
+        _post_once(fake_apns, f"{fake_apns.url}/3/device/{TOKEN}", total_timeout_s=0.3)
     assert caught.value.timed_out and caught.value.maybe_sent
 
 
@@ -80,14 +83,6 @@ def test_nobody_listening_is_a_failure_that_never_left(fake_apns: FakeAPNs) -> N
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-
-    async def run() -> None:
-        driver = _driver(fake_apns)
-        try:
-            await driver.post(f"https://127.0.0.1:{port}/3/device/{TOKEN}", {}, b"{}")
-        finally:
-            driver.close()
-
     with pytest.raises(CurlFailed) as caught:
-        asyncio.run(run())
+        _post_once(fake_apns, f"https://127.0.0.1:{port}/3/device/{TOKEN}")
     assert not caught.value.timed_out and not caught.value.maybe_sent
