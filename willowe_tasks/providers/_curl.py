@@ -25,6 +25,7 @@ in flight at once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import json
 from collections.abc import Mapping
@@ -97,7 +98,9 @@ class TlsFiles:
 
 @dataclass
 class _Transfer:
-    future: asyncio.Future[CurlResponse]
+    #: Settled on the loop thread; a caller on another thread waits on a
+    #: concurrent future (thread-safe), one on the loop awaits an asyncio one.
+    future: asyncio.Future[CurlResponse] | concurrent.futures.Future[CurlResponse]
     body: io.BytesIO = field(default_factory=io.BytesIO)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -135,8 +138,32 @@ class CurlDriver:
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> CurlResponse:
         """POST ``body`` to ``url`` over HTTP/2 and return the answer."""
+        future: asyncio.Future[CurlResponse] = self._loop.create_future()
+        handle = self._start(url, headers, body, future)
+        try:
+            return await future
+        finally:
+            self._let_go(handle, future)
+
+    def start(self, url: str, headers: Mapping[str, str], body: bytes,
+              done: concurrent.futures.Future[CurlResponse]) -> None:
+        """POST as :meth:`post` does, settling ``done`` (waited on by another
+        thread) with the answer or a :class:`CurlFailed`. Call on the loop."""
+        if done.set_running_or_notify_cancel():
+            self._start(url, headers, body, done)
+
+    def abandon(self, done: concurrent.futures.Future[CurlResponse]) -> None:
+        """Stop the transfer that :meth:`start` began for ``done``, if it is
+        still running (its caller stopped waiting). Call on the loop."""
+        for handle, transfer in list(self._transfers.items()):
+            if transfer.future is done:
+                self._let_go(handle, done)
+
+    def _start(self, url: str, headers: Mapping[str, str], body: bytes,
+               future: asyncio.Future[CurlResponse] | concurrent.futures.Future[CurlResponse]
+               ) -> pycurl.Curl:
         handle = self._spare.pop() if self._spare else self._new_handle()
-        transfer = _Transfer(self._loop.create_future())
+        transfer = _Transfer(future)
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         handle.setopt(pycurl.POSTFIELDS, body)
@@ -144,15 +171,18 @@ class CurlDriver:
         handle.setopt(pycurl.HEADERFUNCTION, transfer.header_line)
         self._transfers[handle] = transfer
         self._multi.add_handle(handle)
-        try:
-            return await transfer.future
-        finally:
-            # Still ours only when cancelled in flight (a finished handle may
-            # already carry another caller's transfer): libcurl must let go.
-            if self._transfers.get(handle) is transfer:
-                del self._transfers[handle]
-                self._multi.remove_handle(handle)
-                handle.close()
+        return handle
+
+    def _let_go(self, handle: pycurl.Curl,
+                future: asyncio.Future[CurlResponse] | concurrent.futures.Future[CurlResponse]
+                ) -> None:
+        # Still ours only when given up on in flight (a finished handle may
+        # already carry another caller's transfer): libcurl must let go.
+        transfer = self._transfers.get(handle)
+        if transfer is not None and transfer.future is future:
+            del self._transfers[handle]
+            self._multi.remove_handle(handle)
+            handle.close()
 
     def close(self) -> None:
         """Abort what is in flight and close every connection."""
@@ -161,7 +191,11 @@ class CurlDriver:
         for handle, transfer in list(self._transfers.items()):
             self._multi.remove_handle(handle)
             handle.close()
-            transfer.future.cancel()
+            if not transfer.future.done():
+                # A running concurrent future cannot be cancelled: its waiter
+                # is told instead. The request may have left.
+                transfer.future.set_exception(CurlFailed(
+                    pycurl.E_ABORTED_BY_CALLBACK, "client closed", maybe_sent=True))
         self._transfers.clear()
         for handle in self._spare:
             handle.close()
@@ -279,14 +313,14 @@ class CurlClient:
                           total_timeout_s=OVERALL_TIMEOUT_FACTOR * self._timeout_s)
 
     def post(self, url: str, headers: Mapping[str, str], body: bytes) -> CurlResponse:
-        async def post(driver: CurlDriver) -> CurlResponse:
-            return await driver.post(url, headers, body)
-
+        done: concurrent.futures.Future[CurlResponse] = concurrent.futures.Future()
+        self._io.call_soon(lambda driver: driver.start(url, headers, body, done))
         try:
             # libcurl bounds the request itself; the outer bound only guards
             # against a loop that stopped answering.
-            return self._io.call(post, OVERALL_TIMEOUT_FACTOR * self._timeout_s + CALL_MARGIN_S)
+            return done.result(OVERALL_TIMEOUT_FACTOR * self._timeout_s + CALL_MARGIN_S)
         except TimeoutError as exc:
+            self._io.call_soon(lambda driver: driver.abandon(done))
             raise TransientDeliveryError(
                 "Timeout", provider=self._provider, detail=type(exc).__name__, maybe_sent=True,
             ) from exc
