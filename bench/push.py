@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,10 @@ def concurrency(threads: int) -> tuple[int, str]:
 
 
 def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
-             latency_s: float = LATENCY_S) -> dict[str, Any]:
-    """One repetition; returns its figures (see module docstring)."""
+             latency_s: float = LATENCY_S,
+             on_worker_start: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """One repetition; returns its figures (see module docstring).
+    ``on_worker_start`` is given the worker's pid (a profiler attaches)."""
     from willowe_tasks.registry import SQLiteDeviceRegistry
     from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 
@@ -118,7 +121,7 @@ def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
         expected = {(nid, user.token) for nid, user in zip(ids, people, strict=True)}
         try:
             run = _run_worker(env, threads, workdir / "worker.log", n,
-                              lambda: _arrived(apns, fcm, n))
+                              lambda: _arrived(apns, fcm, n), on_worker_start)
         finally:
             flushed = _flushed_by_others(bootstrap, queued_from)
             _discard_until(bootstrap, queued_to)
@@ -279,14 +282,16 @@ class WorkerRun:
     fakes_cpu_s: float = 0.0
 
 
-def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: Any
-                ) -> WorkerRun:
+def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: Any,
+                on_start: Callable[[int], None] | None = None) -> WorkerRun:
     """Run one worker process until ``progress()`` reaches ``n`` (then
     :data:`SETTLE_S` more), or stalls, measuring its CPU per push."""
     from willowe_tasks.testing import worker_command
 
     run = WorkerRun(started=time.time(), finished=False)
     worker = start(worker_command(processes=1, threads=threads), log, env=env)
+    if on_start is not None:
+        on_start(worker.pid)
     first: tuple[int, float, float] | None = None  # pushes, worker CPU, fakes' CPU
     try:
         seen, deadline = 0, time.monotonic() + FIRST_PUSH_S
