@@ -44,6 +44,12 @@ class Sizes:
     #: Notifications per push repetition, one device each: at the ceiling of
     #: 400 pushes/s (8 threads ÷ 20 ms) about ten seconds of pushing.
     push: int = 4_000
+    #: The same at 100 ms provider latency and ``push_wide_threads`` in
+    #: flight: at that ceiling (2,560/s) about four seconds of pushing.
+    push_wide: int = 10_000
+    #: Worker threads, so pushes in flight, of the 100 ms push scenario: the
+    #: issue's "at least 256 pushes in flight per worker process".
+    push_wide_threads: int = 256
 
     def count(self, name: str, scale: float = 1.0) -> int:
         """The size ``name`` (an int field) times a system's ``scale`` for it."""
@@ -63,4 +69,5 @@ QUICK = replace(
     priority_backlog_max=100_000,
     memory=15_000,
     push=1_000,
+    push_wide=3_000,
 )

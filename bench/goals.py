@@ -156,6 +156,11 @@ GOALS: tuple[Goal | Threshold, ...] = (
     Goal("memory: peak RSS ≤ 1.1× early-drain RSS", "memory", "peak_mb", "ours", "baseline_mb",
          "<=", 1.1),
     Goal("push ≥ 0.9× concurrency ceiling", "push", "rate", "ours", "ceiling", ">=", 0.9),
+    # The worker's CPU seconds over its pushes; the fakes' CPU is reported apart.
+    Threshold("push: worker CPU per push ≤ 1.0 ms", "push", "worker_cpu_ms_per_push", "<=",
+              1.0, "ms"),
+    Goal("push at 100 ms, 256 in flight per worker process ≥ 0.85× its ceiling", "push-wide",
+         "rate", "ours", "ceiling", ">=", 0.85),
     Goal("drain with metrics on ≥ 0.95× metrics off", "drain", "rate", "ours", "rate", ">=",
          0.95, system="ours-metrics"),
     # The same cost as CPU per message, which a busy shared machine disturbs less.

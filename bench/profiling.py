@@ -1,6 +1,8 @@
 """Profiles of our broker where it misses a goal: ``python -m bench.profiling``.
 
-Runs one of our peer modes (drain, enqueue, priority phases) under py-spy
+Runs one of our peer modes (drain, enqueue, priority phases), or the push
+scenario's worker (``push``: py-spy attached to ``dramatiq willowe_tasks`` and
+its worker processes while notifications go through it), under py-spy
 (installed into ``.cache/bench/tools``), samples the worker for a few
 seconds in its steady state, and sums the stacks two ways: by thread role
 (which thread is busy) and by function, inclusive and self (where the time
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -19,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import push
 from bench.cleanup import delete_run
 from bench.config import FULL
 from bench.envs import CACHE, TOOLS, EnvUnavailable
@@ -31,6 +35,9 @@ PROFILES = CACHE / "profiles"
 
 #: Sampling rate, samples per second per thread.
 RATE_HZ = 250
+
+#: Most notifications one push profile sends (-n is sized for the drain).
+PUSH_MAX_N = 4_000
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -80,6 +87,7 @@ def _role(frames: list[str]) -> str:
                          ("ConsumerThread", "dramatiq consumer thread"),
                          ("NetworkSelector", "kafka-python IO thread"),
                          ("Sender.run", "kafka-python producer sender"),
+                         ("BaseEventLoop.run_forever", "push clients' loop thread (libcurl)"),
                          ("_dramatiq_peer.py", "main thread (benchmark)")):
         if needle in text:
             return role
@@ -120,16 +128,64 @@ def profile(mode: str, phase: str | None, seconds: float, n: int, gil: bool = Fa
     return raw
 
 
+def profile_push(n: int, threads: int, latency_s: float, gil: bool = False) -> Path:
+    """Push ``n`` notifications through a worker of ``threads`` threads into
+    fakes answering after ``latency_s``, sampling the worker's process tree."""
+    try:
+        py_spy = TOOLS.ensure().parent / "py-spy"
+    except EnvUnavailable as e:
+        raise SystemExit(f"can't profile: {e}") from None
+    run_id = time.strftime("%d%H%M") + secrets.token_hex(2)
+    bootstrap = os.environ.get("KAFKA_BROKER", "127.0.0.1:9092")
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    label = f"push-{threads}t-{latency_s * 1000:g}ms{'-gil' if gil else ''}"
+    raw = PROFILES / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}.raw"
+    spies: list[subprocess.Popen[bytes]] = []
+
+    def attach(pid: int) -> None:
+        spies.append(subprocess.Popen(
+            [str(py_spy), "record", "--pid", str(pid), "--subprocesses", "--rate",
+             str(RATE_HZ), "--format", "raw", "--output", str(raw), "--nonblocking",
+             *(["--gil"] if gil else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    say(f"profiling the push worker ({n} notifications, {threads} threads, "
+        f"{latency_s * 1000:g} ms) → {raw}")
+    try:
+        row = push.run_once(bootstrap=bootstrap, group=f"bench-{run_id}-profpush", n=n,
+                            threads=threads, workdir=CACHE / "logs" / f"profpush-{run_id}",
+                            latency_s=latency_s, on_worker_start=attach)
+        say(f"{row['rate']:.0f}/s of {row['ceiling']:.0f}/s; worker "
+            f"{row['worker_cpu_ms_per_push']:.2f} ms CPU per push (sampling adds to it)")
+    finally:
+        for spy in spies:  # py-spy writes its file once the worker it sampled is gone
+            try:
+                spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        delete_run(bootstrap, f"bench-{run_id}")
+    return raw
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profiling", description=__doc__)
-    p.add_argument("mode", choices=["enqueue", "drain", "priority"])
+    p.add_argument("mode", choices=["enqueue", "drain", "priority", "push"])
     p.add_argument("--phase", choices=["baseline", "busy", "idle"])
     p.add_argument("-n", type=int, default=40_000, help="messages (default 40000)")
     p.add_argument("--gil", action="store_true",
                    help="sample only the thread holding the GIL: where CPU goes, not waits")
+    p.add_argument("--threads", type=int, default=8, help="push: worker threads (default 8)")
+    p.add_argument("--latency-ms", type=float, default=push.LATENCY_S * 1000,
+                   help="push: the fakes' answer delay (default 20)")
     p.add_argument("--summarize", type=Path, help="only summarize an existing raw file")
     args = p.parse_args(argv)
-    raw = args.summarize or profile(args.mode, args.phase, 5.0, args.n, args.gil)
+    if args.summarize:
+        raw = args.summarize
+    elif args.mode == "push":
+        raw = profile_push(min(args.n, PUSH_MAX_N), args.threads, args.latency_ms / 1000,
+                           args.gil)
+    else:
+        raw = profile(args.mode, args.phase, 5.0, args.n, args.gil)
     text = summarize(raw)
     raw.with_suffix(".txt").write_text(text)
     print(text)

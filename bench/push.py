@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,15 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from bench.envs import ROOT
+from bench.proc_cpu import session_cpu_s
 from bench.runner import start, terminate_all
 
 #: Seconds each fake waits before answering a push: a distant provider.
 LATENCY_S = 0.02
 
-#: Concurrent HTTP/2 streams httpx (httpcore) opens on one connection at most,
-#: whatever more the server allows: its local MAX_CONCURRENT_STREAMS setting.
-HTTPX_MAX_STREAMS = 100
+#: The same for the scenario with many pushes in flight: real APNs and FCM
+#: answer in tens to hundreds of milliseconds.
+WIDE_LATENCY_S = 0.1
 
 #: Longest the sender child may take, in seconds.
 SEND_TIMEOUT_S = 180
@@ -87,21 +89,18 @@ def concurrency(threads: int) -> tuple[int, str]:
     """Pushes that can be in flight at once, and the formula that gave it.
 
     Each worker thread pushes its notification's devices one after another,
-    so at most one push per thread is in flight. iOS pushes share one HTTP/2
-    connection (at most ``min(httpx's, the fake's)`` streams); Android pushes
-    go one per thread on each thread's own HTTP/1.1 connection.
+    so at most one push per thread is in flight. Both providers' pushes are
+    streams of multiplexed HTTP/2 connections, and libcurl opens another
+    connection when one's streams are all busy, so the streams are no bound.
     """
-    from willowe_tasks.testing._server import MAX_CONCURRENT_STREAMS
-
-    streams = min(HTTPX_MAX_STREAMS, MAX_CONCURRENT_STREAMS)
-    value = min(threads, streams + threads)
-    return value, (f"min(worker threads {threads}, APNs HTTP/2 streams {streams} "
-                   f"+ FCM connections {threads})")
+    return threads, f"worker threads {threads}, one push in flight each"
 
 
 def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
-             latency_s: float = LATENCY_S) -> dict[str, Any]:
-    """One repetition; returns its figures (see module docstring)."""
+             latency_s: float = LATENCY_S,
+             on_worker_start: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """One repetition; returns its figures (see module docstring).
+    ``on_worker_start`` is given the worker's pid (a profiler attaches)."""
     from willowe_tasks.registry import SQLiteDeviceRegistry
     from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
 
@@ -121,16 +120,17 @@ def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
         queued_to = _end_offsets(bootstrap, topics)
         expected = {(nid, user.token) for nid, user in zip(ids, people, strict=True)}
         try:
-            started, done = _run_worker(env, threads, workdir / "worker.log", n,
-                                        lambda: _arrived(apns, fcm, n))
+            run = _run_worker(env, threads, workdir / "worker.log", n,
+                              lambda: _arrived(apns, fcm, n), on_worker_start)
         finally:
             flushed = _flushed_by_others(bootstrap, queued_from)
             _discard_until(bootstrap, queued_to)
         if flushed and not (apns.delivered or fcm.delivered):
             raise PushFailed("another process flushed the application's topics (make test? "
                              "make demo?) and took this run's messages along")
-        row = _figures(apns.received, fcm.received, expected, started, done, threads,
-                       latency_s)
+        row = _figures(apns.received, fcm.received, expected, run.started, run.finished,
+                       threads, latency_s)
+        row.update(_cpu_figures(run))
         row["flushed_by_others"] = flushed
         return row
 
@@ -173,6 +173,15 @@ def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
         "finished": finished,
         "formula": f"{formula} ÷ {latency_s * 1000:g} ms",
     }
+
+
+def _cpu_figures(run: WorkerRun) -> dict[str, float]:
+    """CPU milliseconds per push, the worker's and the fakes' apart (they
+    share the machine's cores); zero when too few pushes were measured."""
+    if run.pushes_measured <= 0:
+        return {"worker_cpu_ms_per_push": 0.0, "fakes_cpu_ms_per_push": 0.0}
+    return {"worker_cpu_ms_per_push": 1000 * run.worker_cpu_s / run.pushes_measured,
+            "fakes_cpu_ms_per_push": 1000 * run.fakes_cpu_s / run.pushes_measured}
 
 
 def _pair(record: Any) -> tuple[str, str]:
@@ -260,15 +269,30 @@ def _send(env: dict[str, str], prefix: str, n: int) -> list[str]:
     return ids
 
 
-def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: Any
-                ) -> tuple[float, bool]:
+@dataclass
+class WorkerRun:
+    """What :func:`_run_worker` saw: when the worker started, whether every
+    push arrived, and the CPU spent between the first push seen and the last
+    (the worker's process tree, and this process: the fakes and the polling)."""
+
+    started: float
+    finished: bool
+    pushes_measured: int = 0
+    worker_cpu_s: float = 0.0
+    fakes_cpu_s: float = 0.0
+
+
+def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: Any,
+                on_start: Callable[[int], None] | None = None) -> WorkerRun:
     """Run one worker process until ``progress()`` reaches ``n`` (then
-    :data:`SETTLE_S` more), or stalls; return its start time and whether it
-    got there."""
+    :data:`SETTLE_S` more), or stalls, measuring its CPU per push."""
     from willowe_tasks.testing import worker_command
 
-    started = time.time()
+    run = WorkerRun(started=time.time(), finished=False)
     worker = start(worker_command(processes=1, threads=threads), log, env=env)
+    if on_start is not None:
+        on_start(worker.pid)
+    first: tuple[int, float, float] | None = None  # pushes, worker CPU, fakes' CPU
     try:
         seen, deadline = 0, time.monotonic() + FIRST_PUSH_S
         while (count := progress()) < n:
@@ -276,11 +300,20 @@ def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: 
                 raise PushFailed(f"worker exited {worker.returncode}; see {log}")
             if count > seen:
                 seen, deadline = count, time.monotonic() + STALL_S
+                if first is None:
+                    # From the first push on: start-up (imports, group join) is
+                    # another scenario's figure.
+                    first = (count, session_cpu_s(worker.pid), time.process_time())
             elif time.monotonic() >= deadline:
-                return started, False
+                return run
             time.sleep(POLL_S)
+        if first is not None:
+            run.pushes_measured = n - first[0]
+            run.worker_cpu_s = session_cpu_s(worker.pid) - first[1]
+            run.fakes_cpu_s = time.process_time() - first[2]
         time.sleep(SETTLE_S)  # a duplicate would come right behind
-        return started, True
+        run.finished = True
+        return run
     finally:
         terminate_all([worker])
 

@@ -9,6 +9,13 @@ from typing import Any
 from bench.scenarios import Outcome
 from bench.systems import BY_KEY
 
+#: The push scenarios' columns, at either latency.
+_PUSH_COLUMNS = [
+    ("push/s (first → last push)", "rate"), ("push/s from worker start", "rate_from_start"),
+    ("ceiling, push/s", "ceiling"), ("rate / ceiling", "ratio"), ("lost", "lost"),
+    ("duplicated", "duplicated"), ("worker CPU ms/push", "worker_cpu_ms_per_push"),
+    ("fakes' CPU ms/push", "fakes_cpu_ms_per_push")]
+
 #: Per scenario: (column title, figure key) and how its sizes read.
 COLUMNS: dict[str, list[tuple[str, str]]] = {
     "enqueue": [("single send, msg/s", "single_rate"), ("batch, msg/s", "batch_rate")],
@@ -22,23 +29,22 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                  ("low msg/s with high traffic", "low_rate_busy")],
     "memory": [("RSS early in drain, MiB", "baseline_mb"), ("peak, MiB", "peak_mb"),
                ("at end, MiB", "end_mb"), ("peak / early", "growth")],
-    "push": [("push/s (first → last push)", "rate"), ("push/s from worker start",
-                                                       "rate_from_start"),
-             ("ceiling, push/s", "ceiling"), ("rate / ceiling", "ratio"),
-             ("lost", "lost"), ("duplicated", "duplicated")],
+    "push": _PUSH_COLUMNS,
+    "push-wide": _PUSH_COLUMNS,
     "startup": [("Worker.start() → first message, s", "worker_start_s"),
                 ("process launch → first message, s", "process_start_s"),
                 ("5 parallel 100 ms jobs done, s", "group_s"),
                 ("3 groups of 2 jobs done, s", "inner_groups_s")],
 }
 
-TITLES = {
+TITLES: dict[str, str] = {
     "enqueue": "Enqueue: `actor.send()` one by one, and the batch form",
     "drain": "Drain: one worker process, 8 threads, queued no-op messages",
     "latency": "Latency: send → actor start at a steady rate (a fifth of the drain rate)",
     "priority": "Priority: high-priority messages at 10/s while a low-priority backlog drains",
     "memory": "Memory: worker RSS while a backlog drains",
     "push": "Push: notifications through the worker into fake APNs and FCM (20 ms latency)",
+    "push-wide": "Push, slow providers: the same at 100 ms latency, 256 worker threads",
     "startup": "Start-up: a fresh worker on a warm server, timed from its start",
 }
 
@@ -52,8 +58,8 @@ def _sizes(scenario: str, sizes: dict[str, Any]) -> str:
         return f"{sizes['count']:,} at {sizes['rate']:g}/s"
     if scenario == "priority":
         return f"{sizes['backlog']:,} low, {sizes['high']} high at {sizes['high_rate']:g}/s"
-    if scenario == "push":
-        return f"{sizes['n']:,} notifications, one device each"
+    if scenario in ("push", "push-wide"):
+        return f"{sizes['n']:,} notifications, one device each, {sizes['threads']} threads"
     return f"{sizes.get('n', 0):,}"
 
 

@@ -277,22 +277,29 @@ class Push(Scenario):
 
     name = "push"
     units = {"rate": "push/s", "rate_from_start": "push/s", "ceiling": "push/s",
-             "ratio": "×", "lost": "pairs", "duplicated": "pairs"}
+             "ratio": "×", "lost": "pairs", "duplicated": "pairs",
+             "worker_cpu_ms_per_push": "ms", "fakes_cpu_ms_per_push": "ms"}
+    #: The fakes' answer delay, seconds.
+    latency_s = push.LATENCY_S
 
     def sizes(self, ctx: Context, system: System) -> dict[str, Any]:
-        return {"n": ctx.sizes.count("push"), "latency_ms": push.LATENCY_S * 1000}
+        return {"n": ctx.sizes.count("push"), "latency_ms": self.latency_s * 1000,
+                "threads": ctx.sizes.threads}
 
     def once(self, ctx: Context, system: System, rep: int, sizes: dict[str, Any]
              ) -> tuple[dict[str, Any], str]:
-        name = ctx.name(system, "push", rep)
+        name = ctx.name(system, self.name, rep)
         try:
             r = push.run_once(bootstrap=ctx.bootstrap, group=name, n=sizes["n"],
-                              threads=ctx.sizes.threads, workdir=ctx.logdir / name)
+                              threads=sizes["threads"], workdir=ctx.logdir / name,
+                              latency_s=self.latency_s)
         except (push.PushFailed, KafkaError, OSError) as e:
             raise PeerFailed(f"push: {e}") from e
         line = (f"{r['rate']:.0f}/s of a {r['ceiling']:.0f}/s ceiling ({r['ratio']:.2f}×), "
                 f"{r['rate_from_start']:.0f}/s from worker start; {r['pushes']}/{r['expected']}"
-                f" pushed, {r['lost']} lost, {r['duplicated']} duplicated")
+                f" pushed, {r['lost']} lost, {r['duplicated']} duplicated; CPU per push:"
+                f" worker {r['worker_cpu_ms_per_push']:.2f} ms, fakes"
+                f" {r['fakes_cpu_ms_per_push']:.2f} ms")
         return r, line
 
     def summarize(self, ctx: Context, system: System, reps: list[dict[str, Any]],
@@ -312,6 +319,19 @@ class Push(Scenario):
             out.notes.append("another process flushed the application's topics during a run "
                              "(make test, make demo): its figures are not comparable")
         return out
+
+
+class PushWide(Push):
+    """The push scenario with slow providers (100 ms) and many pushes in flight
+    in one worker process (256 threads): where waiting, not CPU, should bound
+    the rate."""
+
+    name = "push-wide"
+    latency_s = push.WIDE_LATENCY_S
+
+    def sizes(self, ctx: Context, system: System) -> dict[str, Any]:
+        return {"n": ctx.sizes.count("push_wide"), "latency_ms": self.latency_s * 1000,
+                "threads": ctx.sizes.push_wide_threads}
 
 
 class Startup(Scenario):
@@ -350,6 +370,6 @@ class Startup(Scenario):
 #: In run order: drain before latency and priority, which are sized from it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (Enqueue(), Drain(), Latency(),
                                                       Priority(), Memory(), Push(),
-                                                      Startup())}
+                                                      PushWide(), Startup())}
 
 from bench import compression  # noqa: E402, F401  (adds its scenario to SCENARIOS)

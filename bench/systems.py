@@ -43,7 +43,8 @@ _BASIC = frozenset({"enqueue", "drain", "latency"})
 
 # push: the application's own worker into fake APNs/FCM; peers have no push path.
 OURS = System("ours", "ours (KafkaBroker)", "ours.py", None,
-              _BASIC | {"priority", "memory", "push", "startup", "compression"})
+              _BASIC | {"priority", "memory", "push", "push-wide", "startup",
+                        "compression"})
 # The same broker with the workers' metrics on: only drain, the per-message path.
 OURS_METRICS = System("ours-metrics", "ours, metrics on", "ours_metrics.py", None,
                       frozenset({"drain"}),

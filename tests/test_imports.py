@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: by the probe, and must load none of them.
 CLIENT_MODULES = ("willowe_tasks.providers.apns.client", "willowe_tasks.providers.apns.auth",
                   "willowe_tasks.providers.fcm.client", "willowe_tasks.providers._loop",
+                  "willowe_tasks.providers._curl",
                   "willowe_tasks.database", "willowe_tasks.ledger.postgres",
                   "willowe_tasks.registry.postgres", "willowe_tasks.quota.postgres",
                   "willowe_tasks.migrations",
@@ -47,7 +48,8 @@ for name in sys.argv[1:]:
 print(json.dumps({
     "threads": [t.name for t in threading.enumerate()],
     "attempts": attempts,
-    "heavy": [m for m in ("httpx", "h2", "pyfcm", "requests", "google.auth", "psycopg")
+    "heavy": [m for m in ("pycurl", "httpx", "h2", "pyfcm", "requests", "google.auth",
+                          "psycopg")
               if m in sys.modules],
 }))
 """

@@ -1,8 +1,8 @@
 """Push providers: APNs (iOS) and FCM (Android), and the registry that finds
 one for a device's platform (see :mod:`willowe_tasks.providers.base`).
 
-Importing this package brings only the providers' specs; each client (httpx for
-APNs, pyfcm for FCM) is imported when a worker first builds it::
+Importing this package brings only the providers' specs; each client (libcurl
+for both, pyfcm's OAuth for FCM) is imported when a worker first builds it::
 
     spec = provider_for("ios")            # the APNs spec
     client = spec.build(settings)         # an APNsClient, or None if unconfigured

@@ -1,7 +1,7 @@
 """Apple Push Notification service, for iOS devices.
 
 This module is the provider's spec: cheap to import. The HTTP/2 client
-(:mod:`.client`, httpx) is imported only when a worker builds it.
+(:mod:`.client`, libcurl) is imported only when a worker builds it.
 """
 
 from __future__ import annotations

@@ -131,6 +131,16 @@ class CertificateAuth:
     def __repr__(self) -> str:
         return f"CertificateAuth(cert_file={self.cert_file!r})"
 
+    @property
+    def password(self) -> str | None:
+        """The key's password (kept out of the repr)."""
+        return self._password
+
+    def check(self) -> None:
+        """Read the certificate and its key once, so a wrong path or password
+        fails when the client is built (ssl.SSLError or OSError)."""
+        self.load_into(ssl.create_default_context())
+
     def load_into(self, context: ssl.SSLContext) -> None:
         """Present this certificate on every connection made with ``context``."""
         context.load_cert_chain(self.cert_file, self.key_file, password=self._password)

@@ -1,60 +1,47 @@
 """Deliver pushes to Apple Push Notification service over HTTP/2.
 
-Why ``httpx`` and not a dedicated APNs package:
+Why libcurl (``pycurl``) and not a dedicated APNs package:
 
 * ``apns2`` (PyAPNs2) cannot even be imported on Python 3.10 and later: its HTTP/2
   dependency ``hyper`` is unmaintained and uses the ``collections`` aliases that
   Python 3.10 removed.
 * ``aioapns`` works (h2 on asyncio; django-push-notifications moved to it), but
-  it is asyncio-only, so Dramatiq's worker threads would need the same bridge to
-  an event loop as below, and it brings its own connection pool, JWT handling,
-  retries and result types that we would wrap and translate. With httpx the APNs
-  request is a few lines whose headers, timeouts and error mapping we control.
-* ``httpx`` with HTTP/2 multiplexes every request as a stream on one connection,
-  which is how Apple wants providers to connect (few long-lived connections,
-  many streams each).
+  it is asyncio-only, brings its own connection pool, JWT handling, retries and
+  result types that we would wrap and translate, and frames HTTP/2 in pure
+  Python (``h2``), as httpx does.
+* HTTP/2 framing in Python was the largest CPU cost of a push in a worker:
+  about 2.4 ms of CPU per push through httpx, 0.6 ms through libcurl, which
+  does the framing, TLS and header compression in C (see
+  :mod:`willowe_tasks.providers._curl`). The APNs request itself is a few
+  lines whose headers, timeouts and error mapping we control.
 
-Why a loop thread: Dramatiq runs actors on plain worker threads, and httpx's
-*synchronous* HTTP/2 connection is not safe to share between threads (it lets
-one thread write a TLS socket while another reads it and touches the h2 state
-without a common lock; under concurrent use requests fail with "Server
-disconnected" although the server never closed). So each client runs one
-``httpx.AsyncHTTPTransport(http2=True)`` on a private asyncio loop in a
-background thread, and :meth:`APNsClient.send` hands it the request and blocks
-until the answer: synchronous and thread-safe for the caller, one loop per
-process rather than per worker thread, one connection for all of them.
-
-Why the transport and not ``httpx.AsyncClient``: every request goes to the same
-origin with headers made here, so the client's layers (base URL merging,
-cookies, auth and redirect handling, event hooks, a log line per request) do
-nothing for APNs, yet they were about a third of the CPU of a push. The loop
-thread serves every push of the process, so its CPU time per push is time the
-other pushes wait. The transport is httpx's own public API; its exceptions are
-httpx's.
+Why a loop thread: Dramatiq runs actors on plain worker threads, and libcurl's
+handles are not thread-safe. So each client drives one multi handle on a
+private asyncio loop in a background thread (every request a stream of one
+multiplexed connection, as Apple wants providers to connect), and
+:meth:`APNsClient.send` hands it the request and blocks until the answer:
+synchronous and thread-safe for the caller, one loop per process rather than
+per worker thread.
 
 One :class:`APNsClient` per worker process, shared by all of its threads. It may
 be built before Dramatiq forks its workers: the loop thread and the connection
 are made on first use in each process, and made anew in a forked child.
 
-The device token is part of the request path. The transport does not log
-requests (``httpx.AsyncClient`` logs every URL at INFO), so no token reaches a
-log line through httpx. (``hpack`` logs raw headers at DEBUG: keep that logger
-above DEBUG in production.)
+The device token is part of the request path. libcurl logs nothing unless
+asked to (``VERBOSE`` stays off), so no token reaches a log line through it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 import certifi
-import httpx
 
-from willowe_tasks.providers._loop import LoopThread
+from willowe_tasks.providers._curl import CurlClient, CurlResponse, TlsFiles
 from willowe_tasks.providers.apns.auth import CertificateAuth, TokenAuth
 from willowe_tasks.providers.apns.payload import MAX_PAYLOAD_BYTES, apns_headers, apns_payload
 from willowe_tasks.providers.errors import (
@@ -89,16 +76,6 @@ _HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
 
 PROVIDER: Final = "apns"
 
-#: httpx failures that happen before a request leaves: connecting, waiting for
-#: a free stream, or a request httpx could not even form. Any other failure
-#: (a write or read timeout, a connection dropped mid-request, the overall
-#: bound) may come after APNs accepted the push.
-NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                   httpx.LocalProtocolError, httpx.UnsupportedProtocol)
-
-#: A request may take this many times ``timeout_s`` in all (connect, write, read).
-OVERALL_TIMEOUT_FACTOR = 3
-
 
 class APNsClient:
     """A thread-safe APNs sender over one multiplexed HTTP/2 connection.
@@ -126,21 +103,13 @@ class APNsClient:
             raise ValueError(f"ca_file {ca_file!r} is not a file")
         self.default_topic = default_topic
         self._auth = auth
-        self._timeout_s = timeout_s
-        self._context = ssl.create_default_context(cafile=ca_file or certifi.where())
         if isinstance(auth, CertificateAuth):
-            auth.load_into(self._context)
-        # Each phase of a request (connect, write, read, waiting for a stream)
-        # is bounded by timeout_s, as httpx's clients do with a Timeout.
-        self._timeouts = httpx.Timeout(timeout_s).as_dict()
-        self._io: LoopThread[httpx.AsyncHTTPTransport] = LoopThread(
-            "apns-io", self._make_transport, _close_transport
-        )
-
-    def _make_transport(self) -> httpx.AsyncHTTPTransport:
-        # http1=False: APNs speaks HTTP/2 only; without it ALPN would also offer
-        # HTTP/1.1, and a middlebox picking it would serialise every request.
-        return httpx.AsyncHTTPTransport(http1=False, http2=True, verify=self._context)
+            auth.check()  # a wrong path or password fails here, not at the first push
+            tls = TlsFiles(ca_file or certifi.where(), auth.cert_file, auth.key_file,
+                           auth.password)
+        else:
+            tls = TlsFiles(ca_file or certifi.where())
+        self._http = CurlClient("apns-io", tls, provider=PROVIDER, timeout_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"APNsClient(base_url={self.base_url!r}, default_topic={self.default_topic!r})"
@@ -158,7 +127,7 @@ class APNsClient:
 
     def close(self) -> None:
         """Close the connection and its thread; the client cannot send afterwards."""
-        self._io.close()
+        self._http.close()
 
     def send(self, push: Push) -> None:
         """Deliver ``push`` or raise a :class:`~willowe_tasks.providers.errors.DeliveryError`.
@@ -182,33 +151,7 @@ class APNsClient:
         if isinstance(self._auth, TokenAuth):
             jwt_used = self._auth.token()
             headers["authorization"] = f"bearer {jwt_used}"
-        request = httpx.Request(
-            "POST", f"{self.base_url}/3/device/{push.token}", content=payload,
-            headers=headers, extensions={"timeout": self._timeouts},
-        )
-
-        async def post(transport: httpx.AsyncHTTPTransport) -> httpx.Response:
-            response = await transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()  # frees the stream whatever happened
-            return response
-
-        try:
-            # httpx bounds each phase by timeout_s; the outer bound only guards
-            # against a request that keeps trickling along.
-            response = self._io.call(post, OVERALL_TIMEOUT_FACTOR * self._timeout_s)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise TransientDeliveryError(
-                "Timeout", provider=PROVIDER, detail=type(exc).__name__,
-                maybe_sent=not isinstance(exc, NOT_SENT),
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TransientDeliveryError(
-                "ConnectionError", provider=PROVIDER, detail=f"{type(exc).__name__}: {exc}",
-                maybe_sent=not isinstance(exc, NOT_SENT),
-            ) from exc
+        response = self._http.post(f"{self.base_url}/3/device/{push.token}", headers, payload)
         if response.status_code == 200:
             logger.debug(
                 "APNs accepted push %s for device %s",
@@ -218,7 +161,7 @@ class APNsClient:
             return
         self._raise_for(response, push, jwt_used)
 
-    def _raise_for(self, response: httpx.Response, push: Push, jwt_used: str | None) -> None:
+    def _raise_for(self, response: CurlResponse, push: Push, jwt_used: str | None) -> None:
         status = response.status_code
         reason = _reason(response)
         apns_id = response.headers.get("apns-id")
@@ -245,11 +188,8 @@ class APNsClient:
         raise PermanentDeliveryError(reason, provider=PROVIDER, status_code=status)
 
 
-async def _close_transport(transport: httpx.AsyncHTTPTransport) -> None:
-    await transport.aclose()
 
-
-def _invalid_since(response: httpx.Response) -> float | None:
+def _invalid_since(response: CurlResponse) -> float | None:
     """The ``timestamp`` of a 410: "the last time at which APNs confirmed that the
     device token was no longer valid for the topic", in milliseconds."""
     try:
@@ -262,7 +202,7 @@ def _invalid_since(response: httpx.Response) -> float | None:
     return stamp / 1000
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: CurlResponse) -> str:
     """Apple's ``reason`` from the JSON body, or a stand-in naming the status."""
     try:
         body = response.json()

@@ -16,6 +16,12 @@ of a private subclass (never on ``pyfcm``'s classes themselves):
 * every thread fetches its own OAuth access token; here one token, refreshed under
   a lock, serves all threads, and the token endpoint is reached with the same TLS
   trust (``ca_file``) as FCM itself.
+* it posts through ``requests`` (HTTP/1.1, a connection per concurrent request,
+  and about 1.7 ms of CPU per push in a worker). Here messages go through
+  libcurl over HTTP/2, each a stream of one multiplexed connection, driven on a
+  loop thread as the APNs client's are (:mod:`willowe_tasks.providers._curl`);
+  FCM v1 speaks HTTP/2. ``requests`` remains for the OAuth token endpoint
+  (google-auth's transport), about once an hour.
 """
 
 from __future__ import annotations
@@ -27,14 +33,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import certifi
 import google.auth.exceptions
 import google.auth.transport.requests
 import requests
-import urllib3
 from google.oauth2 import service_account
 from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 
+from willowe_tasks.providers._curl import CurlClient, CurlResponse, TlsFiles
 from willowe_tasks.providers.errors import (
     THROTTLED_SENDER,
     DeliveryError,
@@ -199,6 +206,9 @@ class _PyFCM(FCMNotification):
         self._sessions_lock = threading.Lock()
         self._sessions: list[requests.Session] = []
         self._auth_request = _AuthRequest(self._new_session(), verify=verify, timeout_s=timeout_s)
+        self._http = CurlClient(
+            "fcm-io", TlsFiles(verify if isinstance(verify, str) else certifi.where()),
+            provider=PROVIDER, timeout_s=timeout_s)
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
@@ -212,30 +222,12 @@ class _PyFCM(FCMNotification):
             self._sessions.append(session)
         return session
 
-    @property
-    def requests_session(self) -> requests.Session:
-        # One session per thread: requests.Session is not documented as thread
-        # safe, and HTTP/1.1 needs a connection per concurrent request anyway.
-        session = getattr(self.thread_local, "session", None)
-        if session is None:
-            session = self._new_session()
-            # requests reads proxies and a CA bundle from the environment on
-            # every request, walking all of os.environ, a good part of a push's
-            # CPU. Read them once, for the one URL this session posts to,
-            # then stop looking; that also keeps a ~/.netrc entry from
-            # replacing the bearer token.
-            self.thread_local.sending = session.merge_environment_settings(
-                self.fcm_end_point, {}, None, self._verify, None
-            )
-            session.trust_env = False
-            self.thread_local.session = session
-        return session
-
     def close(self) -> None:
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+        self._http.close()
 
     def _access_token(self) -> str:
         with self._token_lock:
@@ -263,7 +255,7 @@ class _PyFCM(FCMNotification):
             "Authorization": f"Bearer {self._access_token()}",
         }
 
-    def send_request(self, payload: Any = None, timeout: Any = None) -> requests.Response:
+    def send_request(self, payload: Any = None, timeout: Any = None) -> CurlResponse:
         token = self._access_token()
         response = self._post(payload, token, timeout)
         if response.status_code == 401 and _error_code(_json(response)) is None:
@@ -273,33 +265,12 @@ class _PyFCM(FCMNotification):
             response = self._post(payload, self._access_token(), timeout)
         return response
 
-    def _post(self, payload: Any, token: str, timeout: Any) -> requests.Response:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        session = self.requests_session
-        sending = self.thread_local.sending
-        try:
-            # verify per request: requests lets REQUESTS_CA_BUNDLE override a
-            # session's verify, which would silently replace ca_file.
-            return session.post(
-                self.fcm_end_point,
-                data=payload,
-                headers=headers,
-                timeout=timeout,
-                verify=sending["verify"],
-                proxies=sending["proxies"],
-            )
-        except requests.Timeout as exc:
-            raise TransientDeliveryError(
-                "Timeout", provider=PROVIDER, detail=type(exc).__name__,
-                maybe_sent=_maybe_sent(exc),
-            ) from exc
-        except requests.RequestException as exc:
-            raise TransientDeliveryError(
-                "ConnectionError", provider=PROVIDER, detail=type(exc).__name__,
-                maybe_sent=_maybe_sent(exc),
-            ) from exc
+    def _post(self, payload: Any, token: str, timeout: Any) -> CurlResponse:
+        headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+        body = payload if isinstance(payload, bytes) else str(payload).encode("utf-8")
+        return self._http.post(self.fcm_end_point, headers, body)
 
-    def parse_response(self, response: requests.Response) -> dict[str, Any]:
+    def parse_response(self, response: CurlResponse) -> dict[str, Any]:
         if response.status_code == 200:
             body = _json(response)
             return body if isinstance(body, dict) else {}
@@ -335,23 +306,7 @@ class _AuthRequest(google.auth.transport.requests.Request):
         )
 
 
-def _maybe_sent(exc: requests.RequestException) -> bool:
-    """Whether the request may have reached FCM before ``exc``.
-
-    Not when connecting failed: a connect timeout, a refused or unresolvable
-    host (urllib3's NewConnectionError under requests' ConnectionError), or a
-    TLS handshake that failed. A read timeout, or a connection dropped while
-    waiting for the answer, may come after FCM accepted the message.
-    """
-    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
-        return False
-    if isinstance(exc, requests.ConnectionError):
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        return not isinstance(reason, urllib3.exceptions.NewConnectionError)
-    return isinstance(exc, requests.Timeout)
-
-
-def _json(response: requests.Response) -> Any:
+def _json(response: CurlResponse) -> Any:
     try:
         return response.json()
     except ValueError:
@@ -387,7 +342,7 @@ def _names_token(body: Any) -> bool:
     return isinstance(message, str) and "registration token" in message.lower()
 
 
-def _error_for(response: requests.Response) -> DeliveryError:
+def _error_for(response: CurlResponse) -> DeliveryError:
     status = response.status_code
     body = _json(response)
     error = body.get("error") if isinstance(body, dict) else None
@@ -403,7 +358,8 @@ def _error_for(response: requests.Response) -> DeliveryError:
             reason,
             provider=PROVIDER,
             status_code=status,
-            retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
             throttled=THROTTLED_SENDER if status == 429 or reason == QUOTA_EXCEEDED else None,
         )
     return PermanentDeliveryError(reason, provider=PROVIDER, status_code=status)
+
