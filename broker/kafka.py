@@ -54,6 +54,10 @@ _kafka_python_fixes.install()
 #: Message option naming the Kafka partition key (default: none, load spreads).
 PARTITION_KEY_OPTION = "partition_key"
 
+#: Record headers every message carries, for people and tools (docs/wire-format.md).
+MESSAGE_ID_HEADER = "dramatiq-message-id"
+ACTOR_HEADER = "dramatiq-actor"
+
 #: How long one send() may take in all, in milliseconds: waiting for Kafka's
 #: metadata and for its acknowledgement. A web request that sends must not
 #: wait out a dead Kafka: after this the send fails, and the circuit opens.
@@ -122,6 +126,20 @@ class BatchSendError(ConnectionFailed):
         super().__init__(
             f"{len(failed)} message(s) of the batch were not sent{where}; first: {first}"
         )
+
+
+class _Batch:
+    """One thread's ``batch()`` block: what it handed to the producer, and
+    the send that could not even do that (which ends the block)."""
+
+    __slots__ = ("pending", "producers", "refused")
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[dramatiq.Message, FutureRecordMetadata]] = []
+        #: The batch producer by topic, once the topic's topics are known to
+        #: exist: a block pays for those checks once per topic, not per message.
+        self.producers: dict[str, KafkaProducer] = {}
+        self.refused: tuple[dramatiq.Message, ConnectionFailed] | None = None
 
 
 class KafkaBroker(dramatiq.Broker):
@@ -308,49 +326,72 @@ class KafkaBroker(dramatiq.Broker):
                 options={**message.options, "eta": current_millis() + delay},
             )
         self.emit_before("enqueue", message, delay)
-        key = message.options.get(PARTITION_KEY_OPTION)
+        options = message.options
+        key = options.get(PARTITION_KEY_OPTION)
         if key is None:
             # partition_key is declared as an actor option, so an actor may set
             # one for all its messages; a message's own key still wins.
             actor = self.actors.get(message.actor_name)
             key = actor.options.get(PARTITION_KEY_OPTION) if actor is not None else None
         headers = [
-            ("dramatiq-message-id", message.message_id.encode()),
-            ("dramatiq-actor", message.actor_name.encode()),
+            (MESSAGE_ID_HEADER, message.message_id.encode()),
+            (ACTOR_HEADER, message.actor_name.encode()),
         ]
-        traceparent = message.options.get(TRACEPARENT)
+        traceparent = options.get(TRACEPARENT)
         if traceparent:
             headers.append((TRACEPARENT, traceparent.encode()))
         value, codec_headers = self.payload_codec.encode(queue_name, message.encode())
-        headers += codec_headers
-        pending = getattr(self._batch, "pending", None)
-        if pending is None and self._spooling():
+        if codec_headers:
+            headers += codec_headers
+        batch: _Batch | None = getattr(self._batch, "current", None)
+        if batch is not None:
+            self._send_in_batch(batch, message, queue_name, key, value, headers)
+        elif self._spooling():
             # Kafka is away, or records wait for it: join them, in order
             # (sealed as Kafka would hold them, when there are keys).
             self._spool_record(queue_name, key, value, headers)
         else:
-            deadline = time.monotonic() + self.send_timeout_ms / 1000
-            try:
-                self._circuit.check()
-                future = self._send(queue_name, value, key=key, headers=headers,
-                                    bulk=pending is not None)
-                if pending is None:
-                    self._wait(future, queue_name,
-                               timeout_s=max(0.0, deadline - time.monotonic()))
-            except ConnectionFailed as e:
-                self._note_failure(e, queue_name)
-                if pending is not None:
-                    # batch() turns this into BatchSendError naming this message.
-                    self._batch.refused = (message, e)
-                    raise
-                if self.spool is None or not _unreachable(e):
-                    raise
-                self._spool_record(queue_name, key, value, headers)
-            else:
-                if pending is not None:
-                    pending.append((message, future))
+            self._send_one(queue_name, key, value, headers)
         self.emit_after("enqueue", message, delay)
         return message
+
+    def _send_one(self, queue_name: str, key: Any, value: bytes,
+                  headers: list[tuple[str, bytes]]) -> None:
+        """Send one record and wait for Kafka's acknowledgement; spool it if
+        Kafka can't be reached and there is a spool."""
+        deadline = time.monotonic() + self.send_timeout_ms / 1000
+        try:
+            self._circuit.check()
+            future = self._send(queue_name, value, key=key, headers=headers)
+            self._wait(future, queue_name, timeout_s=max(0.0, deadline - time.monotonic()))
+        except ConnectionFailed as e:
+            self._note_failure(e, queue_name)
+            if self.spool is None or not _unreachable(e):
+                raise
+            self._spool_record(queue_name, key, value, headers)
+
+    def _send_in_batch(self, batch: _Batch, message: dramatiq.Message, queue_name: str,
+                       key: Any, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Hand one record of a ``batch()`` to the batch producer; its outcome
+        is waited for when the block ends."""
+        try:
+            # The circuit may open mid-block (another thread's send found Kafka
+            # away): later sends of the block fail at once, as single ones do.
+            self._circuit.check()
+            producer = batch.producers.get(queue_name)
+            if producer is None:
+                # Once per topic and block: its topics exist, and the producer
+                # is this process's (see _send).
+                self.queue_admin.ensure_topics(queue_name)
+                producer = batch.producers[queue_name] = self._made(self._bulk_producer,
+                                                                    queue_name)
+            future = self._produce(producer, queue_name, value, key, headers)
+        except ConnectionFailed as e:
+            self._note_failure(e, queue_name)
+            # batch() turns this into BatchSendError naming this message.
+            batch.refused = (message, e)
+            raise
+        batch.pending.append((message, future))
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -359,42 +400,40 @@ class KafkaBroker(dramatiq.Broker):
         Raises :class:`BatchSendError` naming the messages Kafka didn't take.
         Batches are per thread; nested batches join the outer one.
         """
-        if getattr(self._batch, "pending", None) is not None:
+        if getattr(self._batch, "current", None) is not None:
             yield
             return
-        pending: list[tuple[dramatiq.Message, FutureRecordMetadata]] = []
-        self._batch.pending = pending
-        self._batch.refused = None
+        batch = self._batch.current = _Batch()
         aborted: ConnectionFailed | None = None
         try:
             yield
         except ConnectionFailed as e:
-            refused = self._batch.refused
+            refused = batch.refused
             if refused is None or refused[1] is not e:
                 raise
             # A send of this batch could not even reach the producer (Kafka
             # unreachable): report it, and what else failed, as the batch's error.
             aborted = e
         finally:
-            self._batch.pending = None
+            self._batch.current = None
         failed = []
         # One deadline for the whole block, not a send's timeout per message.
         deadline = time.monotonic() + self.batch_timeout_ms / 1000
         bulk = self._bulk_producer.made_here()
-        if pending and bulk is not None:
+        if batch.pending and bulk is not None:
             # Don't wait out the linger. What did not make it in time is
             # reported message by message below.
             with contextlib.suppress(KafkaError):
                 bulk.flush(timeout=max(0.0, deadline - time.monotonic()))
-        for message, future in pending:
+        for message, future in batch.pending:
             try:
-                self._wait(future, message.queue_name,
-                           timeout_s=max(0.0, deadline - time.monotonic()))
+                # (After the flush most are done: then no time is left to compute.)
+                self._wait(future, message.queue_name, timeout_s=0.0 if future.is_done
+                           else max(0.0, deadline - time.monotonic()))
             except ConnectionFailed as e:
                 failed.append((message, e.__cause__ or e))
-        if aborted is not None:
-            failed.append((self._batch.refused[0], aborted.__cause__ or aborted))
-        self._batch.refused = None
+        if aborted is not None and batch.refused is not None:
+            failed.append((batch.refused[0], aborted.__cause__ or aborted))
         if failed:
             raise BatchSendError(failed, self.bootstrap_servers) from aborted
 
@@ -491,21 +530,34 @@ class KafkaBroker(dramatiq.Broker):
         return self.spool.depth()
 
     def _send(self, topic: str, value: bytes, *, key: Any = None,
-              headers: list[tuple[str, bytes]] | None = None,
-              bulk: bool = False) -> FutureRecordMetadata:
+              headers: list[tuple[str, bytes]] | None = None) -> FutureRecordMetadata:
         self.queue_admin.ensure_topics(topic)
+        return self._produce(self._made(self._producer, topic), topic, value, key, headers)
+
+    def _made(self, holder: PerProcess[KafkaProducer], topic: str) -> KafkaProducer:
+        """This process's producer from ``holder``; making it can fail too
+        (Kafka unreachable at bootstrap)."""
+        try:
+            return holder.get()
+        except KafkaError as e:
+            raise self._not_handed_over(topic, e) from e
+
+    def _produce(self, producer: KafkaProducer, topic: str, value: bytes, key: Any,
+                 headers: list[tuple[str, bytes]] | None) -> FutureRecordMetadata:
         if key is not None and not isinstance(key, bytes):
             key = str(key).encode()
         try:
-            # (Making the producer can fail too: Kafka unreachable at bootstrap.)
-            producer = self._bulk_producer.get() if bulk else self._producer.get()
             return producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as e:
-            if self.events is not None:
-                self.events(RecordSent(topic, False))
-            raise self.principal.denied(e, f"sending to {topic!r}") or _send_failed(
-                f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {e}",
-                maybe_sent=False) from e
+            raise self._not_handed_over(topic, e) from e
+
+    def _not_handed_over(self, topic: str, error: KafkaError) -> ConnectionFailed:
+        """What a send raises when the record never reached the producer."""
+        if self.events is not None:
+            self.events(RecordSent(topic, False))
+        return self.principal.denied(error, f"sending to {topic!r}") or _send_failed(
+            f"can't send to {topic!r} on {','.join(self.bootstrap_servers)}: {error}",
+            maybe_sent=False)
 
     def _wait(self, future: FutureRecordMetadata, topic: str,
               timeout_s: float | None = None) -> None:

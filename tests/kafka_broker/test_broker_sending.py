@@ -10,6 +10,8 @@ from broker_support import BrokerFactory, end_offsets, free_port, read_records, 
 from kafka import KafkaAdminClient
 
 from broker import BatchSendError, KafkaBroker
+from broker.encryption import AesGcmCipher, KeyRing
+from broker.payload_codec import ENCODING_HEADER, KEY_ID_HEADER, PayloadCodec
 from broker.topics import TopicSpec, create_missing
 
 
@@ -66,6 +68,41 @@ def test_records_carry_message_id_and_actor_headers(kafka_broker: KafkaBroker,
     assert headers["dramatiq-message-id"] == message.message_id.encode()
     assert headers["dramatiq-actor"] == b"header_check"
     assert dramatiq.Message.decode(record.value).args == (7,)
+
+
+def test_a_batch_writes_records_exactly_as_lone_sends_do(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # Given a broker that encrypts, and an actor whose messages carry a trace context
+    codec = PayloadCodec(AesGcmCipher(KeyRing((KeyRing.new_key("k1"),))))
+    broker = make_broker(payload_codec=codec)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, actor_name="alike")
+    def noop(n: int) -> None: ...
+
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    # When one message is sent alone and two in a batch (which sends them its own way)
+    lone = noop.send_with_options(args=(0,), traceparent=trace)
+    with broker.batch():
+        batched = [noop.send_with_options(args=(n,), traceparent=trace) for n in (1, 2)]
+
+    # Then the three records carry the same headers, in the same order
+    records = sorted(read_records(kafka_bootstrap, queue_name),
+                     key=lambda r: dramatiq.Message.decode(
+                         codec.decode(queue_name, r.value, r.headers)).args[0])
+    assert len(records) == 3
+    names = [[name for name, _ in r.headers] for r in records]
+    assert names[0] == names[1] == names[2] == [
+        "dramatiq-message-id", "dramatiq-actor", "traceparent", ENCODING_HEADER, KEY_ID_HEADER]
+    for record, message in zip(records, [lone, *batched], strict=True):
+        headers = dict(record.headers)
+        assert headers["dramatiq-message-id"] == message.message_id.encode()
+        assert headers["dramatiq-actor"] == b"alike"
+        assert headers["traceparent"] == trace.encode()
+        assert headers[KEY_ID_HEADER] == b"k1"
+        # And each is sealed for its topic: the body is not readable without the key
+        assert b"alike" not in record.value
 
 
 def test_a_batch_sends_everything_and_waits_once_at_the_end(
