@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dramatiq
@@ -253,6 +254,56 @@ def test_a_batch_reports_exactly_the_messages_kafka_refused(
     assert record_count(admin, queue_name) == 2
     assert record_count(admin, small_only) == 1
     assert len(fine) == 3
+
+
+def test_a_record_the_producer_refuses_ends_the_batch_with_those_gathered_after_it(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a batch producer that refuses requests over 4 KiB before sending them
+    broker = make_broker(batch_producer_options={"max_request_size": 4096})
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def note(text: str) -> None: ...
+
+    # When a batch sends ten small messages, one too big, and five small ones
+    # (fewer than BATCH_CHUNK: all reach the producer when the block ends)
+    with pytest.raises(BatchSendError) as caught, broker.batch():
+        before = [note.send(f"before {n}") for n in range(10)]
+        too_big = note.send("y" * 10_000)
+        after = [note.send(f"after {n}") for n in range(5)]
+
+    # Then the big one and the five gathered after it are reported, with the
+    # producer's reason, in the order they were sent
+    failed = caught.value.failed
+    assert [m.message_id for m, _ in failed] == [m.message_id for m in [too_big, *after]]
+    assert all("TooLarge" in type(e).__name__ for _, e in failed)
+    # And the ten before it were stored
+    assert record_count(admin, queue_name) == len(before) == 10
+
+
+def test_a_batch_that_raises_still_sends_what_it_sent_before_the_error(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a broker and an actor
+    broker = make_broker()
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def note(n: int) -> None: ...
+
+    # When a batch sends three messages, then fails for a reason of its own
+    with pytest.raises(ValueError, match="the caller's own error"), broker.batch():
+        sent = [note.send(n) for n in range(3)]
+        raise ValueError("the caller's own error")
+
+    # Then the caller sees its error, and the three messages reach Kafka all the
+    # same, as three lone sends before the error would have (nothing waited
+    # for them: they arrive once the producer's linger is over)
+    deadline = time.monotonic() + 20
+    while record_count(admin, queue_name) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    records = read_records(kafka_bootstrap, queue_name)
+    assert sorted(dramatiq.Message.decode(r.value).message_id for r in records) == sorted(
+        m.message_id for m in sent)
 
 
 def test_messages_with_the_same_partition_key_share_a_partition(
