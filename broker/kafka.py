@@ -156,9 +156,9 @@ class _Staged(NamedTuple):
 class _Batch:
     """One thread's ``batch()`` block: what it gathered, what it handed to
     the producer, and the send that could not even do that (which ends the
-    block), with the gathered messages that then never reached the producer."""
+    block)."""
 
-    __slots__ = ("pending", "producers", "refused", "staged", "unsent")
+    __slots__ = ("lost", "pending", "producers", "refused", "staged")
 
     def __init__(self) -> None:
         self.staged: list[_Staged] = []
@@ -167,7 +167,10 @@ class _Batch:
         #: exist: a block pays for those checks once per topic, not per message.
         self.producers: dict[str, KafkaProducer] = {}
         self.refused: tuple[dramatiq.Message, ConnectionFailed] | None = None
-        self.unsent: list[dramatiq.Message] = []
+        #: Gathered messages a hand-over could not give the producer: the
+        #: block reports them even if its caller caught the error (which a
+        #: later send() raised, not theirs).
+        self.lost: list[tuple[dramatiq.Message, ConnectionFailed]] = []
 
 
 class KafkaBroker(dramatiq.Broker):
@@ -434,7 +437,7 @@ class KafkaBroker(dramatiq.Broker):
                                        s.headers + codec_headers if codec_headers
                                        else s.headers)
             except ConnectionFailed as e:
-                batch.unsent = [later.message for later in staged[number + 1:]]
+                batch.lost += [(later.message, e) for later in staged[number:]]
                 self._refuse(batch, s.message, s.topic, e)
                 raise
             batch.pending.append((s.message, future))
@@ -447,7 +450,7 @@ class KafkaBroker(dramatiq.Broker):
             self._hand_over(batch)
         except ConnectionFailed as e:
             self.logger.warning("%d message(s) sent in a batch before it failed could not be "
-                                "sent either: %s", len(batch.unsent) + 1, e)
+                                "sent either: %s", len(batch.lost), e)
 
     def _refuse(self, batch: _Batch, message: dramatiq.Message, topic: str,
                 error: ConnectionFailed) -> None:
@@ -500,10 +503,12 @@ class KafkaBroker(dramatiq.Broker):
                            else max(0.0, deadline - time.monotonic()))
             except ConnectionFailed as e:
                 failed.append((message, e.__cause__ or e))
-        if aborted is not None and batch.refused is not None:
-            cause = aborted.__cause__ or aborted
-            failed.append((batch.refused[0], cause))
-            failed += [(message, cause) for message in batch.unsent]
+        refused = batch.refused
+        if aborted is not None and refused is not None and all(
+                message is not refused[0] for message, _ in batch.lost):
+            # A send() of the block that failed itself (circuit, topics).
+            failed.append((refused[0], aborted.__cause__ or aborted))
+        failed += [(message, e.__cause__ or e) for message, e in batch.lost]
         if failed:
             raise BatchSendError(failed, self.bootstrap_servers) from aborted
 

@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient
 
 from broker import BatchSendError, KafkaBroker
 from broker.encryption import AesGcmCipher, KeyRing
+from broker.kafka import BATCH_CHUNK
 from broker.payload_codec import ENCODING_HEADER, KEY_ID_HEADER, PayloadCodec
 from broker.topics import TopicSpec, create_missing
 
@@ -279,6 +280,38 @@ def test_a_record_the_producer_refuses_ends_the_batch_with_those_gathered_after_
     assert all("TooLarge" in type(e).__name__ for _, e in failed)
     # And the ten before it were stored
     assert record_count(admin, queue_name) == len(before) == 10
+
+
+def test_a_batch_reports_what_a_hand_over_lost_even_when_its_caller_caught_the_error(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a batch producer that refuses requests over 4 KiB before sending them
+    broker = make_broker(batch_producer_options={"max_request_size": 4096})
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def note(text: str) -> None: ...
+
+    # When the block's first chunk holds one message too big, the send that
+    # fills the chunk fails, and the caller catches that and sends on
+    caught_at = None
+    with pytest.raises(BatchSendError) as caught, broker.batch():
+        too_big = note.send("y" * 10_000)
+        gathered = []
+        for n in range(BATCH_CHUNK - 1):
+            try:
+                gathered.append(note.send(f"gathered {n}"))
+            except dramatiq.errors.ConnectionFailed:
+                caught_at = n
+        later = [note.send(f"later {n}") for n in range(5)]
+
+    # Then the send that filled the chunk raised (not the big one's own send)
+    assert caught_at == BATCH_CHUNK - 2 and len(gathered) == BATCH_CHUNK - 2
+    # And the block still reports the big one and every message of its chunk,
+    # which never reached the producer, while the later ones were stored
+    assert [m.message_id for m, _ in caught.value.failed][:2] == [
+        too_big.message_id, gathered[0].message_id]
+    assert len(caught.value.failed) == BATCH_CHUNK
+    assert record_count(admin, queue_name) == len(later) == 5
 
 
 def test_a_batch_that_raises_still_sends_what_it_sent_before_the_error(
