@@ -67,6 +67,32 @@ def test_the_batch_bound_adds_dramatiqs_and_the_clients_time_per_message() -> No
     assert row["status"] == "not run"
 
 
+def test_encryption_cost_goals_compare_keys_on_with_keys_off_at_the_shipped_compression(
+) -> None:
+    # Sealed at the shipped settings: batches 10 % slower (a pass), draining
+    # 20 % slower and 30 % more CPU per drained message (misses).
+    results = {"compression": {"ours": _outcome(
+        plain_on_batch_rate=10_000, sealed_on_batch_rate=9_000,
+        plain_on_drain_rate=5_000, sealed_on_drain_rate=4_000,
+        plain_on_batch_cpu_us=100, sealed_on_batch_cpu_us=110,
+        plain_on_drain_cpu_us=200, sealed_on_drain_cpu_us=260,
+        # (compression off must not count: the goal holds compression fixed)
+        sealed_off_batch_rate=1, sealed_off_drain_rate=1)}}
+    rows = {r["goal"].split(": ", 1)[1]: r for r in goals.evaluate(results)
+            if r["goal"].startswith("encryption cost")}
+    assert set(rows) == {"batch rate >= 0.85× keys off", "drain rate >= 0.85× keys off",
+                         "batch CPU/msg <= 1.18× keys off", "drain CPU/msg <= 1.18× keys off"}
+    assert rows["batch rate >= 0.85× keys off"]["ratio"] == pytest.approx(0.9)
+    assert rows["batch rate >= 0.85× keys off"]["status"] == "pass"
+    assert rows["drain rate >= 0.85× keys off"]["status"] == "MISS"
+    assert rows["batch CPU/msg <= 1.18× keys off"]["status"] == "pass"
+    assert rows["drain CPU/msg <= 1.18× keys off"]["ratio"] == pytest.approx(1.3)
+    assert rows["drain CPU/msg <= 1.18× keys off"]["status"] == "MISS"
+    # And every row names the compression both sides ran with
+    assert all("KAFKA_COMPRESSION=lz4, PAYLOAD_COMPRESSION=auto" in r["goal"]
+               for r in rows.values())
+
+
 def test_threshold_goals_compare_ours_with_a_fixed_limit() -> None:
     results = {"startup": {"ours": _outcome(worker_start_s=0.4, group_s=0.6)}}
     rows = {r["goal"]: r for r in goals.evaluate(results)}

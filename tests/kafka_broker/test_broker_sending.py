@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dramatiq
@@ -10,6 +11,9 @@ from broker_support import BrokerFactory, end_offsets, free_port, read_records, 
 from kafka import KafkaAdminClient
 
 from broker import BatchSendError, KafkaBroker
+from broker.encryption import AesGcmCipher, KeyRing
+from broker.kafka import BATCH_CHUNK
+from broker.payload_codec import ENCODING_HEADER, KEY_ID_HEADER, PayloadCodec
 from broker.topics import TopicSpec, create_missing
 
 
@@ -66,6 +70,41 @@ def test_records_carry_message_id_and_actor_headers(kafka_broker: KafkaBroker,
     assert headers["dramatiq-message-id"] == message.message_id.encode()
     assert headers["dramatiq-actor"] == b"header_check"
     assert dramatiq.Message.decode(record.value).args == (7,)
+
+
+def test_a_batch_writes_records_exactly_as_lone_sends_do(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # Given a broker that encrypts, and an actor whose messages carry a trace context
+    codec = PayloadCodec(AesGcmCipher(KeyRing((KeyRing.new_key("k1"),))))
+    broker = make_broker(payload_codec=codec)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, actor_name="alike")
+    def noop(n: int) -> None: ...
+
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    # When one message is sent alone and two in a batch (which sends them its own way)
+    lone = noop.send_with_options(args=(0,), traceparent=trace)
+    with broker.batch():
+        batched = [noop.send_with_options(args=(n,), traceparent=trace) for n in (1, 2)]
+
+    # Then the three records carry the same headers, in the same order
+    records = sorted(read_records(kafka_bootstrap, queue_name),
+                     key=lambda r: dramatiq.Message.decode(
+                         codec.decode(queue_name, r.value, r.headers)).args[0])
+    assert len(records) == 3
+    names = [[name for name, _ in r.headers] for r in records]
+    assert names[0] == names[1] == names[2] == [
+        "dramatiq-message-id", "dramatiq-actor", "traceparent", ENCODING_HEADER, KEY_ID_HEADER]
+    for record, message in zip(records, [lone, *batched], strict=True):
+        headers = dict(record.headers)
+        assert headers["dramatiq-message-id"] == message.message_id.encode()
+        assert headers["dramatiq-actor"] == b"alike"
+        assert headers["traceparent"] == trace.encode()
+        assert headers[KEY_ID_HEADER] == b"k1"
+        # And each is sealed for its topic: the body is not readable without the key
+        assert b"alike" not in record.value
 
 
 def test_a_batch_sends_everything_and_waits_once_at_the_end(
@@ -216,6 +255,88 @@ def test_a_batch_reports_exactly_the_messages_kafka_refused(
     assert record_count(admin, queue_name) == 2
     assert record_count(admin, small_only) == 1
     assert len(fine) == 3
+
+
+def test_a_record_the_producer_refuses_ends_the_batch_with_those_gathered_after_it(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a batch producer that refuses requests over 4 KiB before sending them
+    broker = make_broker(batch_producer_options={"max_request_size": 4096})
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def note(text: str) -> None: ...
+
+    # When a batch sends ten small messages, one too big, and five small ones
+    # (fewer than BATCH_CHUNK: all reach the producer when the block ends)
+    with pytest.raises(BatchSendError) as caught, broker.batch():
+        before = [note.send(f"before {n}") for n in range(10)]
+        too_big = note.send("y" * 10_000)
+        after = [note.send(f"after {n}") for n in range(5)]
+
+    # Then the big one and the five gathered after it are reported, with the
+    # producer's reason, in the order they were sent
+    failed = caught.value.failed
+    assert [m.message_id for m, _ in failed] == [m.message_id for m in [too_big, *after]]
+    assert all("TooLarge" in type(e).__name__ for _, e in failed)
+    # And the ten before it were stored
+    assert record_count(admin, queue_name) == len(before) == 10
+
+
+def test_a_batch_reports_what_a_hand_over_lost_even_when_its_caller_caught_the_error(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a batch producer that refuses requests over 4 KiB before sending them
+    broker = make_broker(batch_producer_options={"max_request_size": 4096})
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def note(text: str) -> None: ...
+
+    # When the block's first chunk holds one message too big, the send that
+    # fills the chunk fails, and the caller catches that and sends on
+    caught_at = None
+    with pytest.raises(BatchSendError) as caught, broker.batch():
+        too_big = note.send("y" * 10_000)
+        gathered = []
+        for n in range(BATCH_CHUNK - 1):
+            try:
+                gathered.append(note.send(f"gathered {n}"))
+            except dramatiq.errors.ConnectionFailed:
+                caught_at = n
+        later = [note.send(f"later {n}") for n in range(5)]
+
+    # Then the send that filled the chunk raised (not the big one's own send)
+    assert caught_at == BATCH_CHUNK - 2 and len(gathered) == BATCH_CHUNK - 2
+    # And the block still reports the big one and every message of its chunk,
+    # which never reached the producer, while the later ones were stored
+    assert [m.message_id for m, _ in caught.value.failed][:2] == [
+        too_big.message_id, gathered[0].message_id]
+    assert len(caught.value.failed) == BATCH_CHUNK
+    assert record_count(admin, queue_name) == len(later) == 5
+
+
+def test_a_batch_that_raises_still_sends_what_it_sent_before_the_error(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str, admin: KafkaAdminClient,
+) -> None:
+    # Given a broker and an actor
+    broker = make_broker()
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def note(n: int) -> None: ...
+
+    # When a batch sends three messages, then fails for a reason of its own
+    with pytest.raises(ValueError, match="the caller's own error"), broker.batch():
+        sent = [note.send(n) for n in range(3)]
+        raise ValueError("the caller's own error")
+
+    # Then the caller sees its error, and the three messages reach Kafka all the
+    # same, as three lone sends before the error would have (nothing waited
+    # for them: they arrive once the producer's linger is over)
+    deadline = time.monotonic() + 20
+    while record_count(admin, queue_name) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    records = read_records(kafka_bootstrap, queue_name)
+    assert sorted(dramatiq.Message.decode(r.value).message_id for r in records) == sorted(
+        m.message_id for m in sent)
 
 
 def test_messages_with_the_same_partition_key_share_a_partition(
