@@ -231,8 +231,10 @@ def test_it_comes_back_after_a_crash_with_its_users(
     # its controller listener authenticating with SCRAM after a restart is
     # what this checks.
     port, controller_port = free_ports(2)
+    # (384 MiB, as the session's secured Kafka: one started with 256 MiB ran
+    # out of heap while starting, its TLS and SCRAM set up, on a loaded machine.)
     kafka = SecureLocalKafka(tmp_path / "kafka", port=port, controller_port=controller_port,
-                             jars=secure_kafka.libs, heap="256m")
+                             jars=secure_kafka.libs, heap="384m")
     try:
         assert kafka.start() is True
         password = kafka.password("web")

@@ -23,6 +23,11 @@ from broker.spool import SpoolFull, SqliteSpool
 #: A circuit open for this long is looked at again (short, for the tests).
 PROBE_INTERVAL_MS = 300
 
+#: A send that returns "at once" returns within this many seconds: far under
+#: the send timeout it would otherwise wait out (2 s), and far over what a
+#: loaded machine adds (a 50 ms bound failed under load). Behaviour, not speed.
+AT_ONCE_S = 0.5
+
 
 @pytest.fixture
 def gate(kafka_bootstrap: str) -> Iterator[Gate]:
@@ -68,7 +73,7 @@ def test_a_send_to_a_kafka_that_is_away_fails_fast_then_at_once_and_recovers(
         started = time.monotonic()
         with pytest.raises(CircuitOpen) as fast:
             noop.send(n)
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < AT_ONCE_S
     assert fast.value.maybe_sent is False
     # Then, once Kafka answers again, sends go through
     gate.open()
@@ -95,7 +100,7 @@ def test_with_a_spool_sends_are_kept_while_kafka_is_away_then_sent_in_order(
         sent.append(noop.send(n).message_id)
         if n:
             slowest_after_first = max(slowest_after_first, time.monotonic() - started)
-    assert slowest_after_first < 0.05
+    assert slowest_after_first < AT_ONCE_S
     assert spool.depth() == 50
     # Then once Kafka answers they are all there, in order, with their ids,
     # and later sends queue up behind nothing
