@@ -400,9 +400,12 @@ class KafkaBroker(dramatiq.Broker):
                   headers: list[tuple[str, bytes]]) -> None:
         """Send one record and wait for Kafka's acknowledgement; spool it if
         Kafka can't be reached and there is a spool."""
-        deadline = time.monotonic() + self.send_timeout_ms / 1000
         try:
             self._circuit.check()
+            # Once per topic and process, and not part of the send's time: on a
+            # Kafka just started, making the topic alone can take the 2 s.
+            self.queue_admin.ensure_topics(queue_name)
+            deadline = time.monotonic() + self.send_timeout_ms / 1000
             future = self._send(queue_name, value, key=key, headers=headers)
             self._wait(future, queue_name, timeout_s=max(0.0, deadline - time.monotonic()))
         except ConnectionFailed as e:

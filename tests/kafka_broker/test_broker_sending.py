@@ -54,6 +54,34 @@ def test_send_returns_only_once_kafka_has_the_message(kafka_broker: KafkaBroker,
     assert dramatiq.Message.decode(record.value).message_id == message.message_id
 
 
+def test_the_first_send_to_a_new_topic_gets_its_whole_send_timeout_after_the_topic_is_made(
+    make_broker: BrokerFactory, queue_name: str, admin: KafkaAdminClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a broker with a 1 s send timeout, on a Kafka where making a
+    # queue's topics takes longer than that (as on one just started)
+    broker = make_broker(send_timeout_ms=1_000)
+    make_topics = broker.queue_admin.ensure_topics
+    made: set[str] = set()
+
+    def slowly(topic: str) -> None:
+        make_topics(topic)
+        if topic not in made:  # later calls find it made, at once, as the real one does
+            made.add(topic)
+            time.sleep(1.2)
+
+    monkeypatch.setattr(broker.queue_admin, "ensure_topics", slowly)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def noop(n: int) -> None: ...
+
+    # When the first message is sent, then it is stored: the timeout counts
+    # Kafka's answer, not the topic's creation (it failed with "Timeout after
+    # waiting for 0.0 secs")
+    noop.send(1)
+    assert record_count(admin, queue_name) == 1
+
+
 def test_records_carry_message_id_and_actor_headers(kafka_broker: KafkaBroker,
                                                     queue_name: str,
                                                     kafka_bootstrap: str) -> None:
