@@ -133,17 +133,12 @@ GOALS: tuple[Goal | Threshold, ...] = (
     BoundGoal("enqueue batch ≥ 0.8× the StubBroker-plus-client bound (Dramatiq's encoding "
               "+ raw batched produce)", "enqueue", "batch_rate", "stub", "batch_rate", ">=",
               0.8, more=(("raw", "batch_rate"),)),
-    _pair("enqueue single ≥ 20× dramatiq-kafka (acks=1)", "enqueue", "single_rate",
-          "dramatiq-kafka", ">=", 20),
-    _pair("enqueue batch ≥ 20× dramatiq-kafka (acks=1)", "enqueue", "batch_rate",
-          "dramatiq-kafka", ">=", 20),
-    _pair("enqueue single ≥ 1.5× Dramatiq+Redis (no Kafka)", "enqueue", "single_rate", "redis",
-          ">=", 1.5),
-    _pair("enqueue batch ≥ 1.5× Dramatiq+Redis (no Kafka)", "enqueue", "batch_rate", "redis",
-          ">=", 1.5),
+    # The acks=1 dramatiq-kafka and the in-memory Redis stay in the send
+    # tables, labelled so, with no goal: an awaited acks=all round trip is not
+    # theirs to race. Neither is the raw consumer loop a goal for drain (the
+    # StubBroker itself drains at a fraction of it); the StubBroker is.
     _pair("drain ≥ 1.0× Dramatiq+Redis (no Kafka)", "drain", "rate", "redis", ">=", 1.0),
     _pair("drain ≥ 3× Celery on Kafka", "drain", "rate", "celery", ">=", 3.0),
-    _pair("drain ≥ 0.5× raw consumer loop", "drain", "rate", "raw", ">=", 0.5),
     # StubBroker: Dramatiq's own cost per message, the most any Dramatiq broker can do.
     _pair("drain after first ack ≥ 0.9× StubBroker", "drain", "steady_rate", "stub", ">=",
           0.9),
