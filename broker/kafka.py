@@ -146,9 +146,10 @@ class KafkaBroker(dramatiq.Broker):
         send found Kafka unreachable, sends fail at once until it answers).
       spool: where sends go while Kafka is unreachable instead of failing
         (see :mod:`broker.spool`); None: they fail.
-      static_membership: give each worker process's consumers a stable
-        identity (see :mod:`broker.membership`), so a restarted worker takes
-        its partitions straight back; a clean stop removes them from the group.
+      static_membership: give each worker process (one group member, see
+        :mod:`broker.poller`) a stable identity (see :mod:`broker.membership`),
+        so a restarted worker takes its partitions straight back; a clean stop
+        removes it from the group.
       membership_dir: where processes of this host take their slots
         (default: a folder in the system's temporary directory).
       producer_options, consumer_options: passed to kafka-python as is.

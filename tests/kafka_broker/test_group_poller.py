@@ -4,10 +4,11 @@ hands its unfinished records to the next one."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dramatiq
-from broker_support import BrokerFactory, WorkerFactory, committed, wait_until
+from broker_support import BrokerFactory, WorkerFactory, committed, stop_worker, wait_until
 from kafka import KafkaAdminClient
 from test_broker_commits import send_numbered, take
 
@@ -31,7 +32,8 @@ def test_a_worker_consuming_several_queues_is_one_group_member(
                                      actor_name=f"work_{queue[-1]}"))
 
     # When a worker starts and each queue gets a message
-    start_worker(broker)
+    earlier_threads = set(threading.enumerate())
+    worker = start_worker(broker)
     for actor in actors:
         actor.send()
     wait_until(lambda: ran == set(queues), timeout_s=60, what="a message of every queue")
@@ -42,6 +44,13 @@ def test_a_worker_consuming_several_queues_is_one_group_member(
     assert len(group["members"]) == 1, group["members"]
     topics = set(group["members"][0]["member_metadata"]["topics"])
     assert topics == set(queues) | {f"{queue}.DQ" for queue in queues}
+
+    # And once the worker stops, that member has left the group (the last
+    # consumer to close closed it), and no poller thread is left behind
+    stop_worker(worker)
+    assert admin.describe_groups([group_id])[group_id]["members"] == []
+    assert not [t for t in set(threading.enumerate()) - earlier_threads
+                if t.name == "kafka-group-poller"]
 
 
 def test_a_full_queue_is_paused_and_another_queues_records_come_through(
