@@ -125,3 +125,35 @@ def test_a_consumer_closed_beside_others_hands_its_unfinished_records_to_the_nex
             new.close()
     finally:
         other.close()
+
+
+def test_a_queue_paused_many_times_is_still_read_to_its_end(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a backlog many read-aheads long on three partitions, and an idle
+    # queue beside it on the same poller (as the delay queue always is: its
+    # fetches keep coming back, empty, while the busy queue is paused)
+    broker = make_broker(topic_partitions=3)
+    send_numbered(broker, queue_name, 8 * READ_AHEAD_RECORDS)
+    idle_queue = f"{queue_name}-idle"
+    broker.declare_queue(idle_queue)
+    consumer = broker.consume(queue_name, prefetch=8, timeout=100)
+    idle = broker.consume(idle_queue, prefetch=8, timeout=100)
+    try:
+        # When a consumer works through it (its feed fills, is paused and
+        # resumed again and again, often while a fetch's records are only
+        # partly handed out)
+        got: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(got) < 8 * READ_AHEAD_RECORDS and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                got.add(message.args[0])
+                time.sleep(0.002)  # (a worker's pace: the feed stays full)
+                consumer.ack(message)
+    finally:
+        consumer.close()
+        idle.close()
+
+    # Then every message arrives: no paused partition is left behind
+    assert len(got) == 8 * READ_AHEAD_RECORDS
