@@ -31,11 +31,11 @@ def test_a_worker_consuming_several_queues_is_one_group_member(
         actors.append(dramatiq.actor(work, broker=broker, queue_name=queue,
                                      actor_name=f"work_{queue[-1]}"))
 
-    # When a worker starts and each queue gets a message
-    earlier_threads = set(threading.enumerate())
-    worker = start_worker(broker)
+    # When each queue gets a message and a worker starts
     for actor in actors:
         actor.send()
+    earlier_threads = set(threading.enumerate())
+    worker = start_worker(broker)
     wait_until(lambda: ran == set(queues), timeout_s=60, what="a message of every queue")
 
     # Then the worker is a single member of the group, reading all six topics
