@@ -28,8 +28,8 @@ def test_a_worker_consuming_several_queues_is_one_group_member(
     for queue in queues:
         def work(queue: str = queue) -> None:
             ran.add(queue)
-        actors.append(dramatiq.actor(work, broker=broker, queue_name=queue,
-                                     actor_name=f"work_{queue[-1]}"))
+        actors.append(dramatiq.actor(broker=broker, queue_name=queue,
+                                     actor_name=f"work_{queue[-1]}")(work))
 
     # When each queue gets a message and a worker starts
     for actor in actors:
