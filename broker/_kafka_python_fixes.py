@@ -122,6 +122,37 @@ def know_every_topic(consumer: KafkaConsumer) -> bool:
     return True
 
 
+def hand_back_resumed_records(consumer: KafkaConsumer) -> bool:
+    """Give a resumed partition's parked records back, so it is read again.
+
+    Upstream (``Fetcher.fetched_records``, its port of KAFKA-7548): the rest
+    of a fetch for a partition paused while it was being handed out is
+    parked, and is given back once the partition is resumed only when
+    ``_next_partition_records is None``. But a drained one stays in that slot
+    (falsy, not None) until a later fetch's records replace it, and every
+    fetch of another partition leaves one there; meanwhile a partition with
+    parked records is never fetched again (``_fetchable_partitions`` skips
+    it). A worker whose queue was paused while its delay queue kept being
+    fetched stopped reading that partition for good.
+
+    The fix empties the slot when what it holds is drained, before each call.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    needed = ("_next_partition_records", "_paused_partition_records", "fetched_records")
+    if fetcher is None or not all(hasattr(fetcher, name) for name in needed):
+        return False
+    fetched_records = fetcher.fetched_records
+
+    def fetched_records_after_clearing_a_drained_slot(*args: Any, **kwargs: Any) -> Any:
+        current = fetcher._next_partition_records
+        if current is not None and not current:
+            fetcher._next_partition_records = None
+        return fetched_records(*args, **kwargs)
+
+    fetcher.fetched_records = fetched_records_after_clearing_a_drained_slot
+    return True
+
+
 def renew_a_dropped_producer_id(producer: KafkaProducer) -> bool:
     """Let an idempotent producer get a new producer id after dropping its own.
 
@@ -236,6 +267,7 @@ def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
 FIXES = {
     "finish_every_join": finish_every_join,
     "know_every_topic": know_every_topic,
+    "hand_back_resumed_records": hand_back_resumed_records,
 }
 
 #: Every producer workaround, by name.

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import dramatiq
 from dramatiq.common import current_millis, dq_name, q_name
-from dramatiq.errors import ConnectionFailed, QueueNotFound
+from dramatiq.errors import ConnectionClosed, ConnectionFailed, QueueNotFound
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
@@ -43,6 +43,8 @@ from broker.instrumentation import EventListener, RecordSent
 from broker.membership import ProcessSlot
 from broker.payload_codec import PayloadCodec
 from broker.per_process import PerProcess
+from broker.poller import GroupPoller
+from broker.poller_pool import PollerPool
 from broker.spool import SqliteSpool
 from broker.trace_context import TRACEPARENT
 from broker.writable import probe_writable
@@ -194,9 +196,10 @@ class KafkaBroker(dramatiq.Broker):
         send found Kafka unreachable, sends fail at once until it answers).
       spool: where sends go while Kafka is unreachable instead of failing
         (see :mod:`broker.spool`); None: they fail.
-      static_membership: give each worker process's consumers a stable
-        identity (see :mod:`broker.membership`), so a restarted worker takes
-        its partitions straight back; a clean stop removes them from the group.
+      static_membership: give each worker process (one group member, see
+        :mod:`broker.poller`) a stable identity (see :mod:`broker.membership`),
+        so a restarted worker takes its partitions straight back; a clean stop
+        removes it from the group.
       membership_dir: where processes of this host take their slots
         (default: a folder in the system's temporary directory).
       producer_options, consumer_options: passed to kafka-python as is.
@@ -317,6 +320,7 @@ class KafkaBroker(dramatiq.Broker):
         self._slot: PerProcess[ProcessSlot] | None = (
             PerProcess(lambda: ProcessSlot(slots, group_id)) if static_membership else None)
         self._slot_warned = False
+        self._pollers = PollerPool(self._make_poller)
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
         self._batch = threading.local()
@@ -698,6 +702,28 @@ class KafkaBroker(dramatiq.Broker):
         # they must all exist before the first consumer joins.
         for declared in sorted(self.queues):
             self.queue_admin.ensure_topics(declared)
+        try:
+            poller, feed = self._pollers.attach(queue_name)
+        except KafkaError as e:
+            raise self.principal.denied(e, f"consuming {queue_name!r}") or ConnectionClosed(
+                f"can't consume {queue_name!r} from {','.join(self.bootstrap_servers)}: {e}"
+            ) from None
+        return _KafkaConsumer(queue_name, prefetch, timeout, poller=poller, feed=feed,
+                              principal=self.principal, dead_letters=self._dead_letters,
+                              events=self.events, payload_codec=self.payload_codec)
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        if signal == "worker_boot":
+            # The worker starts a consumer for each of these right after: the
+            # process's group member subscribes to them all at once.
+            worker = args[0]
+            wanted = getattr(worker, "consumer_whitelist", None)
+            self._pollers.expect(
+                queue for queue in self.queues | self.delay_queues
+                if not wanted or q_name(queue) in wanted)
+        super().emit_before(signal, *args, **kwargs)
+
+    def _make_poller(self, topics: list[str], index: int) -> GroupPoller:
         options = {"bootstrap_servers": self.bootstrap_servers, **_CLIENT_DEFAULTS,
                    "group_id": self.group_id, "client_id": self.client_id,
                    # As for the producer: give up on an unreachable Kafka within
@@ -708,15 +734,13 @@ class KafkaBroker(dramatiq.Broker):
         leave = None
         slot = self._membership_slot()
         if slot is not None:
-            instance_id = slot.instance_id(queue_name)
+            instance_id = slot.instance_id(index)
             options["group_instance_id"] = instance_id
 
             def leave() -> None:
                 self.queue_admin.remove_static_member(instance_id)
 
-        return _KafkaConsumer(queue_name, prefetch, timeout, consumer_options=options,
-                              dead_letters=self._dead_letters, leave=leave,
-                              events=self.events, payload_codec=self.payload_codec)
+        return GroupPoller(options, topics, leave=leave)
 
     def _membership_slot(self) -> ProcessSlot | None:
         """This process's slot, or None for dynamic membership: also when no

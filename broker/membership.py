@@ -10,7 +10,9 @@ the lowest number no other live process of this host and group holds, held by
 an ``flock`` on a file in ``directory`` until the process ends (the kernel
 lets go of it when the process dies, however it dies). A restarted worker
 finds its slot free again and takes it; two processes can never hold one slot.
-Each consumer of the process adds its queue's name.
+The process is one member of the group (one poller fetches for all its
+queues, see :mod:`broker.poller`); a second poller of the process, rare (a
+second consumer of a queue already consumed), adds its number.
 
 Static members don't leave the group when they stop (their partitions would
 wait out the session): :meth:`broker.admin.QueueAdmin.remove_static_member`
@@ -54,11 +56,13 @@ class ProcessSlot:
         raise RuntimeError(f"all {MAX_SLOTS} worker slots of {group_id!r} in {folder} are"
                            " held by live processes")
 
-    def instance_id(self, queue_name: str) -> str:
-        """The ``group.instance.id`` of this process's consumer of ``queue_name``.
+    def instance_id(self, poller: int = 0) -> str:
+        """The ``group.instance.id`` of this process's ``poller``-th group poller
+        (its first, unless a queue has two consumers in the process).
 
         The user id is part of it: two users' workers of one group on one
         host take their slots in folders of their own, so both may hold
         slot 0, and Kafka fences one of two members that share an id."""
         host = _UNSAFE.sub("_", socket.gethostname())
-        return f"{host}-u{os.getuid()}-{self.number}-{queue_name}"
+        base = f"{host}-u{os.getuid()}-{self.number}"
+        return base if poller == 0 else f"{base}-p{poller}"

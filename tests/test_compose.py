@@ -227,8 +227,9 @@ def _run_compose_worker(kafka: SecureLocalKafka, server: LocalPostgres, url: str
             ["send_match", ["compose-user", {"name": "Анна", "age": 25}]],
             ["track_event", ["compose_login", {"userId": "compose-user"}]]])
         analytics = Path(worker_env["ANALYTICS_PATH"])
-        assert wait_until(lambda: bool(apns.delivered) and analytics.exists(), WAIT_S), \
-            log.read_text()[-3000:]
+        # (The sink's file may exist before the event's line is in it.)
+        assert wait_until(lambda: bool(apns.delivered) and analytics.exists()
+                          and bool(read_events(analytics)), WAIT_S), log.read_text()[-3000:]
         [push] = apns.delivered
         assert push.token == token
         assert push.json["aps"]["alert"]["body"] == "Анна, 25"

@@ -10,9 +10,8 @@ metric                         type   labels            meaning
 willowe_consumer_lag_messages  gauge  topic, partition  records the group has not finished
 willowe_consumer_lag_seconds   gauge  topic             age of the oldest of them (time lag)
 willowe_dead_letters_waiting   gauge  topic             records on a ``.XQ`` topic (end − start)
-willowe_group_members          gauge  group             members of the group (one per consumer:
-                                                        a worker process has one per topic and
-                                                        delay topic)
+willowe_group_members          gauge  group             members of the group (one per worker
+                                                        process, whatever topics it reads)
 willowe_kafka_up               gauge                    1 when the last scrape could read Kafka
 =============================  =====  ================  =========================================
 

@@ -13,7 +13,8 @@ from broker_support import BrokerFactory, end_offsets, wait_until
 from kafka import KafkaAdminClient
 
 from broker import KafkaBroker
-from broker.consumer import PARTITION_FETCH_BYTES, KafkaMessageProxy
+from broker.consumer import KafkaMessageProxy
+from broker.poller import PARTITION_FETCH_BYTES
 
 
 def send_keyed(broker: KafkaBroker, queue_name: str, count: int) -> None:
@@ -54,47 +55,6 @@ def test_a_consumer_hands_out_no_more_than_its_prefetch(
             more = next(consumer)
         assert more is not None and more.args == (3,)
         assert next(consumer) is None
-    finally:
-        consumer.close()
-
-
-def test_a_record_a_waiting_poll_returns_goes_to_the_worker_without_another_poll(
-    make_broker: BrokerFactory, queue_name: str,
-) -> None:
-    # Given an idle consumer that has joined its group, and a spy on its polls
-    broker = make_broker()
-    broker.declare_queue(queue_name)
-    consumer = broker.consume(queue_name, prefetch=10, timeout=1_000)
-    try:
-        assert next(consumer) is None  # joined; nothing to hand out yet
-        polls: list[int] = []  # records each poll returned, in order
-        real_poll = consumer._consumer.poll
-
-        def spy(*args: object, **kwargs: object) -> object:
-            batches = real_poll(*args, **kwargs)  # type: ignore[arg-type]
-            polls.append(sum(len(records) for records in batches.values()))
-            return batches
-
-        consumer._consumer.poll = spy  # type: ignore[method-assign]
-
-        # When a message arrives while the consumer's poll has been waiting
-        # for longer than the read-ahead's longest gap between polls
-        def send_later() -> None:
-            time.sleep(0.3)
-            send_keyed(broker, queue_name, 1)
-
-        sender = threading.Thread(target=send_later)
-        sender.start()
-        message = None
-        deadline = time.monotonic() + 30
-        while message is None and time.monotonic() < deadline:
-            message = next(consumer)
-        sender.join()
-
-        # Then the poll that returned it was the last one before the hand-over
-        # (it used to look overdue and wait out one more poll first)
-        assert message is not None and message.args == (0,)
-        assert polls and polls[-1] == 1, polls
     finally:
         consumer.close()
 

@@ -150,3 +150,53 @@ def test_a_record_kafka_refuses_as_too_large_fails_alone_and_the_producer_goes_o
             plain.send(queue_name, b"after", partition=0).get(timeout=PLAIN_PRODUCER_WAIT_S)
     finally:
         plain.close(timeout=5)
+
+
+def test_a_partition_paused_mid_fetch_is_read_again_once_resumed(
+    make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
+) -> None:
+    # Given a consumer of two partitions with 100 records each, which has
+    # handed out only a few of the first fetch's records
+    from kafka import KafkaConsumer, TopicPartition
+
+    broker = make_broker(topic_partitions=2)
+    broker.declare_queue(queue_name)  # (so the topic is deleted afterwards)
+    broker.queue_admin.ensure_topics(queue_name)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        for n in range(100):
+            for partition in (0, 1):
+                producer.send(queue_name, b"%d" % n, partition=partition)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    consumer.assign([TopicPartition(queue_name, p) for p in (0, 1)])
+    assert "hand_back_resumed_records" in apply_fixes(consumer)
+    try:
+        first: dict[TopicPartition, list[object]] = {}
+        for _ in range(100):
+            first = consumer.poll(timeout_ms=200, max_records=5)
+            if first:
+                break
+        [paused] = first
+        other = TopicPartition(queue_name, 1 - paused.partition)
+
+        # When it is paused while the other partition is read to its end,
+        # and then resumed
+        consumer.pause(paused)
+        for _ in range(100):
+            if consumer.position(other) == 100:
+                break
+            assert paused not in consumer.poll(timeout_ms=200)
+        consumer.resume(paused)
+
+        # Then it is read to its end too
+        for _ in range(100):
+            if consumer.position(paused) == 100:
+                break
+            consumer.poll(timeout_ms=200)
+        assert consumer.position(paused) == 100, f"stuck at {consumer.position(paused)}"
+    finally:
+        consumer.close()

@@ -65,15 +65,20 @@ class OpsRig:
         assert self._worker is None
         self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
         self._worker.start()
-        consumers = len(self.broker.queues) * 2  # each queue and its .DQ
-        assert wait_until(lambda: self._group_settled(consumers), GROUP_SETTLE_TIMEOUT_S), \
-            f"the worker's {consumers} consumers did not settle in the group"
+        topics = self.broker.queues | self.broker.delay_queues
+        assert wait_until(lambda: self._group_settled(topics), GROUP_SETTLE_TIMEOUT_S), \
+            "the worker did not settle in the group with all its topics"
 
-    def _group_settled(self, consumers: int) -> bool:
+    def _group_settled(self, topics: set[str]) -> bool:
+        """The worker process is the group's one member, and owns partitions
+        of every topic it consumes."""
         group = self.broker.group_id
         described = self.broker.admin.describe_groups([group]).get(group) or {}
-        return (described.get("group_state") == "Stable"
-                and len(described.get("members", [])) == consumers)
+        members = described.get("members", [])
+        if described.get("group_state") != "Stable" or len(members) != 1:
+            return False
+        assigned = (members[0].get("member_assignment") or {}).get("assigned_partitions") or []
+        return {a["topic"] for a in assigned if a["partitions"]} == topics
 
     def stop_worker(self) -> None:
         if self._worker is not None:

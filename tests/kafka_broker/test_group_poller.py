@@ -1,0 +1,159 @@
+"""One group member per process: a worker's consumers share one poller, a
+full queue never holds the others back, and a consumer closed beside others
+hands its unfinished records to the next one."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+from broker_support import BrokerFactory, WorkerFactory, committed, stop_worker, wait_until
+from kafka import KafkaAdminClient
+from test_broker_commits import send_numbered, take
+
+from broker.consumer import KafkaMessageProxy
+from broker.poller import READ_AHEAD_RECORDS
+
+
+def test_a_worker_consuming_several_queues_is_one_group_member(
+    make_broker: BrokerFactory, queue_name: str, group_id: str, admin: KafkaAdminClient,
+    start_worker: WorkerFactory,
+) -> None:
+    # Given three queues of one broker, each with an actor
+    broker = make_broker()
+    queues = [f"{queue_name}-{n}" for n in range(3)]
+    ran: set[str] = set()
+    actors = []
+    for queue in queues:
+        def work(queue: str = queue) -> None:
+            ran.add(queue)
+        actors.append(dramatiq.actor(broker=broker, queue_name=queue,
+                                     actor_name=f"work_{queue[-1]}")(work))
+
+    # When each queue gets a message and a worker starts
+    for actor in actors:
+        actor.send()
+    earlier_threads = set(threading.enumerate())
+    worker = start_worker(broker)
+    wait_until(lambda: ran == set(queues), timeout_s=60, what="a message of every queue")
+
+    # Then the worker is a single member of the group, reading all six topics
+    # (the queues and their delay queues)
+    group = admin.describe_groups([group_id])[group_id]
+    assert len(group["members"]) == 1, group["members"]
+    topics = set(group["members"][0]["member_metadata"]["topics"])
+    assert topics == set(queues) | {f"{queue}.DQ" for queue in queues}
+
+    # And once the worker stops, that member has left the group (the last
+    # consumer to close closed it), and no poller thread is left behind
+    stop_worker(worker)
+    assert admin.describe_groups([group_id])[group_id]["members"] == []
+    assert not [t for t in set(threading.enumerate()) - earlier_threads
+                if t.name == "kafka-group-poller"]
+
+
+def test_a_full_queue_is_paused_and_another_queues_records_come_through(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a backlog several times a queue's read-ahead on a low queue
+    broker = make_broker()
+    low, high = f"{queue_name}-low", f"{queue_name}-high"
+    send_numbered(broker, low, 4 * READ_AHEAD_RECORDS)
+    broker.declare_queue(high)
+    # and consumers of both on one poller, the low one never asked for a message
+    low_consumer = broker.consume(low, prefetch=1, timeout=100)
+    high_consumer = broker.consume(high, prefetch=1, timeout=100)
+    try:
+        assert high_consumer._poller is low_consumer._poller
+        low_feed = low_consumer._feed
+        wait_until(lambda: len(low_feed.buffer) >= READ_AHEAD_RECORDS, timeout_s=60,
+                   what="the low queue's read-ahead to fill")
+
+        # When a message arrives on the high queue
+        send_numbered(broker, high, 1)
+
+        # Then the high consumer gets it, and the low queue's buffer stays
+        # bounded (its partitions were paused, not read to the end)
+        message = None
+        deadline = time.monotonic() + 30
+        while message is None and time.monotonic() < deadline:
+            message = next(high_consumer)
+        assert message is not None and message.args == (0,)
+        assert len(low_feed.buffer) < 2 * READ_AHEAD_RECORDS
+    finally:
+        low_consumer.close()
+        high_consumer.close()
+
+
+def test_a_consumer_closed_beside_others_hands_its_unfinished_records_to_the_next(
+    make_broker: BrokerFactory, queue_name: str, group_id: str, admin: KafkaAdminClient,
+) -> None:
+    # Given consumers of two queues on one poller, one holding three messages
+    # of which only the first finished
+    broker = make_broker()
+    first_queue, other_queue = f"{queue_name}-a", f"{queue_name}-b"
+    send_numbered(broker, first_queue, 3)
+    broker.declare_queue(other_queue)
+    old = broker.consume(first_queue, prefetch=10, timeout=100)
+    other = broker.consume(other_queue, prefetch=10, timeout=100)
+    try:
+        held = take(old, 3)
+        old.ack(held[0])
+
+        # When that consumer closes (as Dramatiq closes one after a connection
+        # error) while the other stays
+        old.close()
+
+        # Then what it finished is committed, and late acks count for nothing
+        assert committed(admin, group_id, first_queue) == {0: 1}
+        old.ack(held[1])
+
+        # And the next consumer of the queue, on the same poller, gets the
+        # unfinished records again
+        new = broker.consume(first_queue, prefetch=10, timeout=100)
+        try:
+            assert new._poller is other._poller
+            again = take(new, 2)
+            assert [m.kafka_record.offset for m in again] == [1, 2]
+            assert all(isinstance(m, KafkaMessageProxy) for m in again)
+            for message in again:
+                new.ack(message)
+            wait_until(lambda: committed(admin, group_id, first_queue) == {0: 3},
+                       timeout_s=30, what="the redelivered records' commit")
+        finally:
+            new.close()
+    finally:
+        other.close()
+
+
+def test_a_queue_paused_many_times_is_still_read_to_its_end(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a backlog many read-aheads long on three partitions, and an idle
+    # queue beside it on the same poller (as the delay queue always is: its
+    # fetches keep coming back, empty, while the busy queue is paused)
+    broker = make_broker(topic_partitions=3)
+    send_numbered(broker, queue_name, 8 * READ_AHEAD_RECORDS)
+    idle_queue = f"{queue_name}-idle"
+    broker.declare_queue(idle_queue)
+    consumer = broker.consume(queue_name, prefetch=8, timeout=100)
+    idle = broker.consume(idle_queue, prefetch=8, timeout=100)
+    try:
+        # When a consumer works through it (its feed fills, is paused and
+        # resumed again and again, often while a fetch's records are only
+        # partly handed out)
+        got: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(got) < 8 * READ_AHEAD_RECORDS and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                got.add(message.args[0])
+                time.sleep(0.002)  # (a worker's pace: the feed stays full)
+                consumer.ack(message)
+    finally:
+        consumer.close()
+        idle.close()
+
+    # Then every message arrives: no paused partition is left behind
+    assert len(got) == 8 * READ_AHEAD_RECORDS
