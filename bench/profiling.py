@@ -101,7 +101,8 @@ def profile(mode: str, phase: str | None, seconds: float, n: int, gil: bool = Fa
     except EnvUnavailable as e:
         raise SystemExit(f"can't profile: {e}") from None
     run_id = time.strftime("%d%H%M") + secrets.token_hex(2)
-    ctx = Context(FULL, "127.0.0.1:9092", run_id, CACHE / "logs", 230)
+    ctx = Context(FULL, os.environ.get("KAFKA_BROKER", "127.0.0.1:9092"), run_id,
+                  CACHE / "logs", 230)
     ctx.logdir.mkdir(parents=True, exist_ok=True)
     name = ctx.name(OURS, f"prof{mode}", 0)
     # Single sends wait on Kafka (idle time): a few suffice; the batch is what is profiled.
