@@ -33,10 +33,14 @@ RETRY_AFTER_S = 2
 OUTAGE_RETRY = {"KAFKA_RETRY_INITIAL": "50", "KAFKA_RETRY_RETRIES": "12"}
 
 #: The slow-provider drill: for SLOW_S the providers answer after
-#: SLOW_LATENCY_S, past the worker's push timeout.
+#: SLOW_LATENCY_S, past the worker's push timeout. The push client bounds a
+#: stall (no byte moving) by the push timeout in whole seconds (libcurl's
+#: LOW_SPEED_TIME) and a whole request by 3× it: an answer 3 s away is past
+#: both at a 1 s timeout (at 0.5 s and 1 s away, it came within the 1.5 s
+#: overall bound and nothing timed out).
 SLOW_S = 5.0
-SLOW_LATENCY_S = 1.0
-SLOW_PUSH_TIMEOUT_S = "0.5"
+SLOW_LATENCY_S = 3.0
+SLOW_PUSH_TIMEOUT_S = "1"
 
 #: SIGKILLs in the push-kill drill.
 PUSH_KILLS = 6
