@@ -86,3 +86,23 @@ def test_nobody_listening_is_a_failure_that_never_left(fake_apns: FakeAPNs) -> N
     with pytest.raises(CurlFailed) as caught:
         _post_once(fake_apns, f"https://127.0.0.1:{port}/3/device/{TOKEN}")
     assert not caught.value.timed_out and not caught.value.maybe_sent
+
+
+def test_proxy_variables_of_the_environment_are_not_followed(
+        fake_apns: FakeAPNs, monkeypatch: pytest.MonkeyPatch, unused_tcp_port: int) -> None:
+    # Given proxy variables naming a port nobody listens on (libcurl follows
+    # them by default; pushes go to the providers directly, as before)
+    nowhere = f"http://127.0.0.1:{unused_tcp_port}"
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, nowhere)
+
+    async def run() -> int:
+        driver = _driver(fake_apns)
+        try:
+            answer = await driver.post(f"{fake_apns.url}/3/device/{TOKEN}", {}, b"{}")
+            return answer.status_code
+        finally:
+            driver.close()
+
+    # When a push is posted, then the fake answers it (403: no provider token)
+    assert asyncio.run(run()) == 403

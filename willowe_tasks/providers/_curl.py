@@ -223,6 +223,9 @@ class CurlDriver:
             handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
             handle.setopt(pycurl.LOW_SPEED_TIME, self._stall_s)
         handle.setopt(pycurl.NOSIGNAL, 1)  # never SIGALRM in a threaded process
+        # libcurl follows *_proxy variables by default; pushes go to the
+        # providers directly (an empty PROXY turns the variables off).
+        handle.setopt(pycurl.PROXY, "")
         return handle
 
     def _watch(self, what: int, fd: int, multi: Any, data: Any) -> None:
