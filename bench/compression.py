@@ -33,6 +33,7 @@ from bench.systems import System
 from broker import KafkaBroker
 from broker.encryption import AesGcmCipher, KeyRing
 from broker.payload_codec import PayloadCodec
+from broker.record_headers import ACTOR_HEADER, MESSAGE_ID_HEADER
 from willowe_tasks import payload_dictionary
 
 __all__ = ["Compression", "VARIANTS", "log_bytes"]
@@ -155,8 +156,8 @@ def codec_costs(bodies: list[bytes], per_batch: int, reps: int = 5
     writing and reading a batch over no compression. Rates through Kafka on
     a shared machine vary by a third between runs; this is the codec's own
     cost, measured where nothing else moves."""
-    headers = [("dramatiq-message-id", b"c43c1f36-4cc1-4bf4-a1f2-f8d9f91ab63c"),
-               ("dramatiq-actor", b"send_match")]
+    headers = [(MESSAGE_ID_HEADER, b"c43c1f36-4cc1-4bf4-a1f2-f8d9f91ab63c"),
+               (ACTOR_HEADER, b"send_match")]
 
     def build(codec_id: int) -> list[bytes]:
         buffers = []

@@ -36,6 +36,7 @@ from broker.instrumentation import EventListener, RecordDeadLettered
 from broker.offsets import PartitionTracker
 from broker.payload_codec import UNDECODABLE, PayloadCodec, PayloadDecodeError
 from broker.poller import GroupPoller, PollerClosed, QueueFeed
+from broker.record_headers import ACTOR_HEADER
 from broker.trace_context import TRACEPARENT, header_value
 
 __all__ = ["KafkaMessageProxy"]
@@ -149,7 +150,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             reason = e.reason if isinstance(e, PayloadDecodeError) else UNDECODABLE
             self.logger.error("%s record at %s:%d offset %d; dead-lettering it.",
                               reason.capitalize(), record.topic, record.partition, record.offset)
-            self._dead_letter(record, actor=header_value(record.headers, "dramatiq-actor") or "",
+            self._dead_letter(record, actor=header_value(record.headers, ACTOR_HEADER) or "",
                               reason=reason, error_type=type(e).__name__,
                               error_message=str(e.__cause__ or e))
             tracker.finish(record.offset)

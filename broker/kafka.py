@@ -45,6 +45,7 @@ from broker.payload_codec import PayloadCodec
 from broker.per_process import PerProcess
 from broker.poller import GroupPoller
 from broker.poller_pool import PollerPool
+from broker.record_headers import ACTOR_HEADER, MESSAGE_ID_HEADER
 from broker.spool import SqliteSpool
 from broker.trace_context import TRACEPARENT
 from broker.writable import probe_writable
@@ -56,10 +57,6 @@ _kafka_python_fixes.install()
 
 #: Message option naming the Kafka partition key (default: none, load spreads).
 PARTITION_KEY_OPTION = "partition_key"
-
-#: Record headers every message carries, for people and tools (docs/wire-format.md).
-MESSAGE_ID_HEADER = "dramatiq-message-id"
-ACTOR_HEADER = "dramatiq-actor"
 
 #: How long one send() may take in all, in milliseconds: waiting for Kafka's
 #: metadata and for its acknowledgement. A web request that sends must not

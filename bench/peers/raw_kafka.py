@@ -27,12 +27,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from broker.kafka import (
-    ACTOR_HEADER,
-    BATCH_PRODUCER_DEFAULTS,
-    MESSAGE_ID_HEADER,
-    PRODUCER_DEFAULTS,
-)
+from broker.kafka import BATCH_PRODUCER_DEFAULTS, PRODUCER_DEFAULTS
+from broker.record_headers import ACTOR_HEADER, MESSAGE_ID_HEADER
 
 #: How often the consumer loop commits, as ours does.
 COMMIT_INTERVAL_S = 0.2
