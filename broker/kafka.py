@@ -407,7 +407,8 @@ class KafkaBroker(dramatiq.Broker):
             # Kafka just started, making the topic alone can take the 2 s.
             self.queue_admin.ensure_topics(queue_name)
             deadline = time.monotonic() + self.send_timeout_ms / 1000
-            future = self._send(queue_name, value, key=key, headers=headers)
+            future = self._produce(self._made(self._producer, queue_name), queue_name, value,
+                                   key, headers)
             self._wait(future, queue_name, timeout_s=max(0.0, deadline - time.monotonic()))
         except ConnectionFailed as e:
             self._note_failure(e, queue_name)
