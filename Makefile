@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_HOME := .cache/kafka
-LOCALKAFKA := $(BIN)/python -m broker.localkafka --home $(KAFKA_HOME)
 # The secured Kafka and the cluster keep their own homes and ports and share the jars.
 SECURE_KAFKA := $(BIN)/python -m broker.localkafka --secure --home .cache/kafka-secure --jars $(KAFKA_HOME)/libs
 CLUSTER_KAFKA = $(BIN)/python -m broker.localkafka --nodes $(NODES) --home .cache/kafka-cluster --jars $(KAFKA_HOME)/libs
@@ -18,6 +17,15 @@ NODE_ARG = $(if $(NODE),--node $(NODE))
 # Where the local Kafka listens; the app's own default (KAFKA_BROKER) is localhost:9092.
 KAFKA_BROKER ?= 127.0.0.1:9092
 export KAFKA_BROKER
+# `make kafka` (and so bench, topics, demo) starts the local Kafka on KAFKA_BROKER's
+# port when it names this machine, its controller on the next port, as the tests do;
+# otherwise on the defaults (9092, 9093).
+comma := ,
+KAFKA_FIRST := $(firstword $(subst $(comma), ,$(KAFKA_BROKER)))
+KAFKA_PORT := $(lastword $(subst :, ,$(KAFKA_FIRST)))
+KAFKA_IS_LOCAL := $(filter 127.0.0.1:$(KAFKA_PORT) localhost:$(KAFKA_PORT),$(KAFKA_FIRST))
+KAFKA_PORT_ARGS = $(if $(KAFKA_IS_LOCAL),--port $(KAFKA_PORT) --controller-port $(shell echo $$(($(KAFKA_PORT) + 1))))
+LOCALKAFKA = $(BIN)/python -m broker.localkafka --home $(KAFKA_HOME) $(KAFKA_PORT_ARGS)
 PYTEST_ARGS ?=
 # The local PostgreSQL for development; tests start their own on a free port.
 POSTGRES_HOME ?= .cache/postgres
@@ -61,7 +69,7 @@ $(KAFKA_HOME)/libs/.fetched: broker/localkafka/pom.xml | $(VENV)/.installed
 	$(LOCALKAFKA) fetch
 	@touch $@
 
-kafka: $(KAFKA_HOME)/libs/.fetched ## start the local Kafka on 127.0.0.1:9092 (no-op if it answers); NODES=3: a cluster on 9192-9194 (NODE=n: that node)
+kafka: $(KAFKA_HOME)/libs/.fetched ## start the local Kafka on KAFKA_BROKER's port, 127.0.0.1:9092 by default (no-op if it answers); NODES=3: a cluster on 9192-9194 (NODE=n: that node)
 	$(KAFKA_RUN) start $(NODE_ARG)
 
 kafka-stop: | $(VENV)/.installed ## stop the local Kafka cleanly (data is kept); NODES=3 [NODE=n] for the cluster

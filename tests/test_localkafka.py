@@ -95,3 +95,25 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
     cluster_id = localkafka._cluster_id()
     assert not cluster_id.startswith("-")
     assert len(cluster_id) == 22
+
+
+def make_kafka_command(kafka_broker: str) -> str:
+    """The command ``make kafka`` would run for this KAFKA_BROKER (make -n: nothing runs)."""
+    command = ["make", "--no-print-directory", "-n", "kafka", f"KAFKA_BROKER={kafka_broker}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    return next(line for line in done.stdout.splitlines()
+                if "broker.localkafka" in line and line.rstrip().endswith(" start"))
+
+
+@pytest.mark.parametrize(("kafka_broker", "ports"), [
+    ("127.0.0.1:19092", "--port 19092 --controller-port 19093"),
+    ("localhost:20592,localhost:20594", "--port 20592 --controller-port 20593"),
+])
+def test_make_kafka_listens_on_the_port_kafka_broker_names(kafka_broker: str, ports: str) -> None:
+    # It used to start on 9092 whatever KAFKA_BROKER said, so `make bench`
+    # against another port measured a Kafka it hadn't started (or none).
+    assert ports in make_kafka_command(kafka_broker)
+
+
+def test_make_kafka_keeps_its_default_ports_for_a_kafka_elsewhere() -> None:
+    assert "--port" not in make_kafka_command("kafka-1.example:9092")
