@@ -392,19 +392,17 @@ def _registration_arguments(actor: RegistrationActor, defs: dict[str, Any]) -> d
                  "pattern": f"[^{_python_whitespace_class()[1:-1]}]"}
         return {"type": "array", "description": f"{actor.actor_name}({', '.join(names)})",
                 "prefixItems": [token], "minItems": 1, "maxItems": 1}
-    printable = f"[^{_NOT_PRINTABLE_CLASS}]"
+    # Printable and without whitespace (Python's notion of both).
+    visible = f"[^{_python_whitespace_class()[1:-1]}{_NOT_PRINTABLE_CLASS}]"
     items = {
-        # Printable, spaces allowed, not blank. (Spaces first, then one
-        # character that is not: one way to match, so no backtracking.)
         "user_id": {"type": "string", "title": "User Id", "minLength": 1,
-                    "maxLength": USER_ID_MAX_CHARS,
-                    "pattern": f"^ *{printable}(?: |{printable})*$"},
+                    "maxLength": USER_ID_MAX_CHARS, "pattern": f"^{visible}+$"},
         "platform": {"type": "string", "title": "Platform",
                      "enum": [spec.platform for spec in providers()]},
         "token": {"type": "string", "title": "Token",
                   "description": "Rules by platform: see allOf."},
         "app_id": {"type": "string", "title": "App Id", "minLength": 1,
-                   "maxLength": APP_ID_MAX_CHARS, "pattern": f"^{printable}+$"},
+                   "maxLength": APP_ID_MAX_CHARS, "pattern": f"^{visible}+$"},
     }
     by_platform = []
     for spec in providers():

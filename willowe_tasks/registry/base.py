@@ -118,7 +118,9 @@ def validate_device(user_id: str, platform: str, token: str, app_id: str) -> Dev
     """Check registration arguments and return the canonical :class:`Device`
     (its token spelled as its provider wants: iOS tokens lower-cased, say).
     Error messages never contain the token itself."""
-    _check_text("user_id", user_id, USER_ID_MAX_CHARS, allow_spaces=True)
+    # No whitespace, as in the notifications' user ids (payloads.UserId): a
+    # phone registered under "user 1" could never be sent a notification.
+    _check_text("user_id", user_id, USER_ID_MAX_CHARS, allow_spaces=False)
     try:
         spec = provider_for(platform) if isinstance(platform, str) else None
     except ValueError:

@@ -63,7 +63,7 @@ function checkRegistration(actorName, args) {
 
 /** registry.base.validate_device, and the key registration._check_register adds. */
 function checkRegister([userId, platform, token, appId]) {
-  checkText('user_id', userId, RULES.user_id_max_chars, { allowSpaces: true });
+  checkText('user_id', userId, RULES.user_id_max_chars, { allowSpaces: false });
   const spec = typeof platform === 'string' ? PLATFORMS.find((p) => p.platform === platform) : undefined;
   if (spec === undefined) {
     throw new Refused('platform', `must be one of ${PLATFORMS.map((p) => p.platform).join(', ')}`);
