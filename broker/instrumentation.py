@@ -110,6 +110,21 @@ class MessageEvents(dramatiq.Middleware):
 
     def __init__(self, listener: EventListener) -> None:
         self.listener = listener
+        #: Canonical queue name by the name a message carries (a handful of queues).
+        self._canonical: dict[str, str] = {}
+
+    def _finished(self, message: dramatiq.Message | dramatiq.MessageProxy, outcome: str | None,
+                  duration_s: float | None) -> MessageFinished:
+        # A MessageProxy hands out its message's fields through __getattr__,
+        # which Python reaches only after a failed lookup has raised an
+        # AttributeError: 1.1 µs a field here, against 0.04 µs for the message
+        # itself, and two fields were most of what this middleware cost a message.
+        fields = getattr(message, "_message", message)
+        queue = fields.queue_name
+        canonical = self._canonical.get(queue)
+        if canonical is None:
+            canonical = self._canonical[queue] = q_name(queue)
+        return MessageFinished(canonical, fields.actor_name, outcome, duration_s)
 
     def before_process_message(self, broker: dramatiq.Broker,
                                message: dramatiq.MessageProxy) -> None:
@@ -124,15 +139,13 @@ class MessageEvents(dramatiq.Middleware):
         duration = None if started is None else time.perf_counter() - started
         outcome = None if exception is not None else (_current.outcome or PROCESSED)
         _current.started = _current.outcome = None
-        self.listener(MessageFinished(q_name(message.queue_name), message.actor_name,
-                                      outcome, duration))
+        self.listener(self._finished(message, outcome, duration))
 
     def after_skip_message(self, broker: dramatiq.Broker,
                            message: dramatiq.MessageProxy) -> None:
         _current.started = _current.outcome = None
         if not message.failed:
-            self.listener(MessageFinished(q_name(message.queue_name), message.actor_name,
-                                          SKIPPED, None))
+            self.listener(self._finished(message, SKIPPED, None))
 
     def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message,
                       delay: int | None) -> None:
@@ -140,5 +153,4 @@ class MessageEvents(dramatiq.Middleware):
         # due retry back from the delay queue enqueues it without one, and is
         # not a second retry.
         if delay is not None and "retries" in message.options:
-            self.listener(MessageFinished(q_name(message.queue_name), message.actor_name,
-                                          RETRIED, None))
+            self.listener(self._finished(message, RETRIED, None))

@@ -26,7 +26,9 @@ into a dictionary of its own, and :meth:`Metrics.flush` (every
 values. In multiprocess mode each of those writes takes a process-wide lock
 and touches a memory-mapped file (2-4 µs a message, a histogram being
 two writes), which cost a GIL-bound drain 15 % of its rate; batched, a
-second's worth of messages makes one write per series.
+second's worth of messages makes one write per series. A finished message,
+the one event every message makes, is one dictionary lookup: its counter
+and its actor's run time share a row (see :class:`_ThreadTally`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,26 @@ class _Children:
 #: bucket index) for a histogram's bucket, (series, label values, SUM) for its sum.
 _SUM = -1
 
+#: A finished-message row: messages counted, seconds run, then one count per
+#: processing bucket (+Inf's last).
+_COUNT, _SECONDS, _FIRST_BUCKET = 0, 1, 2
+
+
+class _ThreadTally:
+    """What one thread counted since it started; only that thread writes here.
+
+    ``messages`` keys a row (see ``_COUNT``) by (queue, actor, outcome), so a
+    finished message costs one lookup instead of a counter's and two of the
+    histogram's keys (1.1 µs a message instead of 2.2); :meth:`Metrics.flush`
+    splits rows into the two series.
+    """
+
+    __slots__ = ("counts", "messages")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Any, ...], float] = {}
+        self.messages: dict[tuple[str, str, str | None], list[float]] = {}
+
 
 class Metrics:
     """The metrics, in ``registry`` (prometheus-client's default one if None).
@@ -110,7 +132,7 @@ class Metrics:
         self._local = threading.local()
         self._lock = threading.Lock()  # flushes, and threads' first tallies
         #: Every thread's tally: only its own thread writes to it.
-        self._tallies: list[dict[tuple[Any, ...], float]] = []
+        self._tallies: list[_ThreadTally] = []
         #: What each key's tallies added up to at the last flush.
         self._flushed: dict[tuple[Any, ...], float] = {}
         self._stop = threading.Event()
@@ -189,12 +211,17 @@ class Metrics:
         return unsubscribe
 
     def on_message_finished(self, event: MessageFinished) -> None:
-        tally = self._tally()
+        rows = self._tally().messages
+        key = (event.queue, event.actor, event.outcome)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [0.0] * (_FIRST_BUCKET + len(PROCESSING_BUCKETS_S) + 1)
         if event.outcome is not None:
-            key = (self.messages, (event.queue, event.actor, event.outcome))
-            tally[key] = tally.get(key, 0) + 1
-        if event.duration_s is not None:
-            self._observe(tally, self.processing, (event.actor,), event.duration_s)
+            row[_COUNT] += 1
+        duration = event.duration_s
+        if duration is not None:
+            row[_SECONDS] += duration
+            row[_FIRST_BUCKET + bisect.bisect_left(PROCESSING_BUCKETS_S, duration)] += 1
 
     def on_dead_lettered(self, event: RecordDeadLettered) -> None:
         self._add(self.messages, (event.queue, event.actor, DEAD_LETTERED))
@@ -204,7 +231,7 @@ class Metrics:
         self._add(self.sends, ("ok" if event.ok else "failed",))
 
     def on_push(self, event: PushFinished) -> None:
-        tally = self._tally()
+        tally = self._tally().counts
         self._add(self.pushes, (event.provider, event.outcome, event.reason))
         self._observe(tally, self.round_trip, (event.provider,), event.round_trip_s)
         if event.outcome == ACCEPTED:
@@ -225,16 +252,16 @@ class Metrics:
 
     # -- tallies -------------------------------------------------------------
 
-    def _tally(self) -> dict[tuple[Any, ...], float]:
-        tally: dict[tuple[Any, ...], float] | None = getattr(self._local, "tally", None)
+    def _tally(self) -> _ThreadTally:
+        tally: _ThreadTally | None = getattr(self._local, "tally", None)
         if tally is None:
-            tally = self._local.tally = {}
+            tally = self._local.tally = _ThreadTally()
             with self._lock:
                 self._tallies.append(tally)
         return tally
 
     def _add(self, metric: _Children, values: tuple[str, ...]) -> None:
-        tally = self._tally()
+        tally = self._tally().counts
         key = (metric, values)
         tally[key] = tally.get(key, 0) + 1
 
@@ -254,13 +281,32 @@ class Metrics:
             sums: dict[tuple[Any, ...], float] = {}
             for tally in self._tallies:
                 # (A dict copy happens under the GIL: no update is half seen.)
-                for key, value in tally.copy().items():
+                for key, value in tally.counts.copy().items():
                     sums[key] = sums.get(key, 0) + value
+                self._sum_message_rows(tally, sums)
             for key, value in sums.items():
                 grown = value - self._flushed.get(key, 0)
                 if grown:
                     self._write(key, grown)
                     self._flushed[key] = value
+
+    def _sum_message_rows(self, tally: _ThreadTally,
+                          sums: dict[tuple[Any, ...], float]) -> None:
+        """Add a thread's finished-message rows to ``sums`` under the keys
+        of ``willowe_messages_total`` and ``willowe_processing_seconds``."""
+        for (queue, actor, outcome), live_row in tally.messages.copy().items():
+            # A row may be mid-update (count before seconds): what this flush
+            # misses, the next one adds, as all tallies only grow.
+            row = live_row[:]
+            if outcome is not None:
+                key: tuple[Any, ...] = (self.messages, (queue, actor, outcome))
+                sums[key] = sums.get(key, 0) + row[_COUNT]
+            key = (self.processing, (actor,), _SUM)
+            sums[key] = sums.get(key, 0) + row[_SECONDS]
+            for bucket, count in enumerate(row[_FIRST_BUCKET:]):
+                if count:
+                    key = (self.processing, (actor,), bucket)
+                    sums[key] = sums.get(key, 0) + count
 
     @staticmethod
     def _write(key: tuple[Any, ...], grown: float) -> None:
