@@ -31,7 +31,12 @@ class OursWithMetrics(Ours):
         directory = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
         atexit.register(shutil.rmtree, directory, True)
         use_multiprocess_directory(directory)
-        Metrics(CollectorRegistry()).subscribe(bus)
+        metrics = Metrics(CollectorRegistry())
+        metrics.subscribe(bus)
+        # Written out every second, as a worker process does: what the files
+        # cost is part of what metrics cost.
+        metrics.flush_every()
+        atexit.register(metrics.stop)
         return broker
 
 
