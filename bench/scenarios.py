@@ -307,6 +307,8 @@ class Push(Scenario):
         out = super().summarize(ctx, system, reps, sizes)
         out.notes.append(f"ceiling = {reps[0]['formula']}; one device per notification, "
                          "half iOS (HTTP/2), half Android (FCM v1)")
+        out.sizes["fakes"] = reps[0]["fakes"]
+        out.notes.append(f"fake APNs and FCM: {reps[0]['fakes']}; their CPU is reported apart")
         for key in ("lost", "duplicated", "unexpected", "refused"):
             bad = [r[key] for r in reps if r[key]]
             if bad:
