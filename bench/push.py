@@ -21,8 +21,10 @@ environment, which differs per repetition.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -162,9 +164,23 @@ def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
         "unexpected": sum(c for p, c in pairs.items() if p not in expected),
         "refused": len(received) - len(ok),
         "ios": sum(1 for r in ios if r.ok),
+        "in_flight": median_in_flight(times, latency_s),
+        "connections": (len({r.connection for r in ios if r.ok})
+                        + len({r.connection for r in android if r.ok})),
         "finished": finished,
         "formula": f"{formula} ÷ {latency_s * 1000:g} ms",
     }
+
+
+def median_in_flight(arrivals: list[float], latency_s: float) -> float:
+    """Median pushes the fakes were holding when one arrived: those that
+    arrived less than ``latency_s`` before it (each is held that long), so
+    what the worker had in flight. ``arrivals`` sorted."""
+    if not arrivals:
+        return 0.0
+    held = [i - bisect.bisect_right(arrivals, t - latency_s, hi=i) + 1
+            for i, t in enumerate(arrivals)]
+    return float(statistics.median(held))
 
 
 def _cpu_figures(run: WorkerRun) -> dict[str, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,10 +177,15 @@ def test_a_tiny_push_run_pushes_every_notification_exactly_once(kafka_bootstrap:
     # Two threads, one push each in flight: the ceiling is 2 ÷ latency.
     assert row["ceiling"] == pytest.approx(2 / push.LATENCY_S)
     assert row["rate_from_start"] > 0 and row["ratio"] == row["rate"] / row["ceiling"] > 0
+    # No more in flight than the threads, over a connection to each provider at least.
+    assert 1 <= row["in_flight"] <= 2 and row["connections"] >= 2
+    # The run says which fakes answered: the Go ones wherever go is installed.
+    assert row["fakes"].startswith("go" if shutil.which("go") else "python")
 
     outcome = scenario.summarize(ctx, OURS, [row], size)
-    assert {"rate", "rate_from_start", "ceiling", "ratio", "lost", "duplicated"} <= set(
-        outcome.figures)
+    assert {"rate", "rate_from_start", "ceiling", "ratio", "lost", "duplicated", "in_flight",
+            "connections"} <= set(outcome.figures)
+    assert outcome.sizes["fakes"] == row["fakes"]
     evaluated = goals.evaluate({"push": {"ours": outcome}})
     [goal] = [g for g in evaluated if g["goal"].startswith("push ≥")]
     assert goal["status"] in ("pass", "MISS") and goal["ratio"] == pytest.approx(row["ratio"])
@@ -187,3 +193,12 @@ def test_a_tiny_push_run_pushes_every_notification_exactly_once(kafka_bootstrap:
     [cpu] = [g for g in evaluated if g["goal"].startswith("push: worker CPU")]
     assert cpu["ours"] == row["worker_cpu_ms_per_push"] >= 0 <= row["fakes_cpu_ms_per_push"]
     assert "| ours (KafkaBroker) |" in report.table({"push": {"ours": outcome}}, evaluated, 1)
+
+
+def test_pushes_in_flight_are_those_that_arrived_within_one_latency() -> None:
+    # Given a push every 10 ms held 50 ms each: five in flight once under way
+    arrivals = [i * 0.01 for i in range(100)]
+    assert push.median_in_flight(arrivals, 0.05) == pytest.approx(5, abs=1)
+    # and a burst of 8 at once, each of the 8 sees those before it and itself
+    assert push.median_in_flight([1.0] * 8, 0.05) == 4.5
+    assert push.median_in_flight([], 0.05) == 0

@@ -68,6 +68,8 @@ class Received:
     provider: str
     status: int
     received_at: float
+    #: The client's end of the connection it came on (``host:port``).
+    connection: str
     token: str
     notification_id: str
 
@@ -122,8 +124,9 @@ class _Tail:
         self.offset += len(chunk)
         *lines, self.partial = (self.partial + chunk).split(b"\n")
         for line in lines:
-            provider, status, at, notification_id, token = line.decode().split("\t")
-            self.records.append(Received(provider, int(status), float(at), token,
+            provider, status, at, connection, notification_id, token = (
+                line.decode().split("\t"))
+            self.records.append(Received(provider, int(status), float(at), connection, token,
                                          notification_id))
         return self.records
 
@@ -162,12 +165,15 @@ class FastFakes:
 
     :attr:`apns` and :attr:`fcm` hold what ``fake_provider_env`` reads;
     :meth:`received` what arrived; :meth:`cpu_s` the program's CPU seconds.
-    ``log`` gets the program's output (it logs nothing per push).
+    ``log`` gets the program's output (it logs nothing per push); with
+    ``cpu_profile`` the program writes a Go CPU profile there when stopped
+    (``go tool pprof``).
     """
 
-    def __init__(self, *, latency_s: float, log: Path) -> None:
+    def __init__(self, *, latency_s: float, log: Path, cpu_profile: Path | None = None) -> None:
         self.latency_s = latency_s
         self._log = log
+        self._cpu_profile = cpu_profile
         self._directory = Path(tempfile.mkdtemp(prefix="willowe-fastfake-"))
         self._tail = _Tail(self._directory / "received.tsv")
         self._process: subprocess.Popen[bytes] | None = None
@@ -217,7 +223,8 @@ class FastFakes:
             "-key-id", APNsEndpoint.key_id, "-bundle-id", APNsEndpoint.bundle_id,
             "-sa-key", str(sa_key), "-client-email", account.client_email,
             "-project-id", FCMEndpoint.project_id, "-latency", f"{self.latency_s}s",
-            "-record", str(self._tail.path), "-ready", str(ready)], self._log)
+            "-record", str(self._tail.path), "-ready", str(ready),
+            *(["-cpuprofile", str(self._cpu_profile)] if self._cpu_profile else [])], self._log)
         ports = self._wait_ready(ready)
         self.apns = APNsEndpoint(f"https://127.0.0.1:{ports['apns']}", tls.ca_file,
                                  str(apns_key))

@@ -108,7 +108,7 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 	}
 	notificationID, _ := payload["notification_id"].(string)
-	s.recorder.record("apns", status, arrived, notificationID, token)
+	s.recorder.record("apns", status, arrived, r.RemoteAddr, notificationID, token)
 }
 
 func (s *apnsServer) check(r *http.Request, body []byte, limit int) (string, map[string]any, *apnsRejection) {

@@ -83,7 +83,7 @@ func (s *fcmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	answer, token, notificationID := s.send(r, body)
 	writeJSON(w, answer.status, answer.body)
-	s.recorder.record("fcm", answer.status, arrived, notificationID, token)
+	s.recorder.record("fcm", answer.status, arrived, r.RemoteAddr, notificationID, token)
 }
 
 // androidConfig and fcmMessage hold the parts of a message the fake judges.

@@ -31,17 +31,21 @@ func newRecorder(path string) (*recorder, error) {
 
 func (r *recorder) flushEvery(interval time.Duration) {
 	for range time.Tick(interval) {
-		r.mu.Lock()
-		r.out.Flush()
-		r.mu.Unlock()
+		r.flush()
 	}
+}
+
+func (r *recorder) flush() {
+	r.mu.Lock()
+	r.out.Flush()
+	r.mu.Unlock()
 }
 
 // record notes one answered push; tabs and newlines in the client's strings
 // would break the line format, so they are replaced.
-func (r *recorder) record(provider string, status int, arrived time.Time, notificationID, token string) {
-	line := fmt.Sprintf("%s\t%d\t%.6f\t%s\t%s\n", provider, status,
-		float64(arrived.UnixNano())/1e9, clean(notificationID), clean(token))
+func (r *recorder) record(provider string, status int, arrived time.Time, connection, notificationID, token string) {
+	line := fmt.Sprintf("%s\t%d\t%.6f\t%s\t%s\t%s\n", provider, status,
+		float64(arrived.UnixNano())/1e9, connection, clean(notificationID), clean(token))
 	r.mu.Lock()
 	r.out.WriteString(line)
 	r.mu.Unlock()
