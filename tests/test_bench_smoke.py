@@ -20,7 +20,7 @@ import pytest
 # package: make it importable from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import cleanup, goals, push, report  # noqa: E402
+from bench import cleanup, goals, push, push_fakes, report  # noqa: E402
 from bench.config import QUICK  # noqa: E402
 from bench.proc_cpu import session_cpu_s  # noqa: E402
 from bench.profiling import summarize  # noqa: E402
@@ -202,3 +202,13 @@ def test_pushes_in_flight_are_those_that_arrived_within_one_latency() -> None:
     # and a burst of 8 at once, each of the 8 sees those before it and itself
     assert push.median_in_flight([1.0] * 8, 0.05) == 4.5
     assert push.median_in_flight([], 0.05) == 0
+
+
+def test_without_go_the_push_bench_falls_back_to_the_python_fakes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Given a machine without go
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    # When the push bench starts its fakes, then they are the in-process Python ones
+    with push_fakes.provider_fakes(latency_s=0.0, log=tmp_path / "fakes.log") as fakes:
+        assert fakes.kind.startswith("python") and "go is not on PATH" in fakes.kind
+        assert fakes.apns.url.startswith("https://127.0.0.1:") and fakes.count() == 0

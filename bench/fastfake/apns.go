@@ -111,6 +111,14 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.recorder.record("apns", status, arrived, r.RemoteAddr, notificationID, token)
 }
 
+// forget drops what a closed connection's provider token was: a new
+// connection from the same client port starts afresh, as with Apple.
+func (s *apnsServer) forget(client string) {
+	s.mu.Lock()
+	delete(s.verified, client)
+	s.mu.Unlock()
+}
+
 func (s *apnsServer) check(r *http.Request, body []byte, limit int) (string, map[string]any, *apnsRejection) {
 	if r.ProtoMajor != 2 {
 		return "", nil, &apnsRejection{505, "HTTPVersionNotSupported"}
@@ -225,7 +233,8 @@ func (s *apnsServer) checkHeaders(r *http.Request) *apnsRejection {
 
 // checkPayload: non-empty, within the size limit, a JSON object with an "aps"
 // object. (The Python fake also checks the types of the aps keys; the
-// worker's payloads are checked there by the delivery tests.)
+// delivery tests hold the worker's payloads to that, so the bench needs only
+// this much.)
 func checkPayload(body []byte, limit int) (map[string]any, *apnsRejection) {
 	if len(body) == 0 {
 		return nil, &apnsRejection{400, "PayloadEmpty"}

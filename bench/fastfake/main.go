@@ -127,12 +127,15 @@ func run(opts options) error {
 	}
 	errs := make(chan error, 2)
 	// APNs speaks HTTP/2 only; FCM (and Google's token endpoint) HTTP/1.1 too.
-	go func() { errs <- serve(apnsListener, apns, opts, false) }()
-	go func() { errs <- serve(fcmListener, fcm, opts, true) }()
+	go func() { errs <- serve(apnsListener, apns, opts, false, apns.forget) }()
+	go func() { errs <- serve(fcmListener, fcm, opts, true, nil) }()
 	return <-errs
 }
 
-func serve(listener net.Listener, handler http.Handler, opts options, http1 bool) error {
+// serve answers on listener; onClose (if any) is told the client's address of
+// every connection that closed.
+func serve(listener net.Listener, handler http.Handler, opts options, http1 bool,
+	onClose func(client string)) error {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP2(true)
 	protocols.SetHTTP1(http1)
@@ -142,6 +145,13 @@ func serve(listener net.Listener, handler http.Handler, opts options, http1 bool
 		Protocols:   protocols,
 		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: maxConcurrentStreams},
 		ErrorLog:    log.New(os.Stderr, "", log.LstdFlags),
+	}
+	if onClose != nil {
+		server.ConnState = func(conn net.Conn, state http.ConnState) {
+			if state == http.StateClosed || state == http.StateHijacked {
+				onClose(conn.RemoteAddr().String())
+			}
+		}
 	}
 	return server.ServeTLS(listener, opts.certFile, opts.keyFile)
 }
