@@ -21,8 +21,10 @@ environment, which differs per repetition.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 
 from bench.envs import ROOT
 from bench.proc_cpu import session_cpu_s
+from bench.push_fakes import arrived, provider_fakes
 from bench.runner import start, terminate_all
 
 #: Seconds each fake waits before answering a push: a distant provider.
@@ -102,17 +105,19 @@ def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
     """One repetition; returns its figures (see module docstring).
     ``on_worker_start`` is given the worker's pid (a profiler attaches)."""
     from willowe_tasks.registry import SQLiteDeviceRegistry
-    from willowe_tasks.testing import FakeAPNs, FakeFCM, fake_provider_env
+    from willowe_tasks.testing import fake_provider_env
 
     workdir.mkdir(parents=True, exist_ok=True)
     people = users(group, n)
-    with FakeAPNs(latency_s=latency_s) as apns, FakeFCM(latency_s=latency_s) as fcm:
+    with provider_fakes(latency_s=latency_s, log=workdir / "fakes.log") as fakes:
+        # The Go fakes' endpoints carry the same attributes as FakeAPNs/FakeFCM.
         env = {**os.environ, "KAFKA_BROKER": bootstrap, "KAFKA_GROUP_ID": group,
-               "PYTHONUNBUFFERED": "1", **fake_provider_env(apns, fcm, workdir)}
+               "PYTHONUNBUFFERED": "1",
+               **fake_provider_env(fakes.apns, fakes.fcm, workdir)}
         with SQLiteDeviceRegistry(env["DEVICE_REGISTRY_PATH"]) as registry:
             for user in people:
                 registry.register(user.user_id, user.platform, user.token,
-                                  apns.bundle_id if user.platform == "ios"
+                                  fakes.apns.bundle_id if user.platform == "ios"
                                   else "com.willowe.android")
         topics = _consumed_topics()
         queued_from = _start_group_at_end(bootstrap, group, topics)
@@ -121,30 +126,19 @@ def run_once(*, bootstrap: str, group: str, n: int, threads: int, workdir: Path,
         expected = {(nid, user.token) for nid, user in zip(ids, people, strict=True)}
         try:
             run = _run_worker(env, threads, workdir / "worker.log", n,
-                              lambda: _arrived(apns, fcm, n), on_worker_start)
+                              lambda: arrived(fakes, n), fakes.cpu_s, on_worker_start)
         finally:
             flushed = _flushed_by_others(bootstrap, queued_from)
             _discard_until(bootstrap, queued_to)
-        if flushed and not (apns.delivered or fcm.delivered):
+        ios, android = fakes.split()
+        if flushed and not any(r.ok for r in ios + android):
             raise PushFailed("another process flushed the application's topics (make test? "
                              "make demo?) and took this run's messages along")
-        row = _figures(apns.received, fcm.received, expected, run.started, run.finished,
-                       threads, latency_s)
+        row = _figures(ios, android, expected, run.started, run.finished, threads, latency_s)
         row.update(_cpu_figures(run))
         row["flushed_by_others"] = flushed
+        row["fakes"] = fakes.kind
         return row
-
-
-def _arrived(apns: Any, fcm: Any, n: int) -> int:
-    """Pushes that reached the fakes; ``n`` once all of them were accepted."""
-    # Counting what arrived is a list copy; sorting out what was accepted
-    # walks every record, so it waits until enough have arrived. (The fakes
-    # share this process's interpreter: polling must stay cheap.)
-    arrived = len(apns.received) + len(fcm.received)
-    if arrived >= n and len(apns.delivered) + len(fcm.delivered) < n:
-        return n - 1  # some were refused; their retries are still to come
-    return arrived
-
 
 def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
              started: float, finished: bool, threads: int, latency_s: float) -> dict[str, Any]:
@@ -170,9 +164,23 @@ def _figures(ios: list[Any], android: list[Any], expected: set[tuple[str, str]],
         "unexpected": sum(c for p, c in pairs.items() if p not in expected),
         "refused": len(received) - len(ok),
         "ios": sum(1 for r in ios if r.ok),
+        "in_flight": median_in_flight(times, latency_s),
+        "connections": (len({r.connection for r in ios if r.ok})
+                        + len({r.connection for r in android if r.ok})),
         "finished": finished,
         "formula": f"{formula} ÷ {latency_s * 1000:g} ms",
     }
+
+
+def median_in_flight(arrivals: list[float], latency_s: float) -> float:
+    """Median pushes the fakes were holding when one arrived: those that
+    arrived less than ``latency_s`` before it (each is held that long), so
+    what the worker had in flight. ``arrivals`` sorted."""
+    if not arrivals:
+        return 0.0
+    held = [i - bisect.bisect_right(arrivals, t - latency_s, hi=i) + 1
+            for i, t in enumerate(arrivals)]
+    return float(statistics.median(held))
 
 
 def _cpu_figures(run: WorkerRun) -> dict[str, float]:
@@ -273,7 +281,7 @@ def _send(env: dict[str, str], prefix: str, n: int) -> list[str]:
 class WorkerRun:
     """What :func:`_run_worker` saw: when the worker started, whether every
     push arrived, and the CPU spent between the first push seen and the last
-    (the worker's process tree, and this process: the fakes and the polling)."""
+    (the worker's process tree, and the fakes': see :mod:`bench.push_fakes`)."""
 
     started: float
     finished: bool
@@ -283,6 +291,7 @@ class WorkerRun:
 
 
 def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: Any,
+                fakes_cpu_s: Callable[[], float],
                 on_start: Callable[[int], None] | None = None) -> WorkerRun:
     """Run one worker process until ``progress()`` reaches ``n`` (then
     :data:`SETTLE_S` more), or stalls, measuring its CPU per push."""
@@ -303,14 +312,14 @@ def _run_worker(env: dict[str, str], threads: int, log: Path, n: int, progress: 
                 if first is None:
                     # From the first push on: start-up (imports, group join) is
                     # another scenario's figure.
-                    first = (count, session_cpu_s(worker.pid), time.process_time())
+                    first = (count, session_cpu_s(worker.pid), fakes_cpu_s())
             elif time.monotonic() >= deadline:
                 return run
             time.sleep(POLL_S)
         if first is not None:
             run.pushes_measured = n - first[0]
             run.worker_cpu_s = session_cpu_s(worker.pid) - first[1]
-            run.fakes_cpu_s = time.process_time() - first[2]
+            run.fakes_cpu_s = fakes_cpu_s() - first[2]
         time.sleep(SETTLE_S)  # a duplicate would come right behind
         run.finished = True
         return run

@@ -278,7 +278,8 @@ class Push(Scenario):
     name = "push"
     units = {"rate": "push/s", "rate_from_start": "push/s", "ceiling": "push/s",
              "ratio": "×", "lost": "pairs", "duplicated": "pairs",
-             "worker_cpu_ms_per_push": "ms", "fakes_cpu_ms_per_push": "ms"}
+             "worker_cpu_ms_per_push": "ms", "fakes_cpu_ms_per_push": "ms",
+             "in_flight": "pushes", "connections": "connections"}
     #: The fakes' answer delay, seconds.
     latency_s = push.LATENCY_S
 
@@ -299,7 +300,8 @@ class Push(Scenario):
                 f"{r['rate_from_start']:.0f}/s from worker start; {r['pushes']}/{r['expected']}"
                 f" pushed, {r['lost']} lost, {r['duplicated']} duplicated; CPU per push:"
                 f" worker {r['worker_cpu_ms_per_push']:.2f} ms, fakes"
-                f" {r['fakes_cpu_ms_per_push']:.2f} ms")
+                f" {r['fakes_cpu_ms_per_push']:.2f} ms; median {r['in_flight']:.0f} in flight"
+                f" on {r['connections']} connections")
         return r, line
 
     def summarize(self, ctx: Context, system: System, reps: list[dict[str, Any]],
@@ -307,6 +309,8 @@ class Push(Scenario):
         out = super().summarize(ctx, system, reps, sizes)
         out.notes.append(f"ceiling = {reps[0]['formula']}; one device per notification, "
                          "half iOS (HTTP/2), half Android (FCM v1)")
+        out.sizes["fakes"] = reps[0]["fakes"]
+        out.notes.append(f"fake APNs and FCM: {reps[0]['fakes']}; their CPU is reported apart")
         for key in ("lost", "duplicated", "unexpected", "refused"):
             bad = [r[key] for r in reps if r[key]]
             if bad:

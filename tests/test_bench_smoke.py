@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 # package: make it importable from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import cleanup, goals, push, report  # noqa: E402
+from bench import cleanup, goals, push, push_fakes, report  # noqa: E402
 from bench.config import QUICK  # noqa: E402
 from bench.proc_cpu import session_cpu_s  # noqa: E402
 from bench.profiling import summarize  # noqa: E402
@@ -176,10 +177,15 @@ def test_a_tiny_push_run_pushes_every_notification_exactly_once(kafka_bootstrap:
     # Two threads, one push each in flight: the ceiling is 2 ÷ latency.
     assert row["ceiling"] == pytest.approx(2 / push.LATENCY_S)
     assert row["rate_from_start"] > 0 and row["ratio"] == row["rate"] / row["ceiling"] > 0
+    # No more in flight than the threads, over a connection to each provider at least.
+    assert 1 <= row["in_flight"] <= 2 and row["connections"] >= 2
+    # The run says which fakes answered: the Go ones wherever go is installed.
+    assert row["fakes"].startswith("go" if shutil.which("go") else "python")
 
     outcome = scenario.summarize(ctx, OURS, [row], size)
-    assert {"rate", "rate_from_start", "ceiling", "ratio", "lost", "duplicated"} <= set(
-        outcome.figures)
+    assert {"rate", "rate_from_start", "ceiling", "ratio", "lost", "duplicated", "in_flight",
+            "connections"} <= set(outcome.figures)
+    assert outcome.sizes["fakes"] == row["fakes"]
     evaluated = goals.evaluate({"push": {"ours": outcome}})
     [goal] = [g for g in evaluated if g["goal"].startswith("push ≥")]
     assert goal["status"] in ("pass", "MISS") and goal["ratio"] == pytest.approx(row["ratio"])
@@ -187,3 +193,22 @@ def test_a_tiny_push_run_pushes_every_notification_exactly_once(kafka_bootstrap:
     [cpu] = [g for g in evaluated if g["goal"].startswith("push: worker CPU")]
     assert cpu["ours"] == row["worker_cpu_ms_per_push"] >= 0 <= row["fakes_cpu_ms_per_push"]
     assert "| ours (KafkaBroker) |" in report.table({"push": {"ours": outcome}}, evaluated, 1)
+
+
+def test_pushes_in_flight_are_those_that_arrived_within_one_latency() -> None:
+    # Given a push every 10 ms held 50 ms each: five in flight once under way
+    arrivals = [i * 0.01 for i in range(100)]
+    assert push.median_in_flight(arrivals, 0.05) == pytest.approx(5, abs=1)
+    # and a burst of 8 at once, each of the 8 sees those before it and itself
+    assert push.median_in_flight([1.0] * 8, 0.05) == 4.5
+    assert push.median_in_flight([], 0.05) == 0
+
+
+def test_without_go_the_push_bench_falls_back_to_the_python_fakes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Given a machine without go
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    # When the push bench starts its fakes, then they are the in-process Python ones
+    with push_fakes.provider_fakes(latency_s=0.0, log=tmp_path / "fakes.log") as fakes:
+        assert fakes.kind.startswith("python") and "go is not on PATH" in fakes.kind
+        assert fakes.apns.url.startswith("https://127.0.0.1:") and fakes.count() == 0

@@ -1,0 +1,3 @@
+module willowe/bench/fastfake
+
+go 1.24
