@@ -92,14 +92,27 @@ class ThreadLocalSQLite:
                     conn.execute("ROLLBACK")
 
     @contextmanager
-    def writing(self) -> Iterator[sqlite3.Connection]:
+    def writing(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """This thread's connection, while no other thread of this process writes.
 
         Opens no transaction: a single statement run in the block is one by
         itself. Raises ``sqlite3.OperationalError`` ("database is locked")
         when the other writers of this process keep the turn for longer than
         ``busy_timeout``, as SQLite would for another process.
+
+        ``durable=False`` commits what the block writes at ``synchronous=NORMAL``
+        whatever the store's level: in WAL mode such a commit survives a crash
+        of the process but not of the machine until the next synced commit (or
+        checkpoint) writes the WAL to disk, and it waits for no fsync.
         """
+        if not durable and self._synchronous != "NORMAL":
+            with self.writing() as conn:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    yield conn
+                finally:
+                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            return
         conn = self.connection()
         writer = self._state.get().writer
         started = time.monotonic()

@@ -60,10 +60,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from broker.per_process import PerProcess
 from willowe_tasks._sqlite import ThreadLocalSQLite
 from willowe_tasks.ledger.base import CLAIMED as _CLAIMED
 from willowe_tasks.ledger.base import DELIVERED as _DELIVERED
@@ -124,10 +128,11 @@ class SQLiteLedger:
         self._db = ThreadLocalSQLite(
             self._path,
             busy_timeout_s=busy_timeout_s,
-            # FULL: fsync the WAL on every commit. A claim or delivery lost to a
-            # power failure would let a redelivery push again, which is what the
-            # ledger exists to prevent; one fsync per push is cheap next to the
-            # HTTP round trip.
+            # FULL: fsync the WAL on every commit. A claim lost to a power
+            # failure would let a redelivery push again, which is what the
+            # ledger exists to prevent. Claims waiting together share one
+            # commit (_ClaimBatch); a delivery mark is not synced by itself
+            # (see mark_delivered).
             synchronous="FULL",
             name="delivery log",
             logger=logger,
@@ -135,6 +140,7 @@ class SQLiteLedger:
         with self._db.write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+        self._claims = _ClaimBatch(self._db, self._clock)
 
     @property
     def path(self) -> Path:
@@ -162,22 +168,14 @@ class SQLiteLedger:
         _check_pair(notification_id, token_key)
         check_lease(lease_s)
         owner = owner or default_owner()
-        # The common case, a pair never seen, in one statement: an INSERT that
-        # does nothing when the row exists is atomic by itself (its own write
-        # transaction), so it is won by exactly one claimer, like the
-        # check-then-insert below, and holds SQLite's write lock only while
-        # SQLite runs it instead of across four statements. ``now`` is read
-        # before SQLite's lock is held, so waiting on another process's write
-        # starts the lease that much early; like a clock jumping forward (see
-        # the class docstring) that can only make a push "maybe delivered".
-        with self._db.writing() as conn:
-            now = self._clock()
-            inserted = conn.execute(
-                "INSERT INTO deliveries (notification_id, token_key, state, owner, attempts,"
-                " claimed_at, lease_expires_at, touched_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)"
-                " ON CONFLICT (notification_id, token_key) DO NOTHING",
-                (notification_id, token_key, _CLAIMED, owner, now, now + lease_s, now),
-            ).rowcount
+        # The common case, a pair never seen, in one INSERT that does nothing
+        # when the row exists: it is won by exactly one claimer, like the
+        # check-then-insert below. Claims of this process's threads that wait
+        # for the write turn together are committed together (see
+        # _ClaimBatch): one synced commit makes all of them durable before any
+        # of their pushes leaves.
+        inserted = self._claims.insert(
+            _FreshClaim(notification_id, token_key, owner, lease_s))
         if inserted:
             return True
         # write() is BEGIN IMMEDIATE: it takes the write lock before the
@@ -239,8 +237,11 @@ class SQLiteLedger:
         """
         _check_pair(notification_id, token_key)
         # The common case, our own claim, in one statement (atomic by itself,
-        # as in claim()); anything else is looked at below.
-        with self._db.writing() as conn:
+        # as in claim()); anything else is looked at below. Not synced: if a
+        # power failure loses it, the claim it settles stays and expires into
+        # "maybe delivered", which is never pushed again either (see the
+        # module docstring); it is written to disk with the next synced commit.
+        with self._db.writing(durable=False) as conn:
             now = self._clock()
             updated = conn.execute(
                 "UPDATE deliveries SET state = ?, delivered_at = ?, touched_at = ?"
@@ -386,3 +387,100 @@ class SQLiteLedger:
         )
         return {row[0] for row in rows}
 
+
+
+@dataclass(eq=False)  # compared by identity: a queue holds each once
+class _FreshClaim:
+    """One thread's claim waiting for a group commit; ``inserted`` and
+    ``error`` are set by whichever thread commits it."""
+
+    notification_id: str
+    token_key: str
+    owner: str
+    lease_s: float
+    committed: bool = False
+    inserted: bool = False
+    error: BaseException | None = None
+
+
+class _ClaimBatch:
+    """Group commit of the claims of one process's threads.
+
+    A claimer queues its claim, then takes the write turn; the thread that
+    gets the turn commits every claim queued so far in one transaction (one
+    fsync at ``synchronous=FULL``) and the claimers it served find theirs
+    done once they get the turn. With eight worker threads pushing, a claim
+    then waits for one synced commit rather than for each one queued ahead
+    of it, and the disk syncs once per batch rather than once per push.
+    """
+
+    def __init__(self, db: ThreadLocalSQLite, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+        # A process that inherits the ledger through fork starts with no queue.
+        self._queue: PerProcess[_ClaimQueue] = PerProcess(_ClaimQueue)
+
+    def insert(self, claim: _FreshClaim) -> bool:
+        """Whether ``claim`` inserted its pair (False: the pair had a row);
+        returns once that is committed and synced."""
+        queue = self._queue.get()
+        with queue.lock:
+            queue.waiting.append(claim)
+        while True:
+            try:
+                with self._db.writing() as conn:
+                    if not claim.committed:
+                        with queue.lock:
+                            batch, queue.waiting = queue.waiting, []
+                        self._commit(conn, batch)
+                break
+            except sqlite3.OperationalError:
+                # No write turn within busy_timeout. A claim nobody took is
+                # withdrawn, so that it can't be written after the caller was
+                # told it failed; one a committer took is that commit's to
+                # settle, and the committer ends within busy_timeout.
+                with queue.lock:
+                    if claim in queue.waiting:
+                        queue.waiting.remove(claim)
+                        raise
+                if claim.committed:
+                    break
+        if claim.error is not None:
+            raise claim.error
+        return claim.inserted
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_FreshClaim]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                for claim in batch:
+                    claim.inserted = conn.execute(
+                        "INSERT INTO deliveries (notification_id, token_key, state, owner,"
+                        " attempts, claimed_at, lease_expires_at, touched_at)"
+                        " VALUES (?, ?, ?, ?, 1, ?, ?, ?)"
+                        " ON CONFLICT (notification_id, token_key) DO NOTHING",
+                        (claim.notification_id, claim.token_key, _CLAIMED, claim.owner, now,
+                         now + claim.lease_s, now),
+                    ).rowcount > 0
+                conn.execute("COMMIT")
+            finally:
+                # Also after a failed COMMIT: an open transaction would make
+                # this thread's next BEGIN fail.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except Exception as e:
+            # Nothing of the batch was written: each of its claimers fails.
+            for claim in batch:
+                claim.inserted, claim.error = False, e
+        finally:
+            for claim in batch:
+                claim.committed = True
+
+
+class _ClaimQueue:
+    """Claims of one process queued for the next group commit."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: list[_FreshClaim] = []
