@@ -50,10 +50,13 @@ class KafkaMessageProxy(dramatiq.MessageProxy):
     """A message plus where it came from: its record and its partition's tracker."""
 
     def __init__(self, message: dramatiq.Message, record: ConsumerRecord,
-                 tracker: PartitionTracker) -> None:
+                 tracker: PartitionTracker, feed: QueueFeed) -> None:
         super().__init__(message)
         self._record = record
         self._tracker = tracker
+        # The feed it was taken from counts it in flight until it is finished
+        # (a restarted consumer has a new feed; the ack still lands here).
+        self._feed = feed
 
     @property
     def kafka_record(self) -> ConsumerRecord:
@@ -89,7 +92,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         try:
             while True:
                 self._poller.check()
-                if feed.in_flight() < self.prefetch:
+                if feed.in_flight < self.prefetch:
                     taken = feed.take()
                     if taken is not None:
                         proxy = self._to_message(*taken)
@@ -99,8 +102,9 @@ class _KafkaConsumer(dramatiq.Consumer):
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     return None
-                # Woken by a record for this queue, an ack, or the poller failing.
-                feed.wait(min(remaining_s, MAX_WAIT_S))
+                # Woken by a record for this queue, an ack (when full), or the
+                # poller failing.
+                feed.wait(min(remaining_s, MAX_WAIT_S), prefetch=self.prefetch)
         except (KafkaError, PollerClosed) as e:
             denied = self._principal.denied(e, f"consuming {self.queue_name!r}") \
                 if isinstance(e, KafkaError) else None
@@ -135,10 +139,9 @@ class _KafkaConsumer(dramatiq.Consumer):
 
     def _finish(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, KafkaMessageProxy)
-        if not message._tracker.finish(message.kafka_record.offset):
+        if not message._feed.finish(message._tracker, message.kafka_record.offset):
             self.logger.debug("Ignoring ack of %s: its partition was reassigned.",
                               message.message_id)
-        self._feed.notify()  # maybe room under prefetch now
 
     def _to_message(
         self, record: ConsumerRecord, tracker: PartitionTracker
@@ -153,7 +156,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             self._dead_letter(record, actor=header_value(record.headers, ACTOR_HEADER) or "",
                               reason=reason, error_type=type(e).__name__,
                               error_message=str(e.__cause__ or e))
-            tracker.finish(record.offset)
+            self._feed.finish(tracker, record.offset)
             return None
         # The topic we read it from is its queue, whatever the producer wrote:
         # Dramatiq routes the ack by queue name.
@@ -164,7 +167,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             traceparent = header_value(record.headers, TRACEPARENT)
             if traceparent:
                 message.options[TRACEPARENT] = traceparent
-        return KafkaMessageProxy(message, record, tracker)
+        return KafkaMessageProxy(message, record, tracker, self._feed)
 
     def _dead_letter(self, record: ConsumerRecord, *, actor: str, reason: str,
                      **why: Any) -> None:
