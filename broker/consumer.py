@@ -35,7 +35,7 @@ from broker.dead_letters import DeadLetterWriter
 from broker.instrumentation import EventListener, RecordDeadLettered
 from broker.offsets import PartitionTracker
 from broker.payload_codec import UNDECODABLE, PayloadCodec, PayloadDecodeError
-from broker.poller import GroupPoller, PollerClosed, QueueFeed
+from broker.poller import Filed, GroupPoller, PollerClosed, QueueFeed
 from broker.record_headers import ACTOR_HEADER
 from broker.trace_context import TRACEPARENT, header_value
 
@@ -83,6 +83,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._principal = principal
         self._poller = poller
         self._feed = feed
+        feed.decode = self._decode
 
     # -- Dramatiq's consumer interface --------------------------------------
 
@@ -143,11 +144,17 @@ class _KafkaConsumer(dramatiq.Consumer):
             self.logger.debug("Ignoring ack of %s: its partition was reassigned.",
                               message.message_id)
 
-    def _to_message(
-        self, record: ConsumerRecord, tracker: PartitionTracker
-    ) -> KafkaMessageProxy | None:
+    def _decode(self, record: ConsumerRecord) -> bytes:
+        """A record's message bytes (the poller calls it as it files records)."""
+        return self._payload_codec.decode(record.topic, record.value, record.headers)
+
+    def _to_message(self, filed: Filed, tracker: PartitionTracker) -> KafkaMessageProxy | None:
+        record, body = filed
         try:
-            body = self._payload_codec.decode(record.topic, record.value, record.headers)
+            if body is None:  # (filed before this consumer set the feed's decoder)
+                body = self._decode(record)
+            elif isinstance(body, Exception):
+                raise body
             message = dramatiq.Message.decode(body)
         except (PayloadDecodeError, DecodeError) as e:
             reason = e.reason if isinstance(e, PayloadDecodeError) else UNDECODABLE
