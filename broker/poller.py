@@ -80,16 +80,8 @@ REQUEST_TIMEOUT_S = CLOSE_TIMEOUT_MS / 1000 * 3
 #: the worker holds, not what is read ahead): fetching only for the one or two
 #: slots an ack had just freed made a fetch per message, and a fetch costs
 #: more than the message. Pausing a full queue also keeps its backlog out of
-#: the fetches every other queue shares. Once it is resumed, its next fetch
-#: may wait behind the idle queues' fetch, which Kafka holds up to
-#: FETCH_MAX_WAIT_MS: what is left in the feed must last that long. At 500
-#: (resumed at 250) a drain ran dry there every cycle, 3,583 msg/s; at 2,000,
-#: 4,586 msg/s (median of 3 interleaved 30k drains; CPU 192 -> 179 µs/msg).
-READ_AHEAD_RECORDS = 2000
-
-#: Most records one poll hands the poller (kafka-python's default): the
-#: poller files them and checks for full queues between polls.
-MAX_POLL_RECORDS = 500
+#: the fetches every other queue shares.
+READ_AHEAD_RECORDS = 500
 
 #: A paused queue is resumed once its feed is down to this: pausing and
 #: resuming at every ack throttles fetching (kafka-python hands a resumed
@@ -268,7 +260,7 @@ class GroupPoller:
             # (Both cooperative; the first balances each queue on its own.)
             "partition_assignment_strategy": [TopicBalancedCooperativeAssignor,
                                               CooperativeStickyAssignor],
-            "max_poll_records": MAX_POLL_RECORDS,
+            "max_poll_records": READ_AHEAD_RECORDS,
             "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
             "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
             **options,

@@ -130,11 +130,11 @@ def test_a_consumer_closed_beside_others_hands_its_unfinished_records_to_the_nex
 def test_a_queue_paused_many_times_is_still_read_to_its_end(
     make_broker: BrokerFactory, queue_name: str,
 ) -> None:
-    # Given a backlog several read-aheads long on three partitions, and an idle
+    # Given a backlog many read-aheads long on three partitions, and an idle
     # queue beside it on the same poller (as the delay queue always is: its
     # fetches keep coming back, empty, while the busy queue is paused)
     broker = make_broker(topic_partitions=3)
-    send_numbered(broker, queue_name, 4 * READ_AHEAD_RECORDS)
+    send_numbered(broker, queue_name, 8 * READ_AHEAD_RECORDS)
     idle_queue = f"{queue_name}-idle"
     broker.declare_queue(idle_queue)
     consumer = broker.consume(queue_name, prefetch=8, timeout=100)
@@ -145,7 +145,7 @@ def test_a_queue_paused_many_times_is_still_read_to_its_end(
         # partly handed out)
         got: set[int] = set()
         deadline = time.monotonic() + 90
-        while len(got) < 4 * READ_AHEAD_RECORDS and time.monotonic() < deadline:
+        while len(got) < 8 * READ_AHEAD_RECORDS and time.monotonic() < deadline:
             message = next(consumer)
             if message is not None:
                 got.add(message.args[0])
@@ -156,4 +156,4 @@ def test_a_queue_paused_many_times_is_still_read_to_its_end(
         idle.close()
 
     # Then every message arrives: no paused partition is left behind
-    assert len(got) == 4 * READ_AHEAD_RECORDS
+    assert len(got) == 8 * READ_AHEAD_RECORDS
