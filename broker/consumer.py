@@ -35,7 +35,7 @@ from broker.dead_letters import DeadLetterWriter
 from broker.instrumentation import EventListener, RecordDeadLettered
 from broker.offsets import PartitionTracker
 from broker.payload_codec import UNDECODABLE, PayloadCodec, PayloadDecodeError
-from broker.poller import GroupPoller, PollerClosed, QueueFeed
+from broker.poller import Filed, GroupPoller, PollerClosed, QueueFeed
 from broker.record_headers import ACTOR_HEADER
 from broker.trace_context import TRACEPARENT, header_value
 
@@ -50,10 +50,13 @@ class KafkaMessageProxy(dramatiq.MessageProxy):
     """A message plus where it came from: its record and its partition's tracker."""
 
     def __init__(self, message: dramatiq.Message, record: ConsumerRecord,
-                 tracker: PartitionTracker) -> None:
+                 tracker: PartitionTracker, feed: QueueFeed) -> None:
         super().__init__(message)
         self._record = record
         self._tracker = tracker
+        # The feed it was taken from counts it in flight until it is finished
+        # (a restarted consumer has a new feed; the ack still lands here).
+        self._feed = feed
 
     @property
     def kafka_record(self) -> ConsumerRecord:
@@ -80,6 +83,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         self._principal = principal
         self._poller = poller
         self._feed = feed
+        feed.decode = self._decode
 
     # -- Dramatiq's consumer interface --------------------------------------
 
@@ -89,7 +93,7 @@ class _KafkaConsumer(dramatiq.Consumer):
         try:
             while True:
                 self._poller.check()
-                if feed.in_flight() < self.prefetch:
+                if feed.in_flight < self.prefetch:
                     taken = feed.take()
                     if taken is not None:
                         proxy = self._to_message(*taken)
@@ -99,8 +103,9 @@ class _KafkaConsumer(dramatiq.Consumer):
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     return None
-                # Woken by a record for this queue, an ack, or the poller failing.
-                feed.wait(min(remaining_s, MAX_WAIT_S))
+                # Woken by a record for this queue, an ack (when full), or the
+                # poller failing.
+                feed.wait(min(remaining_s, MAX_WAIT_S), prefetch=self.prefetch)
         except (KafkaError, PollerClosed) as e:
             denied = self._principal.denied(e, f"consuming {self.queue_name!r}") \
                 if isinstance(e, KafkaError) else None
@@ -135,16 +140,21 @@ class _KafkaConsumer(dramatiq.Consumer):
 
     def _finish(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, KafkaMessageProxy)
-        if not message._tracker.finish(message.kafka_record.offset):
+        if not message._feed.finish(message._tracker, message.kafka_record.offset):
             self.logger.debug("Ignoring ack of %s: its partition was reassigned.",
                               message.message_id)
-        self._feed.notify()  # maybe room under prefetch now
 
-    def _to_message(
-        self, record: ConsumerRecord, tracker: PartitionTracker
-    ) -> KafkaMessageProxy | None:
+    def _decode(self, record: ConsumerRecord) -> bytes:
+        """A record's message bytes (the poller calls it as it files records)."""
+        return self._payload_codec.decode(record.topic, record.value, record.headers)
+
+    def _to_message(self, filed: Filed, tracker: PartitionTracker) -> KafkaMessageProxy | None:
+        record, body = filed
         try:
-            body = self._payload_codec.decode(record.topic, record.value, record.headers)
+            if body is None:  # (filed before this consumer set the feed's decoder)
+                body = self._decode(record)
+            elif isinstance(body, Exception):
+                raise body
             message = dramatiq.Message.decode(body)
         except (PayloadDecodeError, DecodeError) as e:
             reason = e.reason if isinstance(e, PayloadDecodeError) else UNDECODABLE
@@ -153,7 +163,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             self._dead_letter(record, actor=header_value(record.headers, ACTOR_HEADER) or "",
                               reason=reason, error_type=type(e).__name__,
                               error_message=str(e.__cause__ or e))
-            tracker.finish(record.offset)
+            self._feed.finish(tracker, record.offset)
             return None
         # The topic we read it from is its queue, whatever the producer wrote:
         # Dramatiq routes the ack by queue name.
@@ -164,7 +174,7 @@ class _KafkaConsumer(dramatiq.Consumer):
             traceparent = header_value(record.headers, TRACEPARENT)
             if traceparent:
                 message.options[TRACEPARENT] = traceparent
-        return KafkaMessageProxy(message, record, tracker)
+        return KafkaMessageProxy(message, record, tracker, self._feed)
 
     def _dead_letter(self, record: ConsumerRecord, *, actor: str, reason: str,
                      **why: Any) -> None:

@@ -17,6 +17,10 @@ Threading:
 * The rebalance listener runs on kafka-python's IO thread; it only moves
   trackers and buffered records between feeds (under the feed's lock), and
   hands its commit to ``commit_async``, as before.
+* The poller's thread also opens each record (the consumer's decoder, see
+  :attr:`QueueFeed.decode`) as it files a poll's records, one after another:
+  so run, a decompression or decryption cost a fraction of what it did run
+  cold on the consumer thread just before the worker took the message.
 * Consumer threads take records from their feed; worker threads finish them
   in the message's own :class:`~broker.offsets.PartitionTracker`. Both wake
   waiting consumer threads through the feed's condition.
@@ -45,9 +49,14 @@ from broker._kafka_python_fixes import apply_fixes, know_every_topic
 from broker.assignor import TopicBalancedCooperativeAssignor
 from broker.offsets import PartitionTracker
 
-__all__ = ["GroupPoller", "PollerClosed", "QueueFeed"]
+__all__ = ["Filed", "GroupPoller", "PollerClosed", "QueueFeed"]
 
 T = TypeVar("T")
+
+#: A record as the poller files it, with what its feed's decoder made of it:
+#: the message bytes, the error that says why there are none, or None if
+#: the feed had no decoder yet (the consumer then decodes it itself).
+Filed = tuple[ConsumerRecord, "bytes | Exception | None"]
 
 #: How often finished offsets are committed while messages keep flowing.
 COMMIT_INTERVAL_S = 0.2
@@ -123,10 +132,18 @@ class QueueFeed:
         # makes room, or the poller fails.
         self.changed = threading.Condition()
         self.trackers: dict[TopicPartition, PartitionTracker] = {}
-        # Retired trackers whose records the worker still runs: they count
-        # against prefetch until acked, though their acks commit nothing.
-        self.draining: list[PartitionTracker] = []
-        self.buffer: deque[ConsumerRecord] = deque()
+        #: Records handed to the worker and not yet finished: what prefetch
+        #: bounds. Kept as a count, since summing the trackers under their
+        #: locks at every hand-out cost more than the hand-out; records of
+        #: retired trackers count until acked (the worker still runs them).
+        self.in_flight = 0
+        # Set while the consumer waits for room under prefetch: only then
+        # must an ack wake it (a notify per ack was a tenth of the drain's CPU).
+        self.room_wanted = False
+        self.buffer: deque[Filed] = deque()
+        #: Turns a record into message bytes (raising why it can't), set by
+        #: the queue's consumer; called on the poller's thread.
+        self.decode: Callable[[ConsumerRecord], bytes] | None = None
         self.attached = False
         self.paused = False
         # Set when a consumer closed while others stay: the queue's partitions
@@ -139,26 +156,40 @@ class QueueFeed:
             for tp in partitions:
                 self.trackers[tp] = PartitionTracker(tp, next(self._generations))
 
-    def in_flight(self) -> int:
-        """Messages handed to the worker and not yet acked: what prefetch bounds."""
-        with self.changed:
-            self.draining = [t for t in self.draining if t.in_progress > 0]
-            return (sum(t.in_progress for t in self.trackers.values())
-                    + sum(t.in_progress for t in self.draining))
-
-    def take(self) -> tuple[ConsumerRecord, PartitionTracker] | None:
+    def take(self) -> tuple[Filed, PartitionTracker] | None:
         """The next buffered record of a partition still assigned, marked started."""
         with self.changed:
             while self.buffer:
-                record = self.buffer.popleft()
+                filed = self.buffer.popleft()
+                record = filed[0]
                 tracker = self.trackers.get(TopicPartition(record.topic, record.partition))
                 if tracker is not None:
                     tracker.started(record.offset)
-                    return record, tracker
+                    self.in_flight += 1
+                    return filed, tracker
         return None
 
-    def wait(self, timeout_s: float) -> None:
+    def finish(self, tracker: PartitionTracker, offset: int) -> bool:
+        """A record :meth:`take` handed out is done; False if its partition
+        was reassigned since (see :meth:`PartitionTracker.finish`)."""
+        current = tracker.finish(offset)
         with self.changed:
+            self.in_flight -= 1
+            if self.room_wanted:
+                self.room_wanted = False
+                self.changed.notify_all()
+        return current
+
+    def wait(self, timeout_s: float, *, prefetch: int) -> None:
+        """Wait for a record to take (or, while ``prefetch`` records are in
+        flight, for an ack), for a failure, or for the timeout."""
+        with self.changed:
+            # (Checked again under the lock: what came since the caller
+            # looked would not wake it.)
+            if self.in_flight >= prefetch:
+                self.room_wanted = True
+            elif self.buffer:
+                return
             self.changed.wait(timeout_s)
 
     def notify(self) -> None:
@@ -180,9 +211,8 @@ class QueueFeed:
                 offset = tracker.retire()
                 if offset is not None:
                     final[tp] = offset
-                self.draining.append(tracker)
-            self.buffer = deque(r for r in self.buffer
-                                if TopicPartition(r.topic, r.partition) not in partitions)
+            self.buffer = deque(f for f in self.buffer
+                                if TopicPartition(f[0].topic, f[0].partition) not in partitions)
         return final
 
 
@@ -433,9 +463,10 @@ class GroupPoller:
                 feed = self._feeds.get(tp.topic)
             if feed is None:
                 continue
+            filed = _opened(records, feed.decode)
             with feed.changed:
                 if tp in feed.trackers:
-                    feed.buffer.extend(records)
+                    feed.buffer.extend(filed)
                     feed.changed.notify_all()
 
     def _pause_full_queues(self) -> None:
@@ -563,6 +594,22 @@ class GroupPoller:
         if offsets:
             self._consumer.commit_async(offsets)
         self.logger.info("Revoked %s", _describe(partitions))
+
+
+def _opened(records: list[ConsumerRecord],
+            decode: Callable[[ConsumerRecord], bytes] | None) -> list[Filed]:
+    """``records`` with their message bytes, or why each has none: an error is
+    kept for the consumer to dead-letter the record with, never raised here
+    (one bad record must not stop the poller)."""
+    if decode is None:
+        return [(record, None) for record in records]
+    filed: list[Filed] = []
+    for record in records:
+        try:
+            filed.append((record, decode(record)))
+        except Exception as e:
+            filed.append((record, e))
+    return filed
 
 
 def _describe(partitions: Iterable[TopicPartition]) -> str:
