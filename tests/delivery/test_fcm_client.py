@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -17,6 +18,12 @@ from delivery_support import FCM_TOKEN, make_push
 
 from willowe_tasks.providers import PermanentDeliveryError, TokenRejected, TransientDeliveryError
 from willowe_tasks.providers.fcm.client import FCMClient
+from willowe_tasks.providers.fcm.message import (
+    encode_request,
+    encode_request_sized,
+    fcm_message,
+    fcm_payload_bytes,
+)
 from willowe_tasks.testing import FakeFCM
 
 #: Threads sending at once in the concurrency test.
@@ -303,3 +310,15 @@ def test_unreachable_token_endpoint_is_transient(
     with pytest.raises(TransientDeliveryError, match="AuthUnavailable"):
         client.send(make_push(FCM_TOKEN))
     assert fake_fcm.received == []
+
+
+@pytest.mark.parametrize("message", [
+    fcm_message(make_push()),
+    fcm_message(make_push(push_type="background", title=None, body=None)),
+    {"token": 'a"b\\c'},
+    {"data": {"k": "ü"}},
+])
+def test_one_encoding_gives_the_body_and_the_counted_size(message: dict[str, object]) -> None:
+    body, size = encode_request_sized(message)
+    assert json.loads(body) == json.loads(encode_request(message))
+    assert size == fcm_payload_bytes(message)

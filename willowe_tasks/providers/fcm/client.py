@@ -51,9 +51,8 @@ from willowe_tasks.providers.errors import (
 )
 from willowe_tasks.providers.fcm.message import (
     MAX_MESSAGE_BYTES,
-    encode_request,
+    encode_request_sized,
     fcm_message,
-    fcm_payload_bytes,
 )
 from willowe_tasks.providers.push import Push
 from willowe_tasks.providers.retry_after import parse_retry_after
@@ -155,16 +154,14 @@ class FCMClient:
         Safe to call from many threads at once. Never sleeps or retries a
         delivery by itself: retries belong to the caller.
         """
-        message = fcm_message(push)
-        size = fcm_payload_bytes(message)
+        body, size = encode_request_sized(fcm_message(push))
         if size > MAX_MESSAGE_BYTES:
             raise PermanentDeliveryError(
                 "MessageTooBig", provider=PROVIDER,
                 detail=f"{size} bytes, limit {MAX_MESSAGE_BYTES}",
             )
         try:
-            response = self._fcm.send_request(payload=encode_request(message),
-                                              timeout=self._timeout_s)
+            response = self._fcm.send_request(payload=body, timeout=self._timeout_s)
             result = self._fcm.parse_response(response)
         except DeliveryError as exc:
             if isinstance(exc, TokenRejected):

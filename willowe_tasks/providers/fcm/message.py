@@ -21,6 +21,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_TTL_S",
     "encode_request",
+    "encode_request_sized",
     "fcm_message",
     "fcm_payload_bytes",
 ]
@@ -76,6 +77,17 @@ def fcm_payload_bytes(message: dict[str, Any]) -> int:
 def encode_request(message: dict[str, Any]) -> bytes:
     """The request body for ``messages:send``."""
     return _compact({"message": message})
+
+
+def encode_request_sized(message: dict[str, Any]) -> tuple[bytes, int]:
+    """:func:`encode_request` and :func:`fcm_payload_bytes` from one JSON
+    encoding: the worker needs both for every push."""
+    counted = _compact({key: value for key, value in message.items() if key != "token"})
+    if "token" not in message:
+        return b'{"message":' + counted + b"}", len(counted)
+    # The counted object is "{...}": the token goes in right after its brace.
+    token = b'"token":' + _compact(message["token"]) + (b"," if counted != b"{}" else b"")
+    return b'{"message":{' + token + counted[1:] + b"}", len(counted)
 
 
 def _compact(value: Any) -> bytes:
