@@ -52,10 +52,23 @@ class Outcome:
     sizes: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
+    #: The machine's 1-minute load average as each repetition started: a
+    #: figure from a loaded machine says little, and the table can't show it.
+    load_before_reps: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"figures": {k: f.to_json() for k, f in self.figures.items()},
-                "sizes": self.sizes, "notes": self.notes, "skipped": self.skipped}
+                "sizes": self.sizes, "notes": self.notes, "skipped": self.skipped,
+                "load_before_reps": self.load_before_reps}
+
+    def note_loaded_reps(self, loads: list[float], cores: int) -> None:
+        """Keep ``loads`` and note the repetitions that started with more
+        runnable work than ``cores``: other work shared the machine then."""
+        self.load_before_reps = [round(load, 2) for load in loads]
+        loaded = [f"rep {i + 1} at {load:.1f}" for i, load in enumerate(loads) if load > cores]
+        if loaded:
+            self.notes.append(f"started on a loaded machine ({cores} cores): "
+                              f"{', '.join(loaded)}; those figures are noisy")
 
 
 @dataclass

@@ -212,3 +212,18 @@ def test_without_go_the_push_bench_falls_back_to_the_python_fakes(
     with push_fakes.provider_fakes(latency_s=0.0, log=tmp_path / "fakes.log") as fakes:
         assert fakes.kind.startswith("python") and "go is not on PATH" in fakes.kind
         assert fakes.apns.url.startswith("https://127.0.0.1:") and fakes.count() == 0
+
+
+def test_an_outcome_keeps_each_reps_load_and_notes_the_loaded_ones() -> None:
+    outcome = Outcome()
+    outcome.note_loaded_reps([0.734, 3.5, 1.9], cores=2)
+    assert outcome.load_before_reps == [0.73, 3.5, 1.9]
+    assert outcome.notes == ["started on a loaded machine (2 cores): rep 2 at 3.5; "
+                             "those figures are noisy"]
+    assert outcome.to_json()["load_before_reps"] == [0.73, 3.5, 1.9]
+
+
+def test_an_outcome_on_a_quiet_machine_gets_no_note() -> None:
+    outcome = Outcome()
+    outcome.note_loaded_reps([0.5, 1.2, 2.0], cores=2)
+    assert outcome.notes == []
