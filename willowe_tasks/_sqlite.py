@@ -78,18 +78,8 @@ class ThreadLocalSQLite:
 
         Commits when the block ends, rolls back if it raises.
         """
-        with self.writing() as conn:
-            # IMMEDIATE takes the write lock up front, so a read-then-write
-            # inside the block cannot be interleaved with another process's write.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            finally:
-                # Also after a failed COMMIT: an open transaction would make
-                # this thread's next BEGIN fail.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+        with self.writing() as conn, immediate_transaction(conn):
+            yield conn
 
     @contextmanager
     def writing(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -151,6 +141,24 @@ class ThreadLocalSQLite:
             )
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return conn
+
+
+@contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``conn`` inside a ``BEGIN IMMEDIATE`` transaction: committed when the
+    block ends, rolled back if it raises. The caller holds the write turn
+    (:meth:`ThreadLocalSQLite.writing`)."""
+    # IMMEDIATE takes the write lock up front, so a read-then-write inside the
+    # block cannot be interleaved with another process's write.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        # Also after a failed COMMIT: an open transaction would make this
+        # thread's next BEGIN fail.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class _ProcessState:

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.per_process import PerProcess
-from willowe_tasks._sqlite import ThreadLocalSQLite
+from willowe_tasks._sqlite import ThreadLocalSQLite, immediate_transaction
 from willowe_tasks.ledger.base import CLAIMED as _CLAIMED
 from willowe_tasks.ledger.base import DELIVERED as _DELIVERED
 from willowe_tasks.ledger.base import UNCERTAIN as _UNCERTAIN
@@ -388,7 +388,6 @@ class SQLiteLedger:
         return {row[0] for row in rows}
 
 
-
 @dataclass(eq=False)  # compared by identity: a queue holds each once
 class _FreshClaim:
     """One thread's claim waiting for a group commit; ``inserted`` and
@@ -451,8 +450,7 @@ class _ClaimBatch:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_FreshClaim]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(conn):
                 now = self._clock()
                 for claim in batch:
                     claim.inserted = conn.execute(
@@ -463,12 +461,6 @@ class _ClaimBatch:
                         (claim.notification_id, claim.token_key, _CLAIMED, claim.owner, now,
                          now + claim.lease_s, now),
                     ).rowcount > 0
-                conn.execute("COMMIT")
-            finally:
-                # Also after a failed COMMIT: an open transaction would make
-                # this thread's next BEGIN fail.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
         except Exception as e:
             # Nothing of the batch was written: each of its claimers fails.
             for claim in batch:
