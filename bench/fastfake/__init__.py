@@ -28,9 +28,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from bench.envs import ROOT
 from bench.proc_cpu import session_cpu_s
 from bench.runner import start, terminate_all
@@ -138,9 +135,9 @@ class APNsEndpoint:
     url: str
     ca_file: str
     signing_key_path: str
-    bundle_id: str = "com.willowe.app"
-    team_id: str = "W1LL0WE7EA"
-    key_id: str = "FAKEKEY001"
+    bundle_id: str
+    team_id: str
+    key_id: str
 
 
 @dataclass(frozen=True)
@@ -150,14 +147,13 @@ class FCMEndpoint:
     url: str
     ca_file: str
     service_account: dict[str, str]
-    project_id: str = "willowe-test"
+    project_id: str
 
     def write_service_account(self, path: str | Path) -> str:
         """The service-account key file whose ``token_uri`` is the fake's."""
-        target = Path(path)
-        target.write_text(json.dumps(self.service_account, indent=2))
-        target.chmod(0o600)
-        return str(target)
+        from willowe_tasks.testing._google_oauth import write_service_account_file
+
+        return write_service_account_file(self.service_account, path)
 
 
 class FastFakes:
@@ -202,35 +198,44 @@ class FastFakes:
         return session_cpu_s(self._process.pid)
 
     def _start(self) -> None:
+        # (Imported here: importing willowe_tasks builds its application
+        # from the environment.)
         from willowe_tasks.testing._google_oauth import TokenIssuer, new_service_account_key_pem
         from willowe_tasks.testing._server import TLSFiles
+        from willowe_tasks.testing.fake_apns import (
+            DEFAULT_BUNDLE_ID,
+            DEFAULT_KEY_ID,
+            DEFAULT_TEAM_ID,
+            signing_key_pem,
+        )
+        from willowe_tasks.testing.fake_fcm import DEFAULT_PROJECT_ID
 
         binary = build()
         tls = TLSFiles(self._directory)
-        apns_key = self._directory / f"AuthKey_{APNsEndpoint.key_id}.p8"
-        apns_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        apns_key = self._directory / f"AuthKey_{DEFAULT_KEY_ID}.p8"
+        apns_key.write_text(signing_key_pem())
         sa_pem = new_service_account_key_pem()
         sa_key = self._directory / "service-account.key"
         sa_key.write_text(sa_pem)
         issuer = TokenIssuer(sa_pem)
-        account = issuer.add_account(FCMEndpoint.project_id)
+        account = issuer.add_account(DEFAULT_PROJECT_ID)
         ready = self._directory / "ready.json"
         self._process = start([
             str(binary), "-cert", tls.cert_file, "-key", tls.key_file,
-            "-apns-key", str(apns_key), "-team-id", APNsEndpoint.team_id,
-            "-key-id", APNsEndpoint.key_id, "-bundle-id", APNsEndpoint.bundle_id,
+            "-apns-key", str(apns_key), "-team-id", DEFAULT_TEAM_ID,
+            "-key-id", DEFAULT_KEY_ID, "-bundle-id", DEFAULT_BUNDLE_ID,
             "-sa-key", str(sa_key), "-client-email", account.client_email,
-            "-project-id", FCMEndpoint.project_id, "-latency", f"{self.latency_s}s",
+            "-project-id", DEFAULT_PROJECT_ID, "-latency", f"{self.latency_s}s",
             "-record", str(self._tail.path), "-ready", str(ready),
             *(["-cpuprofile", str(self._cpu_profile)] if self._cpu_profile else [])], self._log)
         ports = self._wait_ready(ready)
         self.apns = APNsEndpoint(f"https://127.0.0.1:{ports['apns']}", tls.ca_file,
-                                 str(apns_key))
+                                 str(apns_key), DEFAULT_BUNDLE_ID, DEFAULT_TEAM_ID,
+                                 DEFAULT_KEY_ID)
         fcm_url = f"https://127.0.0.1:{ports['fcm']}"
         self.fcm = FCMEndpoint(fcm_url, tls.ca_file,
-                               issuer.info(account, fcm_url, f"{fcm_url}/token"))
+                               issuer.info(account, fcm_url, f"{fcm_url}/token"),
+                               DEFAULT_PROJECT_ID)
 
     def _wait_ready(self, ready: Path) -> dict[str, int]:
         assert self._process is not None

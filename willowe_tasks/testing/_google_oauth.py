@@ -10,10 +10,12 @@ cannot send for another.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,6 +49,15 @@ def new_service_account_key_pem() -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode("ascii")
+
+
+def write_service_account_file(info: dict[str, str], path: str | Path) -> str:
+    """Write ``info`` as a service-account JSON key file, readable by its
+    owner alone (it holds a private key); returns the path."""
+    target = Path(path)
+    target.write_text(json.dumps(info, indent=2))
+    target.chmod(0o600)
+    return str(target)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,21 @@ from willowe_tasks.testing._phones import PhoneMessage, StoragePolicy
 from willowe_tasks.testing._records import ReceivedRequest
 from willowe_tasks.testing._server import KEEP_ALIVE_TIMEOUT_S
 
-__all__ = ["MAX_PAYLOAD_BYTES", "MAX_VOIP_PAYLOAD_BYTES", "Environment", "FakeAPNs"]
+__all__ = ["DEFAULT_BUNDLE_ID", "DEFAULT_KEY_ID", "DEFAULT_TEAM_ID", "MAX_PAYLOAD_BYTES",
+           "MAX_VOIP_PAYLOAD_BYTES", "Environment", "FakeAPNs", "signing_key_pem"]
+
+#: The app, team and key the fake stands for unless told otherwise.
+DEFAULT_BUNDLE_ID = "com.willowe.app"
+DEFAULT_TEAM_ID = "W1LL0WE7EA"
+DEFAULT_KEY_ID = "FAKEKEY001"
+
+def signing_key_pem(key: ec.EllipticCurvePrivateKey | None = None) -> str:
+    """A provider token signing key (``AuthKey_<key id>.p8``: P-256, PKCS#8
+    PEM), ``key`` or a new one."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode("ascii")
+
 
 #: APNs' two hosts: ``api.sandbox.push.apple.com`` and ``api.push.apple.com``.
 Environment = Literal["sandbox", "production"]
@@ -179,9 +193,9 @@ class FakeAPNs(FakeProvider):
     def __init__(
         self,
         *,
-        bundle_id: str = "com.willowe.app",
-        team_id: str = "W1LL0WE7EA",
-        key_id: str = "FAKEKEY001",
+        bundle_id: str = DEFAULT_BUNDLE_ID,
+        team_id: str = DEFAULT_TEAM_ID,
+        key_id: str = DEFAULT_KEY_ID,
         client_cert_auth: bool = False,
         latency_s: float = 0.0,
         clock: Callable[[], float] = time.time,
@@ -203,11 +217,7 @@ class FakeAPNs(FakeProvider):
         key = ec.generate_private_key(ec.SECP256R1())
         self._public_key = key.public_key()
         #: The ``.p8`` signing key as PEM text, for ``TokenAuth(key_pem=...)``.
-        self.signing_key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode("ascii")
+        self.signing_key_pem = signing_key_pem(key)
         self._signing_key_path = self.directory / f"AuthKey_{key_id}.p8"
         self._signing_key_path.write_text(self.signing_key_pem)
         self._state_lock = threading.Lock()

@@ -40,18 +40,23 @@ from willowe_tasks.testing._google_oauth import (
     JWT_BEARER_GRANT,
     TokenIssuer,
     new_service_account_key_pem,
+    write_service_account_file,
 )
 from willowe_tasks.testing._phones import PhoneMessage, StoragePolicy
 from willowe_tasks.testing._records import ReceivedRequest
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME_S",
+    "DEFAULT_PROJECT_ID",
     "FCM_SCOPE",
     "GOOGLE_TOKEN_AUDIENCE",
     "JWT_BEARER_GRANT",
     "FakeFCM",
     "new_service_account_key_pem",
 ]
+
+#: The project the fake serves unless told otherwise.
+DEFAULT_PROJECT_ID = "willowe-test"
 
 #: Path of the OAuth token endpoint on the fake.
 TOKEN_PATH = "/token"
@@ -105,7 +110,7 @@ class FakeFCM(FakeProvider):
     def __init__(
         self,
         *,
-        project_id: str = "willowe-test",
+        project_id: str = DEFAULT_PROJECT_ID,
         latency_s: float = 0.0,
         service_account_key_pem: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -146,10 +151,7 @@ class FakeFCM(FakeProvider):
 
     def write_service_account(self, path: str | Path, project_id: str | None = None) -> str:
         """Write :meth:`service_account_info` as a JSON key file; returns the path."""
-        target = Path(path)
-        target.write_text(json.dumps(self.service_account_info(project_id), indent=2))
-        target.chmod(0o600)
-        return str(target)
+        return write_service_account_file(self.service_account_info(project_id), path)
 
     # -- what tests control and look at ----------------------------------------
 
