@@ -113,11 +113,24 @@ def know_every_topic(consumer: KafkaConsumer) -> bool:
     The fix keeps metadata for all topics, and fetches it once before the
     first join (``KafkaConsumer.topics()``, a blocking call), so whichever
     consumer leads already knows every topic.
+
+    It fetches it at once: upstream holds any refresh back until
+    ``retry_backoff_ms`` (100 ms) after the previous one, successful ones
+    included (``ClusterMetadata.ttl``), so the refresh the consumer's
+    bootstrap had just made kept every worker's start waiting 100 ms here,
+    half of its time to the first message. Java's consumer refreshes at once
+    when it is newly interested in metadata: ``Metadata.
+    requestUpdateForNewTopics()`` ("Override the timestamp of last refresh to
+    let immediate update") sets ``lastRefreshMs = 0``; so does this. Failed
+    refreshes still back off (kafka-python's exponential connection delay,
+    KIP-580, is kept apart from this timestamp).
     """
     cluster = getattr(consumer, "_cluster", None)
-    if cluster is None or not hasattr(cluster, "need_all_topic_metadata"):
+    if cluster is None or not hasattr(cluster, "need_all_topic_metadata") \
+            or not hasattr(cluster, "_last_refresh_ms"):
         return False
     cluster.need_all_topic_metadata = True
+    cluster._last_refresh_ms = 0
     consumer.topics()
     return True
 

@@ -21,6 +21,10 @@ from broker.topics import TopicSpec, create_missing
 #: takes milliseconds.
 PLAIN_PRODUCER_WAIT_S = 5.0
 
+#: How long the metadata fetch of a new subscription may take, in seconds:
+#: far above what it takes, far below the backoff the test sets.
+METADATA_WAIT_S = 20.0
+
 #: A broker id no test Kafka has.
 UNKNOWN_BROKER_ID = 4242
 
@@ -74,6 +78,37 @@ def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
     # Then whichever consumer led the group knew every topic from the start
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if "No partition metadata" in w], warnings
+
+
+def test_metadata_for_a_new_subscription_is_fetched_without_waiting_out_the_retry_backoff(
+        kafka_bootstrap: str, queue_name: str, admin: KafkaAdminClient) -> None:
+    from kafka import KafkaConsumer
+
+    from broker._kafka_python_fixes import know_every_topic
+
+    create_missing(admin, [TopicSpec(queue_name, partitions=1, retention_ms=3_600_000)])
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"{queue_name}-g",
+                             enable_auto_commit=False)
+    # Given a consumer whose metadata refreshes are held back an hour after
+    # each other (100 ms upstream; the consumer's retry_backoff_ms does not
+    # reach its ClusterMetadata, so it is set there), and whose bootstrap has
+    # just refreshed...
+    consumer._cluster.config["retry_backoff_ms"] = 3_600_000
+    fetched = threading.Event()
+
+    def fetch() -> None:
+        know_every_topic(consumer)
+        fetched.set()
+
+    try:
+        consumer.subscribe([queue_name])
+        # ...the metadata it now wants comes at once (upstream waits out the
+        # backoff)
+        threading.Thread(target=fetch, daemon=True).start()
+        assert fetched.wait(METADATA_WAIT_S), "the metadata fetch waited out the backoff"
+        assert consumer.partitions_for_topic(queue_name) == {0}
+    finally:
+        consumer.close(timeout_ms=0)
 
 
 def test_a_producer_that_dropped_its_producer_id_gets_a_new_one_and_sends_again(
