@@ -127,12 +127,23 @@ def know_every_topic(consumer: KafkaConsumer) -> bool:
     """
     cluster = getattr(consumer, "_cluster", None)
     if cluster is None or not hasattr(cluster, "need_all_topic_metadata") \
-            or not hasattr(cluster, "_last_refresh_ms"):
+            or not hasattr(cluster, _LAST_REFRESH):
         return False
     cluster.need_all_topic_metadata = True
-    cluster._last_refresh_ms = 0
+    _refresh_at_once(cluster)
     consumer.topics()
     return True
+
+
+#: Where kafka-python's ClusterMetadata keeps the time of its last refresh
+#: attempt, from which it counts retry_backoff_ms.
+_LAST_REFRESH = "_last_refresh_ms"
+
+
+def _refresh_at_once(cluster: Any) -> None:
+    """Let ``cluster``'s next metadata refresh go at once: what Java's
+    ``Metadata.requestUpdateForNewTopics()`` does (see :func:`know_every_topic`)."""
+    setattr(cluster, _LAST_REFRESH, 0)
 
 
 def hand_back_resumed_records(consumer: KafkaConsumer) -> bool:
@@ -163,6 +174,33 @@ def hand_back_resumed_records(consumer: KafkaConsumer) -> bool:
         return fetched_records(*args, **kwargs)
 
     fetcher.fetched_records = fetched_records_after_clearing_a_drained_slot
+    return True
+
+
+def fetch_new_topics_at_once(producer: KafkaProducer) -> bool:
+    """Fetch a topic's metadata at once when the producer first sends to it.
+
+    Upstream: the producer asks for the metadata of a topic it has not sent
+    to yet and blocks the send until it comes, but the refresh is held back
+    until ``retry_backoff_ms`` (100 ms) after the previous one, so a
+    process's first send, made right after the producer's bootstrap
+    refreshed, waited 100 ms of its 130 (and so did the first send to each
+    topic soon after another's). Java's producer refreshes at once
+    (``ProducerMetadata.add`` calls ``requestUpdateForNewTopics()``); so
+    does this, as :func:`know_every_topic` does for consumers.
+    """
+    cluster: Any = getattr(producer, "_metadata", None)
+    add_topic = getattr(cluster, "add_topic", None)
+    if add_topic is None or not hasattr(cluster, _LAST_REFRESH) \
+            or not isinstance(getattr(cluster, "_topics", None), set):
+        return False
+
+    def add_topic_at_once(topic: str) -> Any:
+        if topic not in cluster._topics:
+            _refresh_at_once(cluster)
+        return add_topic(topic)
+
+    cluster.add_topic = add_topic_at_once
     return True
 
 
@@ -285,6 +323,7 @@ FIXES = {
 
 #: Every producer workaround, by name.
 PRODUCER_FIXES = {
+    "fetch_new_topics_at_once": fetch_new_topics_at_once,
     "renew_a_dropped_producer_id": renew_a_dropped_producer_id,
     "refresh_a_leader_that_is_no_broker": refresh_a_leader_that_is_no_broker,
     "fail_only_the_batch_kafka_refused": fail_only_the_batch_kafka_refused,

@@ -111,6 +111,32 @@ def test_metadata_for_a_new_subscription_is_fetched_without_waiting_out_the_retr
         consumer.close(timeout_ms=0)
 
 
+def test_a_producers_first_send_to_a_topic_fetches_its_metadata_without_waiting_out_the_backoff(
+        kafka_bootstrap: str, queue_name: str, admin: KafkaAdminClient) -> None:
+    from broker._kafka_python_fixes import fetch_new_topics_at_once
+
+    create_missing(admin, [TopicSpec(queue_name, partitions=1, retention_ms=3_600_000)])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap,
+                             max_block_ms=int(METADATA_WAIT_S * 2 * 1000))
+    assert fetch_new_topics_at_once(producer)
+    # Given a producer whose metadata refreshes are held back an hour after
+    # each other (set on its ClusterMetadata, as above), its bootstrap's just made...
+    producer._metadata.config["retry_backoff_ms"] = 3_600_000
+    sent = threading.Event()
+
+    def send() -> None:
+        producer.send(queue_name, b"first").get(timeout=METADATA_WAIT_S)
+        sent.set()
+
+    try:
+        # ...its first send to a topic gets the topic's metadata at once
+        # (upstream waits out the backoff, and the send blocks until max_block_ms)
+        threading.Thread(target=send, daemon=True).start()
+        assert sent.wait(METADATA_WAIT_S), "the send waited out the metadata backoff"
+    finally:
+        producer.close(timeout=0)
+
+
 def test_a_producer_that_dropped_its_producer_id_gets_a_new_one_and_sends_again(
     make_broker: BrokerFactory, queue_name: str, kafka_bootstrap: str,
 ) -> None:
