@@ -32,10 +32,10 @@ Seen with kafka-python 3.0.12 and aiokafka 0.14.0.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import kafka.errors as errors
@@ -50,38 +50,36 @@ logger = logging.getLogger(__name__)
 #: The v2 batch format (KIP-98); older ones have no compiled reader here.
 RECORD_BATCH_MAGIC_V2 = 2
 
-#: aiokafka's compiled record batch module and errors, once imported. The
-#: import is put off until a consumer is made: ``import aiokafka.…`` runs
-#: aiokafka's package ``__init__`` (its asyncio client, about 75 ms), which a
-#: process that only sends should not pay.
-_aiokafka: dict[str, Any] = {}
-
-
+@functools.cache
 def _compiled() -> dict[str, Any] | None:
     """aiokafka's compiled batch class, its codec checks and errors, or None
-    when aiokafka (or its compiled extension) is not installed."""
-    if not _aiokafka:
-        try:
-            records: ModuleType = importlib.import_module(
-                "aiokafka.record._crecords.default_records")
-            codec = importlib.import_module("aiokafka.codec")
-            aioerrors = importlib.import_module("aiokafka.errors")
-        except ImportError as error:
-            logger.warning("aiokafka's compiled record parser is not available (%s); "
-                           "records are parsed by kafka-python.", error)
-            return None
-        batch = records.DefaultRecordBatch
-        # aiokafka decompresses with cramjam (its lz4, zstd and snappy
-        # extras); a codec it has no library for stays with kafka-python.
-        _aiokafka.update(
-            batch=batch,
-            codecs={batch.CODEC_NONE: True, batch.CODEC_GZIP: codec.has_gzip(),
-                    batch.CODEC_SNAPPY: codec.has_snappy(), batch.CODEC_LZ4: codec.has_lz4(),
-                    batch.CODEC_ZSTD: codec.has_zstd()},
-            corrupt=aioerrors.CorruptRecordException,
-            unsupported=aioerrors.UnsupportedCodecError,
-        )
-    return _aiokafka
+    when aiokafka (or its compiled extension) is not installed.
+
+    Imported when the first consumer is fixed, not with this module:
+    ``import aiokafka.…`` runs aiokafka's package ``__init__`` (its asyncio
+    client, about 75 ms and 6 MiB), which a process that only sends should
+    not pay. A worker pays it once, before its first fetch (bench startup:
+    first message 0.18 -> 0.22 s after ``Worker.start()``).
+    """
+    try:
+        records = importlib.import_module("aiokafka.record._crecords.default_records")
+        codec = importlib.import_module("aiokafka.codec")
+        aioerrors = importlib.import_module("aiokafka.errors")
+    except ImportError as error:
+        logger.warning("aiokafka's compiled record parser is not available (%s); "
+                       "records are parsed by kafka-python.", error)
+        return None
+    batch = records.DefaultRecordBatch
+    # aiokafka decompresses with cramjam (its lz4, zstd and snappy extras); a
+    # codec it has no library for stays with kafka-python.
+    return {
+        "batch": batch,
+        "codecs": {batch.CODEC_NONE: True, batch.CODEC_GZIP: codec.has_gzip(),
+                   batch.CODEC_SNAPPY: codec.has_snappy(), batch.CODEC_LZ4: codec.has_lz4(),
+                   batch.CODEC_ZSTD: codec.has_zstd()},
+        "corrupt": aioerrors.CorruptRecordException,
+        "unsupported": aioerrors.UnsupportedCodecError,
+    }
 
 
 class CompiledPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
