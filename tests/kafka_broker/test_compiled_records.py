@@ -99,6 +99,29 @@ def test_every_codec_reads_the_same_records_as_kafka_python(
     assert len({r.leader_epoch for r in ours}) == 1 and ours[0].leader_epoch >= 0
 
 
+def test_log_append_time_reads_the_same_timestamps_as_kafka_python(
+    kafka_bootstrap: str, admin: KafkaAdminClient, queue_name: str,
+) -> None:
+    # Given a topic whose records take the time Kafka appends them (the
+    # batch's max timestamp, not each record's own)
+    topic = f"{queue_name}-append-time"
+    create_missing(admin, [TopicSpec(topic, partitions=1, retention_ms=RETENTION_MS,
+                                     extra_configs={"message.timestamp.type": "LogAppendTime"})])
+    try:
+        produce(kafka_bootstrap, topic, "lz4")
+
+        # When our consumer and kafka-python's read it
+        ours = read(kafka_bootstrap, topic, compiled=True)
+
+        # Then both give the append time, the same for each record of a batch
+        assert ours == read(kafka_bootstrap, topic, compiled=False)
+        assert {r.timestamp_type for r in ours} == {1}
+        assert len({r.timestamp for r in ours[:RECORDS_PER_BATCH]}) == 1
+    finally:
+        with contextlib.suppress(KafkaError):
+            admin.delete_topics([topic])
+
+
 def test_a_fetch_inside_a_batch_starts_at_the_fetch_offset(
     kafka_bootstrap: str, topic: str,
 ) -> None:
