@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,11 +57,9 @@ def _compiled() -> dict[str, Any] | None:
     """aiokafka's compiled batch class, its codec checks and errors, or None
     when aiokafka (or its compiled extension) is not installed.
 
-    Imported when the first consumer is fixed, not with this module:
-    ``import aiokafka.…`` runs aiokafka's package ``__init__`` (its asyncio
-    client, about 75 ms and 6 MiB), which a process that only sends should
-    not pay. A worker pays it once, before its first fetch (bench startup:
-    first message 0.18 -> 0.22 s after ``Worker.start()``).
+    Not imported with this module: ``import aiokafka.…`` runs aiokafka's
+    package ``__init__`` (its asyncio client, about 75 ms and 6 MiB), which a
+    process that only sends should not pay; see :func:`_load_in_background`.
     """
     try:
         records = importlib.import_module("aiokafka.record._crecords.default_records")
@@ -82,12 +82,43 @@ def _compiled() -> dict[str, Any] | None:
     }
 
 
+#: Set once :func:`_compiled` has an answer; until then fetches are parsed
+#: by kafka-python.
+_loaded = threading.Event()
+_loader_lock = threading.Lock()
+_loader: list[threading.Thread] = []
+
+
+def _load() -> None:
+    try:
+        _compiled()
+    finally:
+        _loaded.set()
+
+
+def _load_in_background() -> None:
+    """Import aiokafka on a thread of its own, once per process.
+
+    Imported before the consumer's first fetch, it held back a worker's
+    first message by 40-65 ms (bench startup and drain, first ack), also
+    when imported on a thread while the group was joined (the import is CPU
+    under the GIL). Started by the first fetch, it runs while that fetch's
+    records are worked on, which kafka-python parses.
+    """
+    with _loader_lock:
+        if not _loader:
+            _loader.append(threading.Thread(target=_load, name="aiokafka-import", daemon=True))
+            _loader[0].start()
+
+
 class CompiledPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
     """kafka-python's ``PartitionRecords``, its v2 records read in C."""
 
     def _unpack_records(self, tp: Any, records: Any, key_deserializer: Any,
                         value_deserializer: Any) -> Iterator[ConsumerRecord]:
-        compiled = _compiled()
+        if not _loaded.is_set():
+            _load_in_background()
+        compiled = _compiled() if _loaded.is_set() else None
         if compiled is None or key_deserializer is not None or value_deserializer is not None \
                 or self.isolation_level != IsolationLevel.READ_UNCOMMITTED:
             yield from super()._unpack_records(tp, records, key_deserializer, value_deserializer)
@@ -167,7 +198,8 @@ def parse_records_in_c(consumer: KafkaConsumer) -> bool:
     fetcher: Any = getattr(consumer, "_fetcher", None)
     upstream = Fetcher.PartitionRecords
     if getattr(fetcher, "PartitionRecords", None) is not upstream \
-            or not hasattr(upstream, "_unpack_records") or _compiled() is None:
+            or not hasattr(upstream, "_unpack_records") \
+            or importlib.util.find_spec("aiokafka") is None:
         return False
     fetcher.PartitionRecords = CompiledPartitionRecords
     return True

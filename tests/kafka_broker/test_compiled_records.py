@@ -6,6 +6,8 @@ batches, fetches that start inside a batch, and corrupt batches refused."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -46,6 +48,13 @@ RETENTION_MS = 3_600_000
 
 #: The code of the LZ4 codec in a batch's attributes (kafka-python's builder).
 LZ4_CODEC = 3
+
+
+@pytest.fixture(autouse=True)
+def aiokafka_imported() -> None:
+    """aiokafka imported, as a worker has it a moment after its start (a
+    fetch before that is parsed by kafka-python)."""
+    compiled_records._load()
 
 
 @pytest.fixture
@@ -248,6 +257,7 @@ def test_without_aiokafka_records_are_parsed_by_kafka_python(
     data = batches(3, codec=LZ4_CODEC)
     expected = take_all(Fetcher.PartitionRecords, data)
     monkeypatch.setattr(compiled_records, "_compiled", lambda: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, package=None: None)
 
     assert take_all(CompiledPartitionRecords, data) == expected
     fetcher = SimpleNamespace(PartitionRecords=Fetcher.PartitionRecords)
@@ -274,3 +284,21 @@ def test_aiokafka_reads_every_codec_kafka_python_writes() -> None:
     compiled = compiled_records._compiled()
     assert compiled is not None
     assert all(compiled["codecs"].values()), compiled["codecs"]
+
+
+def test_a_fetch_before_aiokafka_is_imported_is_parsed_by_kafka_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given aiokafka still being imported (a worker's first moments)
+    data = batches(2)
+    expected = take_all(Fetcher.PartitionRecords, data)
+    monkeypatch.setattr(compiled_records, "_loaded", threading.Event())
+    monkeypatch.setattr(compiled_records, "_compiled",
+                        lambda: pytest.fail("aiokafka used before it was imported"))
+    imports: list[bool] = []
+    monkeypatch.setattr(compiled_records, "_load_in_background", lambda: imports.append(True))
+
+    # When a fetch is parsed, Then kafka-python parses it, without waiting,
+    # and the import is started
+    assert take_all(CompiledPartitionRecords, data) == expected
+    assert imports
