@@ -23,7 +23,8 @@ kafka-python's loop asks each record for ``validate_crc()`` and
 ``size_in_bytes``, which aiokafka's compiled records lack, so every record
 would need a Python wrapper. Measured on 500 records of 200 B with two
 headers: kafka-python 7.6 µs a record, adapted batches through its loop
-2.2 µs, this loop 1.4 µs.
+2.2 µs, this loop 1.4 µs. A plain consumer reading lz4 batches of 161-byte
+records from Kafka: 8.6 -> 2.5 µs of CPU a record.
 The one difference: ``bytes_read`` of the fetch metrics counts whole batches
 (aiokafka does not say a record's size), not each record's bytes.
 
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 #: The v2 batch format (KIP-98); older ones have no compiled reader here.
 RECORD_BATCH_MAGIC_V2 = 2
+
 
 @functools.cache
 def _compiled() -> dict[str, Any] | None:
