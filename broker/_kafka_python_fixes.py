@@ -37,6 +37,8 @@ from kafka.net.connection import KafkaConnection
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
+from broker.compiled_records import parse_records_in_c
+
 __all__ = ["FIXES", "PROCESS_FIXES", "PRODUCER_FIXES", "SASL_REFUSALS", "applied", "apply_fixes",
            "apply_producer_fixes", "install", "removed"]
 
@@ -314,11 +316,13 @@ def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
     return [name for name, fix in PRODUCER_FIXES.items() if fix(producer)]
 
 
-#: Every workaround, by name, in the order applied.
+#: Every workaround, by name, in the order applied. (The last is for speed,
+#: not a bug: kafka-python parses records in pure Python.)
 FIXES = {
     "finish_every_join": finish_every_join,
     "know_every_topic": know_every_topic,
     "hand_back_resumed_records": hand_back_resumed_records,
+    "parse_records_in_c": parse_records_in_c,
 }
 
 #: Every producer workaround, by name.

@@ -103,19 +103,30 @@ def committed(admin: KafkaAdminClient, group_id: str, topic: str) -> dict[int, i
     return result
 
 
-def read_records(bootstrap: str, topic: str, *, timeout_s: float = 20.0) -> list[ConsumerRecord]:
-    """Every record now on ``topic``, read without a group (commits nothing)."""
+def read_records(bootstrap: str, topic: str, *, timeout_s: float = 20.0,
+                 from_offset: int | None = None,
+                 prepare: Callable[[KafkaConsumer], object] | None = None,
+                 **consumer_options: object) -> list[ConsumerRecord]:
+    """Every record now on ``topic`` (from ``from_offset`` on, if given), read
+    without a group (commits nothing) by a consumer ``prepare`` may change first."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="broker-tests-reader")
     try:
         ends = end_offsets(admin, topic)
     finally:
         admin.close()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, client_id="broker-tests-reader")
+                             enable_auto_commit=False, client_id="broker-tests-reader",
+                             **consumer_options)
     try:
+        if prepare is not None:
+            prepare(consumer)
         partitions = [TopicPartition(topic, p) for p in ends]
         consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
+        if from_offset is None:
+            consumer.seek_to_beginning(*partitions)
+        else:
+            for tp in partitions:
+                consumer.seek(tp, from_offset)
         records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp.partition] for tp in partitions):
