@@ -738,7 +738,8 @@ class KafkaBroker(dramatiq.Broker):
             def leave() -> None:
                 self.queue_admin.remove_static_member(instance_id)
 
-        return GroupPoller(options, topics, leave=leave)
+        return GroupPoller(options, topics, leave=leave,
+                           precedence=[name for _, name in self.priority_queues])
 
     def _membership_slot(self) -> ProcessSlot | None:
         """This process's slot, or None for dynamic membership: also when no

@@ -1,17 +1,20 @@
 """One group member per process: a worker's consumers share one poller, a
-full queue never holds the others back, and a consumer closed beside others
-hands its unfinished records to the next one."""
+full queue never holds the others back, the most urgent priority band's
+records go ahead of a less urgent band's fetch, and a consumer closed beside
+others hands its unfinished records to the next one."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import dramatiq
 from broker_support import BrokerFactory, WorkerFactory, committed, stop_worker, wait_until
 from kafka import KafkaAdminClient
 from test_broker_commits import send_numbered, take
 
+from broker import KafkaBroker
 from broker.consumer import KafkaMessageProxy
 from broker.poller import READ_AHEAD_RECORDS
 
@@ -157,3 +160,112 @@ def test_a_queue_paused_many_times_is_still_read_to_its_end(
 
     # Then every message arrives: no paused partition is left behind
     assert len(got) == 8 * READ_AHEAD_RECORDS
+
+
+#: Records one poll hands out in the precedence tests: a fetch of the bulk
+#: queue (64 KiB, some 300 of these records) takes dozens of polls to hand out.
+POLL_RECORDS = 5
+
+#: How long each bulk record takes to open in the precedence test, seconds.
+OPEN_BULK_S = 0.002
+
+
+def two_bands_with_a_backlog(make_broker: BrokerFactory, queue_name: str, *, backlog: int,
+                             partitions: int, poll_records: int
+                             ) -> tuple[KafkaBroker, str, str]:
+    """A broker with an urgent band and a bulk band holding ``backlog``
+    messages, whose first poller fetches both (as a worker's does) and hands
+    out ``poll_records`` per poll: the broker, the bulk queue, the urgent one."""
+    bulk, urgent = f"{queue_name}-bulk", f"{queue_name}-urgent"
+    broker = make_broker(priority_queues=[(0, urgent), (100, bulk)],
+                         topic_partitions=partitions,
+                         consumer_options={"heartbeat_interval_ms": 500,
+                                           "max_poll_records": poll_records})
+    send_numbered(broker, bulk, backlog)
+    broker.declare_queue(urgent)
+    broker._pollers.expect([bulk, urgent])  # (one group join for both)
+    return broker, bulk, urgent
+
+
+def test_an_urgent_record_is_filed_ahead_of_the_rest_of_a_bulk_fetch(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given two priority bands on one poller that hands out a few records per
+    # poll, and a backlog on the bulk band
+    broker, bulk, urgent = two_bands_with_a_backlog(
+        make_broker, queue_name, backlog=4 * READ_AHEAD_RECORDS, partitions=1,
+        poll_records=POLL_RECORDS)
+    bulk_consumer = broker.consume(bulk, prefetch=1, timeout=100)
+    urgent_consumer = broker.consume(urgent, prefetch=1, timeout=100)
+    try:
+        bulk_feed, urgent_feed = bulk_consumer._feed, urgent_consumer._feed
+        open_bulk, open_urgent = bulk_feed.decode, urgent_feed.decode
+        assert open_bulk is not None and open_urgent is not None
+        sent = threading.Event()
+        bulk_filed_before_urgent: list[int] = []
+
+        def sending_urgent_once(record: Any) -> bytes:
+            # When the first bulk fetch is being filed, an urgent record is
+            # sent (and stored by Kafka before the poller goes on)
+            if not sent.is_set():
+                sent.set()
+                send_numbered(broker, urgent, 1)
+            # (A bulk record takes a while to open, as a decryption might: the
+            # poller gives kafka-python's IO thread room to bring the fetch.)
+            time.sleep(OPEN_BULK_S)
+            return open_bulk(record)
+
+        def noting_bulk_filed(record: Any) -> bytes:
+            bulk_filed_before_urgent.append(len(bulk_feed.buffer))
+            return open_urgent(record)
+
+        bulk_feed.decode, urgent_feed.decode = sending_urgent_once, noting_bulk_filed
+        message = None
+        deadline = time.monotonic() + 30
+        while message is None and time.monotonic() < deadline:
+            message = next(urgent_consumer)
+
+        # Then the urgent record comes out ahead of most of the bulk records
+        # that fetch brought (without precedence: all of them, and more)
+        assert message is not None and message.args == (0,)
+        assert sent.is_set() and len(bulk_filed_before_urgent) == 1
+        assert bulk_filed_before_urgent[0] < 20 * POLL_RECORDS, bulk_filed_before_urgent
+    finally:
+        bulk_consumer.close()
+        urgent_consumer.close()
+
+
+def test_urgent_polls_beside_a_draining_backlog_lose_and_repeat_nothing(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a bulk band's backlog on three partitions and an urgent band on
+    # one poller (every poll that hands out bulk records is followed by one
+    # with the bulk partitions paused, their fetched records parked)
+    backlog, urgent_count = 4 * READ_AHEAD_RECORDS, 20
+    broker, bulk, urgent = two_bands_with_a_backlog(
+        make_broker, queue_name, backlog=backlog, partitions=3, poll_records=10 * POLL_RECORDS)
+    consumers = {queue: broker.consume(queue, prefetch=8, timeout=1) for queue in (bulk, urgent)}
+    got: dict[str, list[int]] = {bulk: [], urgent: []}
+    try:
+        # When the backlog drains while urgent messages keep arriving (one
+        # every 100 bulk messages)
+        sent_urgent = 0
+        deadline = time.monotonic() + 90
+        while (len(got[bulk]) < backlog or len(got[urgent]) < urgent_count) \
+                and time.monotonic() < deadline:
+            if sent_urgent < urgent_count and len(got[bulk]) >= 100 * sent_urgent:
+                broker.enqueue(dramatiq.Message(queue_name=urgent, actor_name="work",
+                                                args=(sent_urgent,), kwargs={}, options={}))
+                sent_urgent += 1
+            for queue, consumer in consumers.items():
+                message = next(consumer)
+                if message is not None:
+                    got[queue].append(message.args[0])
+                    consumer.ack(message)
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+
+    # Then every message of both arrived exactly once
+    assert sorted(got[bulk]) == list(range(backlog))
+    assert sorted(got[urgent]) == list(range(urgent_count))
