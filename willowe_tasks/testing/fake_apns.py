@@ -62,6 +62,7 @@ DEFAULT_BUNDLE_ID = "com.willowe.app"
 DEFAULT_TEAM_ID = "W1LL0WE7EA"
 DEFAULT_KEY_ID = "FAKEKEY001"
 
+
 def signing_key_pem(key: ec.EllipticCurvePrivateKey | None = None) -> str:
     """A provider token signing key (``AuthKey_<key id>.p8``: P-256, PKCS#8
     PEM), ``key`` or a new one."""

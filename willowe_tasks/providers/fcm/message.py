@@ -71,7 +71,7 @@ def fcm_message(push: Push, *, now: float | None = None) -> dict[str, Any]:
 
 def fcm_payload_bytes(message: dict[str, Any]) -> int:
     """Bytes of ``message`` that count against :data:`MAX_MESSAGE_BYTES`."""
-    return len(_compact({key: value for key, value in message.items() if key != "token"}))
+    return len(_counted(message))
 
 
 def encode_request(message: dict[str, Any]) -> bytes:
@@ -82,12 +82,17 @@ def encode_request(message: dict[str, Any]) -> bytes:
 def encode_request_sized(message: dict[str, Any]) -> tuple[bytes, int]:
     """:func:`encode_request` and :func:`fcm_payload_bytes` from one JSON
     encoding: the worker needs both for every push."""
-    counted = _compact({key: value for key, value in message.items() if key != "token"})
+    counted = _counted(message)
     if "token" not in message:
         return b'{"message":' + counted + b"}", len(counted)
     # The counted object is "{...}": the token goes in right after its brace.
     token = b'"token":' + _compact(message["token"]) + (b"," if counted != b"{}" else b"")
     return b'{"message":{' + token + counted[1:] + b"}", len(counted)
+
+
+def _counted(message: dict[str, Any]) -> bytes:
+    """The JSON of ``message`` without its token: what FCM counts."""
+    return _compact({key: value for key, value in message.items() if key != "token"})
 
 
 def _compact(value: Any) -> bytes:
