@@ -4,7 +4,8 @@ with the upstream behaviour it works around.
 Two kinds:
 
 - Per client (:func:`apply_fixes`, :data:`FIXES` for consumers;
-  :func:`apply_producer_fixes`, :data:`PRODUCER_FIXES` for producers): each
+  :func:`apply_producer_fixes`, :data:`PRODUCER_FIXES` for producers;
+  :func:`apply_admin_fixes`, :data:`ADMIN_FIXES` for admin clients): each
   touches one client only, and does nothing when kafka-python's internals no longer look
   as expected, so an upgrade turns it off rather than breaking the client.
   ``tests/kafka_broker/test_kafka_python_fixes.py`` fails when one of them
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import kafka.errors as errors
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import UnknownBrokerIdError
 from kafka.net.connection import KafkaConnection
 from kafka.net.manager import KafkaConnectionManager
@@ -39,8 +40,8 @@ from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
 from broker.compiled_records import parse_records_in_c
 
-__all__ = ["FIXES", "PROCESS_FIXES", "PRODUCER_FIXES", "SASL_REFUSALS", "applied", "apply_fixes",
-           "apply_producer_fixes", "install", "removed"]
+__all__ = ["ADMIN_FIXES", "FIXES", "PROCESS_FIXES", "PRODUCER_FIXES", "SASL_REFUSALS", "applied",
+           "apply_admin_fixes", "apply_fixes", "apply_producer_fixes", "install", "removed"]
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +317,43 @@ def apply_producer_fixes(producer: KafkaProducer) -> list[str]:
     return [name for name, fix in PRODUCER_FIXES.items() if fix(producer)]
 
 
+# -- per admin client ------------------------------------------------------
+
+
+def one_caller_at_a_time(admin: KafkaAdminClient) -> bool:
+    """Let the threads of a process use one admin client in turn.
+
+    Upstream: an admin call runs on the client's IO thread and may be made
+    from several threads at once (``KafkaConnectionManager.run``), but each
+    request goes to ``least_loaded_node()``, which finds no node once the
+    one connection has ``max_in_flight_requests_per_connection`` (5)
+    requests in flight, and the request then fails at once with
+    ``NodeNotReadyError('No node_id provided')`` instead of waiting for the
+    connection (Java's ``AdminClient`` keeps a call queued until a node can
+    take it). A worker starting its consumers (a topic check each) while
+    threads of the same process sent to new queues made six or more at
+    once, and the sends failed. Taking turns, a call waits for the calls
+    ahead of it instead: they are few and short (topic checks, lag).
+    """
+    manager: Any = getattr(admin, "_manager", None)
+    run = getattr(manager, "run", None)
+    if not callable(run):
+        return False
+    turn = threading.Lock()
+
+    def run_in_turn(coro: Any, *args: Any) -> Any:
+        with turn:
+            return run(coro, *args)
+
+    manager.run = run_in_turn
+    return True
+
+
+def apply_admin_fixes(admin: KafkaAdminClient) -> list[str]:
+    """Apply every admin client workaround; return the names of those applied."""
+    return [name for name, fix in ADMIN_FIXES.items() if fix(admin)]
+
+
 #: Every workaround, by name, in the order applied. (The last is for speed,
 #: not a bug: kafka-python parses records in pure Python.)
 FIXES = {
@@ -332,6 +370,9 @@ PRODUCER_FIXES = {
     "refresh_a_leader_that_is_no_broker": refresh_a_leader_that_is_no_broker,
     "fail_only_the_batch_kafka_refused": fail_only_the_batch_kafka_refused,
 }
+
+#: Every admin client workaround, by name.
+ADMIN_FIXES = {"one_caller_at_a_time": one_caller_at_a_time}
 
 
 # -- per process -----------------------------------------------------------

@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from broker import _kafka_python_fixes
-from broker._kafka_python_fixes import apply_producer_fixes
+from broker._kafka_python_fixes import apply_admin_fixes, apply_producer_fixes
 from broker.access import ClientPrincipal, hide_secrets
 from broker.admin import QueueAdmin
 from broker.after_processing import DEFAULT_PATIENCE_S, emit_after_processing
@@ -298,7 +298,7 @@ class KafkaBroker(dramatiq.Broker):
         # (Single dicts again: options may name bootstrap_servers or client_id too.)
         self._producer = PerProcess(lambda: _producer({**client, **self._producer_options}))
         self._bulk_producer = PerProcess(lambda: _producer({**client, **bulk_options}))
-        self._admin = PerProcess(lambda: KafkaAdminClient(**{**client, **self._admin_options}))
+        self._admin = PerProcess(lambda: _admin({**client, **self._admin_options}))
         # Reads records for their timestamps (time lag) and nothing else: no
         # group, no commits.
         self._reader = PerProcess(lambda: KafkaConsumer(
@@ -800,6 +800,14 @@ def _producer(options: dict[str, Any]) -> KafkaProducer:
     # stop the producer for good (see the fix).
     apply_producer_fixes(producer)
     return producer
+
+
+def _admin(options: dict[str, Any]) -> KafkaAdminClient:
+    admin = KafkaAdminClient(**options)
+    # Shared by the process's threads: consumers starting, senders, scrapes
+    # (see the fix).
+    apply_admin_fixes(admin)
+    return admin
 
 
 def _unreachable(error: ConnectionFailed) -> bool:

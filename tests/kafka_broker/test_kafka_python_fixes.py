@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import dramatiq
@@ -14,7 +15,14 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from broker import KafkaBroker
-from broker._kafka_python_fixes import FIXES, PRODUCER_FIXES, apply_fixes, apply_producer_fixes
+from broker._kafka_python_fixes import (
+    ADMIN_FIXES,
+    FIXES,
+    PRODUCER_FIXES,
+    apply_admin_fixes,
+    apply_fixes,
+    apply_producer_fixes,
+)
 from broker.topics import TopicSpec, create_missing
 
 #: How long a send of an unfixed producer is given, in seconds: a fixed one
@@ -34,6 +42,10 @@ UNKNOWN_BROKER_ID = 4242
 TIGHT_TOPIC_MAX_BYTES = 1024
 BIG_RECORD_BYTES = 10_000
 
+#: Threads sending at once to queues new to the process: more than the five
+#: requests kafka-python lets one connection have in flight.
+CONCURRENT_FIRST_SENDS = 12
+
 
 def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: str) -> None:
     # If kafka-python moves them, a fix turns itself off: this says which one
@@ -44,12 +56,60 @@ def test_every_workaround_still_finds_the_internals_it_patches(kafka_bootstrap: 
                              enable_auto_commit=False)
     consumer.subscribe(["fixes-probe"])
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         assert apply_fixes(consumer) == list(FIXES)
         assert apply_producer_fixes(producer) == list(PRODUCER_FIXES)
+        assert apply_admin_fixes(admin) == list(ADMIN_FIXES)
     finally:
         consumer.close()
         producer.close()
+        admin.close()
+
+
+def test_threads_sending_to_new_queues_while_a_worker_starts_all_get_through(
+    make_broker: BrokerFactory, start_worker: WorkerFactory, queue_name: str,
+) -> None:
+    # Given a broker with a dozen queues it has not made topics for yet
+    broker: KafkaBroker = make_broker()
+    ran: list[int] = []
+
+    def declare(i: int) -> dramatiq.Actor[[int], None]:
+        @dramatiq.actor(broker=broker, queue_name=f"{queue_name}-{i}",
+                        actor_name=f"{queue_name}-{i}")
+        def note(n: int) -> None:
+            ran.append(n)
+        return note
+
+    actors = [declare(i) for i in range(CONCURRENT_FIRST_SENDS)]
+    failures: list[BaseException] = []
+    ready = threading.Barrier(CONCURRENT_FIRST_SENDS + 1)
+
+    def send(i: int) -> None:
+        ready.wait(30)
+        try:
+            actors[i].send(i)
+        except Exception as e:  # every failure is the test's finding
+            failures.append(e)
+
+    senders = [threading.Thread(target=send, args=(i,), daemon=True)
+               for i in range(CONCURRENT_FIRST_SENDS)]
+    for sender in senders:
+        sender.start()
+    # When a worker starts its consumers (each checks its queue's topics)
+    # while every thread makes its first send at the same moment
+    ready.wait(30)
+    start_worker(broker)
+    for sender in senders:
+        sender.join(60)
+    # Then every send got through (upstream, the admin requests beyond the
+    # connection's five in flight failed at once: NodeNotReadyError)...
+    assert not failures, [repr(e) for e in failures]
+    # ...and every message ran
+    deadline = time.monotonic() + 60
+    while len(ran) < CONCURRENT_FIRST_SENDS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(ran) == list(range(CONCURRENT_FIRST_SENDS))
 
 
 def test_a_worker_on_new_topics_starts_without_metadata_warnings_and_works(
