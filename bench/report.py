@@ -14,7 +14,9 @@ _PUSH_COLUMNS = [
     ("push/s (first → last push)", "rate"), ("push/s from worker start", "rate_from_start"),
     ("ceiling, push/s", "ceiling"), ("rate / ceiling", "ratio"), ("lost", "lost"),
     ("duplicated", "duplicated"), ("worker CPU ms/push", "worker_cpu_ms_per_push"),
-    ("fakes' CPU ms/push", "fakes_cpu_ms_per_push")]
+    ("fakes' CPU ms/push", "fakes_cpu_ms_per_push"),
+    ("our clients alone, push/s", "clients_alone_rate"),
+    ("worker / clients alone", "worker_over_clients")]
 
 #: Per scenario: (column title, figure key) and how its sizes read.
 COLUMNS: dict[str, list[tuple[str, str]]] = {

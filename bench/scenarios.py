@@ -10,17 +10,23 @@ other people's tests on the shared Kafka never see each other's messages.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from kafka.errors import KafkaError
 
-from bench import push, startup
+from bench import push, push_client, startup
 from bench.config import Sizes
+from bench.log import say
 from bench.runner import PeerFailed, RssSampler, run_peer
 from bench.stats import Figure, figures
 from bench.systems import System
+
+#: Most notifications our clients alone push before a push repetition: at 8
+#: threads and 20 ms, some 8 s.
+CLIENTS_ALONE_MAX = 3_000
 
 #: Longest one fill, enqueue, drain or priority subprocess may run, in seconds.
 STEP_TIMEOUT_S = 420
@@ -292,7 +298,9 @@ class Push(Scenario):
     units = {"rate": "push/s", "rate_from_start": "push/s", "ceiling": "push/s",
              "ratio": "×", "lost": "pairs", "duplicated": "pairs",
              "worker_cpu_ms_per_push": "ms", "fakes_cpu_ms_per_push": "ms",
-             "in_flight": "pushes", "connections": "connections"}
+             "in_flight": "pushes", "connections": "connections",
+             "clients_alone_rate": "push/s", "clients_alone_ratio": "×",
+             "worker_over_clients": "×", "clients_cpu_ms_per_push": "ms"}
     #: The fakes' answer delay, seconds.
     latency_s = push.LATENCY_S
 
@@ -304,17 +312,33 @@ class Push(Scenario):
              ) -> tuple[dict[str, Any], str]:
         name = ctx.name(system, self.name, rep)
         try:
+            clients = push_client.client_alone(
+                n=min(sizes["n"], CLIENTS_ALONE_MAX), threads=sizes["threads"],
+                latency_s=self.latency_s, workdir=ctx.logdir / name / "clients-alone")
+        except (push_client.ClientAloneFailed, OSError, subprocess.TimeoutExpired) as e:
+            say(f"  (our clients alone could not be measured: {e})")
+            clients = {}
+        try:
             r = push.run_once(bootstrap=ctx.bootstrap, group=name, n=sizes["n"],
                               threads=sizes["threads"], workdir=ctx.logdir / name,
                               latency_s=self.latency_s)
         except (push.PushFailed, KafkaError, OSError) as e:
             raise PeerFailed(f"push: {e}") from e
+        if clients:
+            r["clients_alone_rate"] = clients["rate"]
+            r["clients_alone_ratio"] = clients["rate"] / r["ceiling"]
+            r["worker_over_clients"] = r["rate"] / clients["rate"]
+            r["clients_cpu_ms_per_push"] = clients["cpu_ms_per_push"]
         line = (f"{r['rate']:.0f}/s of a {r['ceiling']:.0f}/s ceiling ({r['ratio']:.2f}×), "
                 f"{r['rate_from_start']:.0f}/s from worker start; {r['pushes']}/{r['expected']}"
                 f" pushed, {r['lost']} lost, {r['duplicated']} duplicated; CPU per push:"
                 f" worker {r['worker_cpu_ms_per_push']:.2f} ms, fakes"
                 f" {r['fakes_cpu_ms_per_push']:.2f} ms; median {r['in_flight']:.0f} in flight"
                 f" on {r['connections']} connections")
+        if clients:
+            line += (f"; our clients alone {clients['rate']:.0f}/s"
+                     f" ({r['clients_alone_ratio']:.2f}× the ceiling,"
+                     f" {clients['cpu_ms_per_push']:.2f} ms CPU per push)")
         return r, line
 
     def summarize(self, ctx: Context, system: System, reps: list[dict[str, Any]],
@@ -324,6 +348,10 @@ class Push(Scenario):
                          "half iOS (HTTP/2), half Android (FCM v1)")
         out.sizes["fakes"] = reps[0]["fakes"]
         out.notes.append(f"fake APNs and FCM: {reps[0]['fakes']}; their CPU is reported apart")
+        out.notes.append("clients alone: our APNs and FCM clients pushing from as many threads"
+                         " to fakes of their own, with no worker (bench/push_client.py): the"
+                         " most a worker reaches with them here; worker / clients is what the"
+                         " worker itself costs")
         for key in ("lost", "duplicated", "unexpected", "refused"):
             bad = [r[key] for r in reps if r[key]]
             if bad:

@@ -195,6 +195,16 @@ def test_a_tiny_push_run_pushes_every_notification_exactly_once(kafka_bootstrap:
     assert "| ours (KafkaBroker) |" in report.table({"push": {"ours": outcome}}, evaluated, 1)
 
 
+def test_our_clients_alone_push_every_notification_to_fakes_of_their_own(tmp_path: Path
+                                                                         ) -> None:
+    from bench.push_client import WARM_UP_PER_THREAD, client_alone
+
+    figures = client_alone(n=12, threads=3, latency_s=0.0, workdir=tmp_path)
+    # Every push, the warm-up's included, reached the fakes and was accepted
+    assert figures["pushed"] == 12 + WARM_UP_PER_THREAD * 3
+    assert figures["rate"] > 0 and figures["cpu_ms_per_push"] > 0
+
+
 def test_pushes_in_flight_are_those_that_arrived_within_one_latency() -> None:
     # Given a push every 10 ms held 50 ms each: five in flight once under way
     arrivals = [i * 0.01 for i in range(100)]
