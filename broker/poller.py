@@ -34,9 +34,11 @@ poller's work while a less urgent backlog flows. kafka-python hands out a
 fetch's records partition after partition, parsing each in Python, and sends
 the next fetch only once the last partition's records are being handed out:
 an urgent record waited behind hundreds of backlog records (tens of ms on a
-busy worker). So each poll that hands out records of a less urgent queue is
-followed by one with those queues paused (see :meth:`GroupPoller._poll_urgent_only`),
-and a poll's records are filed most urgent queue first.
+busy worker). So each poll that hands out records of a less urgent band is
+followed by one with that band and any less urgent paused (see
+:meth:`GroupPoller._poll_ahead_of`), and so on up the bands while such a poll
+hands out records of a band below the first; a poll's records are filed most
+urgent band first.
 """
 
 from __future__ import annotations
@@ -122,9 +124,9 @@ PARTITION_FETCH_BYTES = 64 * 1024
 #: beside an idle one drained at 1,813 msg/s; at 100 ms, 6,328.
 FETCH_MAX_WAIT_MS = 100
 
-#: Longest Kafka holds a fetch that a poll for the most urgent band alone
-#: sends (see :meth:`GroupPoller._poll_urgent_only`): none, since the less
-#: urgent bands' next fetch can't go out until it is back. Held for
+#: Longest Kafka holds a fetch that a poll ahead of a less urgent band
+#: sends (see :meth:`GroupPoller._poll_ahead_of`): none, since the less
+#: urgent band's next fetch can't go out until it is back. Held for
 #: FETCH_MAX_WAIT_MS, a low backlog beside an idle high queue drained at
 #: some 3,700 msg/s instead of 6,100; a FETCH_MAX_WAIT_MS of 20 ms for every
 #: fetch instead took an idle worker from 3 % of a core to 9 %.
@@ -255,9 +257,9 @@ class GroupPoller:
     defaults); ``topics`` are subscribed from the start (the queues a worker
     is about to consume, so the group is joined once with all of them);
     ``leave`` takes a static member out of the group once the poller closes;
-    ``precedence`` names the priority bands' queues, most urgent first (the
-    first one's records are handed out ahead of the others'; queues not
-    named, such as the delay queues, are left alone).
+    ``precedence`` names the priority bands' queues, most urgent first (each
+    band's records are handed out ahead of those of the bands after it;
+    queues not named, such as the delay queues, are left alone).
     """
 
     def __init__(self, options: dict[str, Any], topics: Iterable[str], *,
@@ -445,8 +447,13 @@ class GroupPoller:
                     self._pause_full_queues()
                     batches = self._consumer.poll(timeout_ms=POLL_WAIT_MS)
                     self._file(batches)
-                    if self._behind_urgent(batches):
-                        self._file(self._poll_urgent_only())
+                    # Each poll pauses one more band at least: one poll per
+                    # band at most.
+                    band = self._least_urgent(batches)
+                    while band > 0:
+                        batches = self._poll_ahead_of(band)
+                        self._file(batches)
+                        band = min(self._least_urgent(batches), band - 1)
                 except KafkaError as e:
                     self.logger.warning("Polling Kafka failed; the worker's consumers restart: %s",
                                         e)
@@ -482,37 +489,39 @@ class GroupPoller:
             except queue.Empty:
                 return
 
-    def _behind_urgent(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
-        """Whether a poll handed out records of a band less urgent than the first."""
-        return any(self._rank.get(tp.topic, 0) > 0 for tp in batches)
+    def _least_urgent(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+        """The place in ``precedence`` of the least urgent band a poll handed
+        out records of (0 for none, or only the first band's)."""
+        return max((self._rank.get(tp.topic, 0) for tp in batches), default=0)
 
-    def _poll_urgent_only(self) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Poll once more, at once, with the less urgent bands paused: what
-        kafka-python fetched for the first band comes out ahead of the rest of
-        the others' fetch, and, unless a fetch is in flight already, the first
-        band's partitions are fetched again now, not once the others' records
-        are all handed out. kafka-python keeps the records it fetched for a
-        paused partition until it is resumed (KAFKA-7548): nothing is fetched
-        twice."""
+    def _poll_ahead_of(self, band: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Poll once more, at once, with ``band`` and the bands below it
+        paused: what kafka-python fetched for the more urgent bands comes out
+        ahead of the rest of the paused ones' fetch, and, unless a fetch is in
+        flight already, their partitions are fetched again now, not once the
+        paused ones' records are all handed out. kafka-python keeps the
+        records it fetched for a paused partition until it is resumed
+        (KAFKA-7548): nothing is fetched twice. Queues not in ``precedence``
+        (the delay queues) are never paused for it."""
         with self._lock:
             assigned = set(self._assigned)
         unpaused = assigned - self._consumer.paused()
-        if not any(self._rank.get(tp.topic) == 0 for tp in unpaused):
-            return {}  # (the first band's feed is full, or it is not assigned here)
-        others = [tp for tp in unpaused if self._rank.get(tp.topic, 0) > 0]
-        if not others:
+        if not any(self._rank.get(tp.topic, band) < band for tp in unpaused):
+            return {}  # (the more urgent bands' feeds are full, or none is assigned here)
+        behind = [tp for tp in unpaused if self._rank.get(tp.topic, 0) >= band]
+        if not behind:
             return {}
         # kafka-python takes each fetch's wait from its fetcher's settings,
         # with no way to pass one for a single poll.
         fetcher_config = self._consumer._fetcher.config
         fetcher_config["fetch_max_wait_ms"] = URGENT_FETCH_MAX_WAIT_MS
-        self._consumer.pause(*others)
+        self._consumer.pause(*behind)
         try:
             return self._consumer.poll(timeout_ms=0)
         finally:
             fetcher_config["fetch_max_wait_ms"] = self._fetch_max_wait_ms
             # (Those still assigned: a rebalance may have run in the poll.)
-            self._consumer.resume(*(set(others) & self._consumer.paused()))
+            self._consumer.resume(*(set(behind) & self._consumer.paused()))
 
     def _file(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Put what a poll returned into the queues' feeds, most urgent band

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
@@ -170,21 +171,63 @@ POLL_RECORDS = 5
 OPEN_BULK_S = 0.002
 
 
-def two_bands_with_a_backlog(make_broker: BrokerFactory, queue_name: str, *, backlog: int,
-                             partitions: int, poll_records: int
-                             ) -> tuple[KafkaBroker, str, str]:
-    """A broker with an urgent band and a bulk band holding ``backlog``
-    messages, whose first poller fetches both (as a worker's does) and hands
-    out ``poll_records`` per poll: the broker, the bulk queue, the urgent one."""
-    bulk, urgent = f"{queue_name}-bulk", f"{queue_name}-urgent"
-    broker = make_broker(priority_queues=[(0, urgent), (100, bulk)],
+def bands_with_a_backlog(make_broker: BrokerFactory, queue_name: str, bands: Sequence[str], *,
+                         backlog: int, partitions: int, poll_records: int
+                         ) -> tuple[KafkaBroker, list[str]]:
+    """A broker with a priority band for each of ``bands`` (most urgent
+    first), the last holding ``backlog`` messages, whose first poller fetches
+    them all (as a worker's does) and hands out ``poll_records`` per poll:
+    the broker and the bands' queues."""
+    queues = [f"{queue_name}-{band}" for band in bands]
+    broker = make_broker(priority_queues=[(100 * i, queue) for i, queue in enumerate(queues)],
                          topic_partitions=partitions,
                          consumer_options={"heartbeat_interval_ms": 500,
                                            "max_poll_records": poll_records})
-    send_numbered(broker, bulk, backlog)
-    broker.declare_queue(urgent)
-    broker._pollers.expect([bulk, urgent])  # (one group join for both)
-    return broker, bulk, urgent
+    send_numbered(broker, queues[-1], backlog)
+    for queue in queues[:-1]:
+        broker.declare_queue(queue)
+    broker._pollers.expect(queues)  # (one group join for all)
+    return broker, queues
+
+
+def bulk_filed_ahead_of_a_record(broker: KafkaBroker, bulk: str, sent_to: str) -> int:
+    """Send one record to ``sent_to`` while the first fetch of ``bulk``'s
+    backlog is being filed; return how many bulk records were filed before it."""
+    bulk_consumer = broker.consume(bulk, prefetch=1, timeout=100)
+    consumer = broker.consume(sent_to, prefetch=1, timeout=100)
+    try:
+        bulk_feed, feed = bulk_consumer._feed, consumer._feed
+        open_bulk, open_record = bulk_feed.decode, feed.decode
+        assert open_bulk is not None and open_record is not None
+        sent = threading.Event()
+        bulk_filed_before: list[int] = []
+
+        def sending_once(record: Any) -> bytes:
+            # When the first bulk fetch is being filed, the record is sent
+            # (and stored by Kafka before the poller goes on)
+            if not sent.is_set():
+                sent.set()
+                send_numbered(broker, sent_to, 1)
+            # (A bulk record takes a while to open, as a decryption might: the
+            # poller gives kafka-python's IO thread room to bring the fetch.)
+            time.sleep(OPEN_BULK_S)
+            return open_bulk(record)
+
+        def noting_bulk_filed(record: Any) -> bytes:
+            bulk_filed_before.append(len(bulk_feed.buffer))
+            return open_record(record)
+
+        bulk_feed.decode, feed.decode = sending_once, noting_bulk_filed
+        message = None
+        deadline = time.monotonic() + 30
+        while message is None and time.monotonic() < deadline:
+            message = next(consumer)
+        assert message is not None and message.args == (0,)
+        assert sent.is_set() and len(bulk_filed_before) == 1
+        return bulk_filed_before[0]
+    finally:
+        bulk_consumer.close()
+        consumer.close()
 
 
 def test_an_urgent_record_is_filed_ahead_of_the_rest_of_a_bulk_fetch(
@@ -192,47 +235,29 @@ def test_an_urgent_record_is_filed_ahead_of_the_rest_of_a_bulk_fetch(
 ) -> None:
     # Given two priority bands on one poller that hands out a few records per
     # poll, and a backlog on the bulk band
-    broker, bulk, urgent = two_bands_with_a_backlog(
-        make_broker, queue_name, backlog=4 * READ_AHEAD_RECORDS, partitions=1,
-        poll_records=POLL_RECORDS)
-    bulk_consumer = broker.consume(bulk, prefetch=1, timeout=100)
-    urgent_consumer = broker.consume(urgent, prefetch=1, timeout=100)
-    try:
-        bulk_feed, urgent_feed = bulk_consumer._feed, urgent_consumer._feed
-        open_bulk, open_urgent = bulk_feed.decode, urgent_feed.decode
-        assert open_bulk is not None and open_urgent is not None
-        sent = threading.Event()
-        bulk_filed_before_urgent: list[int] = []
+    broker, (urgent, bulk) = bands_with_a_backlog(
+        make_broker, queue_name, ["urgent", "bulk"], backlog=4 * READ_AHEAD_RECORDS,
+        partitions=1, poll_records=POLL_RECORDS)
+    # When an urgent record comes while the first bulk fetch is being filed,
+    # then it comes out ahead of most of the bulk records that fetch brought
+    # (without precedence: all of them, and more)
+    filed_before = bulk_filed_ahead_of_a_record(broker, bulk, urgent)
+    assert filed_before < 20 * POLL_RECORDS, filed_before
 
-        def sending_urgent_once(record: Any) -> bytes:
-            # When the first bulk fetch is being filed, an urgent record is
-            # sent (and stored by Kafka before the poller goes on)
-            if not sent.is_set():
-                sent.set()
-                send_numbered(broker, urgent, 1)
-            # (A bulk record takes a while to open, as a decryption might: the
-            # poller gives kafka-python's IO thread room to bring the fetch.)
-            time.sleep(OPEN_BULK_S)
-            return open_bulk(record)
 
-        def noting_bulk_filed(record: Any) -> bytes:
-            bulk_filed_before_urgent.append(len(bulk_feed.buffer))
-            return open_urgent(record)
-
-        bulk_feed.decode, urgent_feed.decode = sending_urgent_once, noting_bulk_filed
-        message = None
-        deadline = time.monotonic() + 30
-        while message is None and time.monotonic() < deadline:
-            message = next(urgent_consumer)
-
-        # Then the urgent record comes out ahead of most of the bulk records
-        # that fetch brought (without precedence: all of them, and more)
-        assert message is not None and message.args == (0,)
-        assert sent.is_set() and len(bulk_filed_before_urgent) == 1
-        assert bulk_filed_before_urgent[0] < 20 * POLL_RECORDS, bulk_filed_before_urgent
-    finally:
-        bulk_consumer.close()
-        urgent_consumer.close()
+def test_a_middle_band_record_is_filed_ahead_of_the_rest_of_a_bulk_fetch(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given three priority bands on one poller (the first idle) that hands
+    # out a few records per poll, and a backlog on the last band
+    broker, (_, middle, bulk) = bands_with_a_backlog(
+        make_broker, queue_name, ["urgent", "middle", "bulk"],
+        backlog=4 * READ_AHEAD_RECORDS, partitions=1, poll_records=POLL_RECORDS)
+    # When a middle band's record comes while the first bulk fetch is being
+    # filed, then it too comes out ahead of most of that fetch (precedence
+    # for the first band alone: all of it, and more)
+    filed_before = bulk_filed_ahead_of_a_record(broker, bulk, middle)
+    assert filed_before < 20 * POLL_RECORDS, filed_before
 
 
 def test_urgent_polls_beside_a_draining_backlog_lose_and_repeat_nothing(
@@ -242,8 +267,9 @@ def test_urgent_polls_beside_a_draining_backlog_lose_and_repeat_nothing(
     # one poller (every poll that hands out bulk records is followed by one
     # with the bulk partitions paused, their fetched records parked)
     backlog, urgent_count = 4 * READ_AHEAD_RECORDS, 20
-    broker, bulk, urgent = two_bands_with_a_backlog(
-        make_broker, queue_name, backlog=backlog, partitions=3, poll_records=10 * POLL_RECORDS)
+    broker, (urgent, bulk) = bands_with_a_backlog(
+        make_broker, queue_name, ["urgent", "bulk"], backlog=backlog, partitions=3,
+        poll_records=10 * POLL_RECORDS)
     consumers = {queue: broker.consume(queue, prefetch=8, timeout=1) for queue in (bulk, urgent)}
     got: dict[str, list[int]] = {bulk: [], urgent: []}
     try:
