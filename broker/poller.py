@@ -25,9 +25,13 @@ Threading:
   in the message's own :class:`~broker.offsets.PartitionTracker`. Both wake
   waiting consumer threads through the feed's condition.
 
-A queue's feed holds at most :data:`READ_AHEAD_RECORDS`; a full feed has its
-partitions paused, so a low-priority backlog never fills what one fetch
-brings back and urgent records come through beside it.
+A queue's feed holds what was fetched for each of its partitions apart, and
+its consumer takes them in turns, a record of each partition holding some;
+a partition with :data:`PARTITION_READ_AHEAD` records waiting is paused. So
+a backlog is worked through side by side, whatever the size of the batches
+it was written in (Kafka returns a partition's first batch whole, however
+big), and a low-priority backlog never fills what one fetch brings back:
+urgent records come through beside it.
 
 Priority bands (``precedence``, most urgent queue first) also order the
 poller's work while a less urgent backlog flows. kafka-python hands out a
@@ -86,18 +90,24 @@ CLOSE_TIMEOUT_MS = 5_000
 #: (attach, detach), in seconds: a poll plus a final commit, with room to spare.
 REQUEST_TIMEOUT_S = CLOSE_TIMEOUT_MS / 1000 * 3
 
-#: Most records a queue's feed holds before its partitions are paused.
-#: Records wait there until prefetch has room for them (prefetch bounds what
-#: the worker holds, not what is read ahead): fetching only for the one or two
-#: slots an ack had just freed made a fetch per message, and a fetch costs
-#: more than the message. Pausing a full queue also keeps its backlog out of
-#: the fetches every other queue shares.
+#: Most records one poll hands out (kafka-python's ``max_poll_records``).
 READ_AHEAD_RECORDS = 500
 
-#: A paused queue is resumed once its feed is down to this: pausing and
-#: resuming at every ack throttles fetching (kafka-python hands a resumed
-#: partition's parked records back one partition at a time).
-RESUME_BELOW_RECORDS = READ_AHEAD_RECORDS // 2
+#: Records of one partition waiting in its queue's feed at which the
+#: partition is paused. Records wait there until prefetch has room for them
+#: (prefetch bounds what the worker holds, not what is read ahead): fetching
+#: only for the one or two slots an ack had just freed made a fetch per
+#: message, and a fetch costs more than the message. Pausing a partition
+#: that piled up also keeps its backlog out of the fetches every other
+#: partition and queue shares, while they go on being fetched: a queue was
+#: paused as a whole once, and then a partition whose record batch was big
+#: (hundreds of records, returned whole) was worked through alone while the
+#: others waited. A feed holds at most this plus one poll per partition.
+PARTITION_READ_AHEAD = READ_AHEAD_RECORDS // 2
+
+#: A paused partition is resumed once its records waiting are down to this:
+#: pausing and resuming at every ack throttles fetching.
+PARTITION_RESUME_BELOW = PARTITION_READ_AHEAD // 2
 
 #: Most bytes one fetch takes of each partition (kafka-python's default: 1 MiB).
 #: kafka-python hands out a fetch's records one partition after another and
@@ -159,12 +169,16 @@ class QueueFeed:
         # Set while the consumer waits for room under prefetch: only then
         # must an ack wake it (a notify per ack was a tenth of the drain's CPU).
         self.room_wanted = False
-        self.buffer: deque[Filed] = deque()
+        #: Records filed and not taken yet, by partition; taken in turns.
+        self.buffered: dict[TopicPartition, deque[Filed]] = {}
+        # The partitions holding some, in the order their turns come.
+        self._turns: deque[TopicPartition] = deque()
         #: Turns a record into message bytes (raising why it can't), set by
         #: the queue's consumer; called on the poller's thread.
         self.decode: Callable[[ConsumerRecord], bytes] | None = None
         self.attached = False
-        self.paused = False
+        #: Partitions the poller paused because their records piled up here.
+        self.paused: set[TopicPartition] = set()
         # Set when a consumer closed while others stay: the queue's partitions
         # are paused until the next consumer attaches, and are then fetched
         # again from their committed offsets.
@@ -175,15 +189,37 @@ class QueueFeed:
             for tp in partitions:
                 self.trackers[tp] = PartitionTracker(tp, next(self._generations))
 
-    def take(self) -> tuple[Filed, PartitionTracker] | None:
-        """The next buffered record of a partition still assigned, marked started."""
+    def file(self, tp: TopicPartition, filed: list[Filed]) -> None:
+        """Add records a poll returned for ``tp`` (hold :attr:`changed`)."""
+        waiting = self.buffered.get(tp)
+        if waiting is None:
+            waiting = self.buffered[tp] = deque()
+            self._turns.append(tp)
+        waiting.extend(filed)
+
+    def waiting(self) -> int:
+        """Records filed and not taken yet."""
         with self.changed:
-            while self.buffer:
-                filed = self.buffer.popleft()
-                record = filed[0]
-                tracker = self.trackers.get(TopicPartition(record.topic, record.partition))
+            return sum(len(waiting) for waiting in self.buffered.values())
+
+    def take(self) -> tuple[Filed, PartitionTracker] | None:
+        """The next record of a partition still assigned, marked started: each
+        partition holding records gives one in turn, so none waits for the
+        whole of another's fetch."""
+        with self.changed:
+            turns = self._turns
+            while turns:
+                tp = turns[0]
+                waiting = self.buffered[tp]
+                filed = waiting.popleft()
+                if waiting:
+                    turns.rotate(-1)
+                else:
+                    turns.popleft()
+                    del self.buffered[tp]
+                tracker = self.trackers.get(tp)
                 if tracker is not None:
-                    tracker.started(record.offset)
+                    tracker.started(filed[0].offset)
                     self.in_flight += 1
                     return filed, tracker
         return None
@@ -207,7 +243,7 @@ class QueueFeed:
             # looked would not wake it.)
             if self.in_flight >= prefetch:
                 self.room_wanted = True
-            elif self.buffer:
+            elif self._turns:
                 return
             self.changed.wait(timeout_s)
 
@@ -230,8 +266,11 @@ class QueueFeed:
                 offset = tracker.retire()
                 if offset is not None:
                     final[tp] = offset
-            self.buffer = deque(f for f in self.buffer
-                                if TopicPartition(f[0].topic, f[0].partition) not in partitions)
+            for tp in partitions:
+                if self.buffered.pop(tp, None) is not None:
+                    self._turns.remove(tp)
+            # (A partition revoked is no longer paused in the consumer either.)
+            self.paused -= partitions
         return final
 
 
@@ -379,7 +418,7 @@ class GroupPoller:
                 others = any(f.attached for f in self._feeds.values())
                 if others:
                     fresh = self._feeds[feed.queue_name] = QueueFeed(feed.queue_name)
-                    fresh.rewind = fresh.paused = True
+                    fresh.rewind = True
                     partitions = [tp for tp in self._assigned if tp.topic == feed.queue_name]
                 else:
                     self._stopping = True
@@ -444,7 +483,7 @@ class GroupPoller:
                     continue
                 try:
                     self._maybe_commit()
-                    self._pause_full_queues()
+                    self._pause_piled_up_partitions()
                     batches = self._consumer.poll(timeout_ms=POLL_WAIT_MS)
                     self._file(batches)
                     # Each poll pauses one more band at least: one poll per
@@ -536,28 +575,31 @@ class GroupPoller:
             filed = _opened(records, feed.decode)
             with feed.changed:
                 if tp in feed.trackers:
-                    feed.buffer.extend(filed)
+                    feed.file(tp, filed)
                     feed.changed.notify_all()
 
     def _urgency(self, tp: TopicPartition) -> int:
         """A partition's band's place in ``precedence``; queues not named come last."""
         return self._rank.get(tp.topic, len(self._rank))
 
-    def _pause_full_queues(self) -> None:
+    def _pause_piled_up_partitions(self) -> None:
         with self._lock:
             feeds = list(self._feeds.values())
             assigned = set(self._assigned)
         for feed in feeds:
             if feed.rewind:
                 continue
-            buffered = len(feed.buffer)
-            if not feed.paused and buffered >= READ_AHEAD_RECORDS:
-                feed.paused = True
-                self._consumer.pause(*(tp for tp in assigned if tp.topic == feed.queue_name))
-            elif feed.paused and buffered <= RESUME_BELOW_RECORDS:
-                feed.paused = False
-                self._consumer.resume(*(tp for tp in self._consumer.paused()
-                                        if tp.topic == feed.queue_name))
+            with feed.changed:
+                piled_up = {tp for tp, waiting in feed.buffered.items()
+                            if len(waiting) >= PARTITION_READ_AHEAD} & assigned
+                pause = piled_up - feed.paused
+                resume = {tp for tp in feed.paused
+                          if len(feed.buffered.get(tp, ())) <= PARTITION_RESUME_BELOW}
+                feed.paused = (feed.paused | pause) - resume
+            if pause:
+                self._consumer.pause(*pause)
+            if resume:
+                self._consumer.resume(*(resume & self._consumer.paused()))
 
     def _maybe_commit(self) -> None:
         now = time.monotonic()
@@ -617,7 +659,9 @@ class GroupPoller:
             else:
                 self._consumer.seek(tp, offset)
         feed.track(partitions)
-        feed.rewind = feed.paused = False
+        with feed.changed:
+            feed.rewind = False
+            feed.paused = set()
         self._consumer.resume(*partitions)
 
     def _close_consumer(self) -> None:
@@ -645,10 +689,11 @@ class GroupPoller:
         for tp, feed in feeds.items():
             if feed is None:
                 continue
-            if not feed.rewind:  # (else it is tracked once its consumer attaches)
-                feed.track([tp])
-            if feed.paused:
+            if feed.rewind:
+                # Paused, like its other partitions, until its consumer attaches.
                 self._consumer.pause(tp)
+            else:
+                feed.track([tp])
         self.logger.info("Assigned %s", _describe(partitions))
 
     def _revoke(self, partitions: set[TopicPartition], *, commit: bool) -> None:

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
 from broker_support import BrokerFactory, WorkerFactory, committed, stop_worker, wait_until
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from test_broker_commits import send_numbered, take
 
 from broker import KafkaBroker
 from broker.consumer import KafkaMessageProxy
-from broker.poller import READ_AHEAD_RECORDS
+from broker.poller import PARTITION_READ_AHEAD, READ_AHEAD_RECORDS
 
 
 def test_a_worker_consuming_several_queues_is_one_group_member(
@@ -57,10 +58,11 @@ def test_a_worker_consuming_several_queues_is_one_group_member(
                 if t.name == "kafka-group-poller"]
 
 
-def test_a_full_queue_is_paused_and_another_queues_records_come_through(
+def test_a_piled_up_partition_is_paused_and_another_queues_records_come_through(
     make_broker: BrokerFactory, queue_name: str,
 ) -> None:
-    # Given a backlog several times a queue's read-ahead on a low queue
+    # Given a backlog several times a queue's read-ahead on a low queue (one
+    # partition)
     broker = make_broker()
     low, high = f"{queue_name}-low", f"{queue_name}-high"
     send_numbered(broker, low, 4 * READ_AHEAD_RECORDS)
@@ -71,7 +73,7 @@ def test_a_full_queue_is_paused_and_another_queues_records_come_through(
     try:
         assert high_consumer._poller is low_consumer._poller
         low_feed = low_consumer._feed
-        wait_until(lambda: len(low_feed.buffer) >= READ_AHEAD_RECORDS, timeout_s=60,
+        wait_until(lambda: low_feed.waiting() >= PARTITION_READ_AHEAD, timeout_s=60,
                    what="the low queue's read-ahead to fill")
 
         # When a message arrives on the high queue
@@ -84,7 +86,7 @@ def test_a_full_queue_is_paused_and_another_queues_records_come_through(
         while message is None and time.monotonic() < deadline:
             message = next(high_consumer)
         assert message is not None and message.args == (0,)
-        assert len(low_feed.buffer) < 2 * READ_AHEAD_RECORDS
+        assert low_feed.waiting() < PARTITION_READ_AHEAD + READ_AHEAD_RECORDS
     finally:
         low_consumer.close()
         high_consumer.close()
@@ -102,6 +104,10 @@ def test_a_consumer_closed_beside_others_hands_its_unfinished_records_to_the_nex
     old = broker.consume(first_queue, prefetch=10, timeout=100)
     other = broker.consume(other_queue, prefetch=10, timeout=100)
     try:
+        # (The second queue's subscription makes the group rebalance; a
+        # commit made during it is refused, and this one must go through.)
+        wait_until(lambda: TopicPartition(other_queue, 0) in other._feed.trackers,
+                   timeout_s=30, what="the group to settle with both queues")
         held = take(old, 3)
         old.ack(held[0])
 
@@ -129,6 +135,35 @@ def test_a_consumer_closed_beside_others_hands_its_unfinished_records_to_the_nex
             new.close()
     finally:
         other.close()
+
+
+def test_a_backlog_written_in_big_batches_is_worked_through_side_by_side(
+    make_broker: BrokerFactory, queue_name: str,
+) -> None:
+    # Given a backlog on three partitions, written by batch() (whose batches
+    # hold hundreds of records each: Kafka returns a partition's first batch
+    # whole, far over the fetch's 64 KiB a partition)
+    broker = make_broker(topic_partitions=3)
+    send_numbered(broker, queue_name, 8 * READ_AHEAD_RECORDS)
+    consumer = broker.consume(queue_name, prefetch=8, timeout=100)
+    by_partition: Counter[int] = Counter()
+    try:
+        # When a consumer takes as many messages as one poll hands out, at a
+        # worker's pace
+        deadline = time.monotonic() + 60
+        while sum(by_partition.values()) < READ_AHEAD_RECORDS and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                by_partition[message.kafka_record.partition] += 1
+                time.sleep(0.002)
+                consumer.ack(message)
+    finally:
+        consumer.close()
+
+    # Then every partition gave its share of them, not one partition's
+    # batch first and the others' after it
+    assert sum(by_partition.values()) == READ_AHEAD_RECORDS
+    assert min(by_partition[p] for p in range(3)) >= READ_AHEAD_RECORDS // 6, by_partition
 
 
 def test_a_queue_paused_many_times_is_still_read_to_its_end(
@@ -214,7 +249,7 @@ def bulk_filed_ahead_of_a_record(broker: KafkaBroker, bulk: str, sent_to: str) -
             return open_bulk(record)
 
         def noting_bulk_filed(record: Any) -> bytes:
-            bulk_filed_before.append(len(bulk_feed.buffer))
+            bulk_filed_before.append(bulk_feed.waiting())
             return open_record(record)
 
         bulk_feed.decode, feed.decode = sending_once, noting_bulk_filed

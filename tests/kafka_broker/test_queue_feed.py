@@ -30,7 +30,9 @@ def record(partition: int, offset: int) -> ConsumerRecord:
 def feed_with(*records: ConsumerRecord) -> QueueFeed:
     feed = QueueFeed(TOPIC)
     feed.track({TopicPartition(TOPIC, r.partition) for r in records})
-    feed.buffer.extend((r, None) for r in records)
+    with feed.changed:
+        for r in records:
+            feed.file(TopicPartition(TOPIC, r.partition), [(r, None)])
     return feed
 
 
