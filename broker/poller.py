@@ -546,7 +546,7 @@ class GroupPoller:
             assigned = set(self._assigned)
         unpaused = assigned - self._consumer.paused()
         if not any(self._rank.get(tp.topic, band) < band for tp in unpaused):
-            return {}  # (the more urgent bands' feeds are full, or none is assigned here)
+            return {}  # (the more urgent bands are paused, or none is assigned here)
         behind = [tp for tp in unpaused if self._rank.get(tp.topic, 0) >= band]
         if not behind:
             return {}
