@@ -73,8 +73,8 @@ def client_alone(*, n: int, threads: int, latency_s: float, workdir: Path) -> di
 def _main(n: int, threads: int) -> None:
     """The child: push through the clients from ``threads`` threads; print
     the rate and CPU per push as JSON."""
-    from willowe_tasks.dispatch import Notification, push_for
-    from willowe_tasks.kinds import KINDS
+    from willowe_tasks import send_match
+    from willowe_tasks.dispatch import push_for
     from willowe_tasks.providers import provider_for
     from willowe_tasks.registry import Device
     from willowe_tasks.settings import load_settings
@@ -82,22 +82,18 @@ def _main(n: int, threads: int) -> None:
     settings = load_settings()
     clients = {platform: provider_for(platform).build(settings)
                for platform in ("ios", "android")}
-    kind = KINDS["match"]
-    payload = kind.payload.model_validate({"name": "Анна", "age": 25})
-    data = {name: str(value) for name in kind.data_fields
-            if (value := getattr(payload, name, None)) is not None}
+    preview = send_match.preview
+    assert preview is not None
     warm_up = WARM_UP_PER_THREAD * threads
-    people = users("client-alone", n + warm_up)
-    now = time.time()
-    pushes = [
-        (user.platform, push_for(
-            Notification(id=f"client-alone-{i}", kind=kind.name, user_id=user.user_id,
-                         title=kind.title(payload), body=kind.body(payload),
-                         priority=kind.band.word, expires_at=now + kind.ttl_s, data=data,
-                         sent_at=now),
-            Device(user.user_id, user.platform, user.token,
-                   settings.apns_topic if user.platform == "ios" else "com.willowe.android")))
-        for i, user in enumerate(people)]
+    pushes = []
+    for user in users("client-alone", n + warm_up):
+        # The notification the worker would push for this match (the actor's
+        # own preview of it), to this user's one device.
+        notification, _ = preview(send_match.arguments.model_validate(
+            {"user_id": user.user_id, "payload": {"name": "Анна", "age": 25}}))
+        device = Device(user.user_id, user.platform, user.token,
+                        settings.apns_topic if user.platform == "ios" else "com.willowe.android")
+        pushes.append((user.platform, push_for(notification, device)))
     failures: list[BaseException] = []
 
     def push_share(share: list[tuple[str, Any]]) -> None:
